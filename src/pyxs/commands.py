@@ -1,0 +1,316 @@
+"""Every XenStore operation, defined once for every front end.
+
+An operation is a function that validates its arguments and returns a
+:class:`Command`: the op, the request payload, and how to decode the reply
+payload. Front ends (the threaded :class:`~pyxs.client.Client`, the asyncio
+client) only move bytes: they send ``command.payload`` under ``command.op``
+in their current transaction, wait for the reply and call
+:meth:`Command.result` on it.
+
+Operations that take several round trips (``list`` falling back to
+DIRECTORY_PART, ``exists``) are *procedures*: generators that yield
+:class:`Command` objects and receive each one's decoded result (or have its
+:class:`~pyxs.exceptions.XenStoreError` thrown into them); the value they
+return is the operation's result. :func:`run_sync` drives one with a
+blocking round-trip function; the asyncio client drives them the same way
+with ``await``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generator, Generic, Iterable, TypeVar, Union
+
+from .exceptions import NoEntryError, TooBigError, UnexpectedPacket, error_from_payload
+from .paths import (
+    PathLike,
+    Permission,
+    check_ascii,
+    validate_path,
+    validate_perms,
+    validate_watch_path,
+)
+from .protocol import Op, Packet, split_strings
+
+__all__ = [
+    "Command",
+    "Procedure",
+    "control",
+    "directory",
+    "directory_part",
+    "exists",
+    "get_domain_path",
+    "get_perms",
+    "introduce",
+    "is_domain_introduced",
+    "list_children",
+    "mkdir",
+    "read",
+    "release",
+    "reset_watches",
+    "resume",
+    "rm",
+    "run_sync",
+    "set_perms",
+    "set_target",
+    "transaction_end",
+    "transaction_start",
+    "unwatch",
+    "watch",
+    "write",
+]
+
+T = TypeVar("T")
+_OP_ERROR = int(Op.ERROR)
+
+
+class Command(Generic[T]):
+    """One request and the decoder of its reply."""
+
+    __slots__ = ("decode", "op", "payload")
+
+    def __init__(self, op: Op, payload: bytes, decode: Callable[[bytes], T]) -> None:
+        self.op = op
+        self.payload = payload
+        self.decode = decode
+
+    def result(self, reply: Packet) -> T:
+        """Decode ``reply``; raise the server's error or UnexpectedPacket."""
+        if reply.op == self.op:
+            return self.decode(reply.payload)
+        if reply.op == _OP_ERROR:
+            raise error_from_payload(reply.payload)
+        raise UnexpectedPacket(f"expected a reply of type {self.op.name}, got {reply!r}")
+
+    def __repr__(self) -> str:
+        return f"Command({self.op.name}, {self.payload!r})"
+
+
+#: A multi-step operation: yields Commands, receives their results.
+Procedure = Generator[Command[Any], Any, T]
+Operation = Union[Command[T], Procedure[T]]
+
+
+# -- reply decoders ----------------------------------------------------------
+
+
+def _ok(payload: bytes) -> None:
+    if payload != b"OK\0":
+        raise UnexpectedPacket(f"expected OK, got {payload!r}")
+
+
+def _raw(payload: bytes) -> bytes:
+    return payload
+
+
+def _string(payload: bytes) -> bytes:
+    return payload[:-1] if payload[-1:] == b"\0" else payload
+
+
+def _bool(payload: bytes) -> bool:
+    return _string(payload) == b"T"
+
+
+def _int(payload: bytes) -> int:
+    try:
+        return int(_string(payload))
+    except ValueError:
+        raise UnexpectedPacket(f"expected a number, got {payload!r}") from None
+
+
+def _domid(domid: int) -> bytes:
+    if isinstance(domid, bool) or not isinstance(domid, int) or not 0 <= domid <= 0xFFFF:
+        raise ValueError(f"domain id must be an int in 0..65535, not {domid!r}")
+    return b"%d" % domid
+
+
+# -- single-request operations -------------------------------------------------
+
+
+def read(path: PathLike) -> Command[bytes]:
+    """READ: the node's value (raw bytes, may be empty or contain NULs)."""
+    return Command(Op.READ, validate_path(path) + b"\0", _raw)
+
+
+def write(path: PathLike, value: bytes | bytearray | memoryview) -> Command[None]:
+    """WRITE: set a value (any bytes, may be empty), creating missing parents."""
+    if not isinstance(value, bytes):
+        if not isinstance(value, (bytearray, memoryview)):
+            raise TypeError(f"value must be bytes, not {type(value).__name__}")
+        value = bytes(value)
+    return Command(Op.WRITE, validate_path(path) + b"\0" + value, _ok)
+
+
+def mkdir(path: PathLike) -> Command[None]:
+    """MKDIR: create a node (and parents); an existing node is left alone."""
+    return Command(Op.MKDIR, validate_path(path) + b"\0", _ok)
+
+
+def rm(path: PathLike) -> Command[None]:
+    """RM: remove a node and its subtree."""
+    return Command(Op.RM, validate_path(path) + b"\0", _ok)
+
+
+def directory(path: PathLike) -> Command[list[bytes]]:
+    """DIRECTORY: child names in creation order (E2BIG when over 4096 bytes)."""
+    return Command(Op.DIRECTORY, validate_path(path) + b"\0", split_strings)
+
+
+def _directory_part_reply(payload: bytes) -> tuple[bytes, bytes, bool]:
+    generation, sep, rest = payload.partition(b"\0")
+    if not sep:
+        raise UnexpectedPacket(f"malformed DIRECTORY_PART reply {payload!r}")
+    # The last part carries an extra NUL (an empty name) after the list.
+    if rest == b"\0" or rest.endswith(b"\0\0"):
+        return generation, rest[:-1], True
+    return generation, rest, rest == b""
+
+
+def directory_part(path: PathLike, offset: int) -> Command[tuple[bytes, bytes, bool]]:
+    """DIRECTORY_PART: ``(generation, raw NUL-terminated names, complete)``."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a non-negative int, not {offset!r}")
+    payload = validate_path(path) + b"\0%d\0" % offset
+    return Command(Op.DIRECTORY_PART, payload, _directory_part_reply)
+
+
+def get_perms(path: PathLike) -> Command[list[bytes]]:
+    """GET_PERMS: the permission list as pyxs 0.4 gave it, ``[b"n0", b"r5"]``."""
+    return Command(Op.GET_PERMS, validate_path(path) + b"\0", split_strings)
+
+
+def set_perms(path: PathLike, perms: Iterable[PathLike | Permission]) -> Command[None]:
+    """SET_PERMS: replace the node's permission list (owner first)."""
+    entries = validate_perms(perms)
+    payload = validate_path(path) + b"\0" + b"".join(p + b"\0" for p in entries)
+    return Command(Op.SET_PERMS, payload, _ok)
+
+
+def watch(path: PathLike, token: PathLike) -> Command[None]:
+    """WATCH: register (path, token); an initial event follows the OK."""
+    payload = validate_watch_path(path) + b"\0" + check_ascii(token, "token") + b"\0"
+    return Command(Op.WATCH, payload, _ok)
+
+
+def unwatch(path: PathLike, token: PathLike) -> Command[None]:
+    """UNWATCH: drop (path, token)."""
+    payload = validate_watch_path(path) + b"\0" + check_ascii(token, "token") + b"\0"
+    return Command(Op.UNWATCH, payload, _ok)
+
+
+def transaction_start() -> Command[int]:
+    """TRANSACTION_START: the new transaction's id."""
+    return Command(Op.TRANSACTION_START, b"\0", _int)
+
+
+def transaction_end(commit: bool) -> Command[None]:
+    """TRANSACTION_END: commit (``T``) or abort (``F``); EAGAIN on conflict."""
+    return Command(Op.TRANSACTION_END, b"T\0" if commit else b"F\0", _ok)
+
+
+def introduce(domid: int, mfn: int, port: int) -> Command[None]:
+    """INTRODUCE a domain: its id, ring page frame and event channel."""
+    if isinstance(mfn, bool) or not isinstance(mfn, int) or mfn < 0:
+        raise ValueError(f"mfn must be a non-negative int, not {mfn!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or port < 0:
+        raise ValueError(f"event channel must be a non-negative int, not {port!r}")
+    return Command(Op.INTRODUCE, _domid(domid) + b"\0%d\0%d\0" % (mfn, port), _ok)
+
+
+def release(domid: int) -> Command[None]:
+    """RELEASE a domain: xenstored forgets it and fires @releaseDomain."""
+    return Command(Op.RELEASE, _domid(domid) + b"\0", _ok)
+
+
+def resume(domid: int) -> Command[None]:
+    """RESUME a domain after suspend."""
+    return Command(Op.RESUME, _domid(domid) + b"\0", _ok)
+
+
+def set_target(domid: int, target: int) -> Command[None]:
+    """SET_TARGET: let ``domid`` act with ``target``'s privileges (stub domains)."""
+    return Command(Op.SET_TARGET, _domid(domid) + b"\0" + _domid(target) + b"\0", _ok)
+
+
+def get_domain_path(domid: int) -> Command[bytes]:
+    """GET_DOMAIN_PATH: ``/local/domain/<domid>``."""
+    return Command(Op.GET_DOMAIN_PATH, _domid(domid) + b"\0", _string)
+
+
+def is_domain_introduced(domid: int) -> Command[bool]:
+    """IS_DOMAIN_INTRODUCED."""
+    return Command(Op.IS_DOMAIN_INTRODUCED, _domid(domid) + b"\0", _bool)
+
+
+def reset_watches() -> Command[None]:
+    """RESET_WATCHES: drop this connection's watches and transactions."""
+    return Command(Op.RESET_WATCHES, b"", _ok)
+
+
+def control(*args: PathLike) -> Command[bytes]:
+    """CONTROL (``xenstore-control``): ``control(b"print", b"hello")``."""
+    if not args:
+        raise ValueError("control needs a command, for example b'check'")
+    parts = [check_ascii(a, "control argument") for a in args]
+    return Command(Op.CONTROL, b"".join(p + b"\0" for p in parts), _string)
+
+
+# -- procedures --------------------------------------------------------------
+
+
+def list_children(path: PathLike) -> Procedure[list[bytes]]:
+    """Child names; falls back to DIRECTORY_PART when DIRECTORY gives E2BIG.
+
+    As libxenstore does, the parts are read again from the start when the
+    node's generation changes between two of them.
+    """
+    path = validate_path(path)
+    try:
+        children: list[bytes] = yield directory(path)
+        return children
+    except TooBigError:
+        pass
+    while True:
+        chunks: list[bytes] = []
+        offset = 0
+        first_generation = None
+        while True:
+            generation, names, complete = yield directory_part(path, offset)
+            if first_generation is None:
+                first_generation = generation
+            elif generation != first_generation:
+                break  # the directory changed under us: start again
+            chunks.append(names)
+            offset += len(names)
+            if complete:
+                return split_strings(b"".join(chunks))
+
+
+def exists(path: PathLike) -> Procedure[bool]:
+    """Whether the node exists: READ succeeds (True) or says ENOENT (False).
+
+    Other errors (EACCES for a guest) propagate: they do not say "missing".
+    """
+    try:
+        yield read(path)
+    except NoEntryError:
+        return False
+    return True
+
+
+def run_sync(operation: Operation[T], roundtrip: Callable[[Command[Any]], Any]) -> T:
+    """Drive a command or procedure with a blocking ``roundtrip(command)``."""
+    if isinstance(operation, Command):
+        result: T = roundtrip(operation)
+        return result
+    try:
+        command = next(operation)
+        while True:
+            try:
+                value = roundtrip(command)
+            except BaseException as exc:  # noqa: BLE001 - handed to the procedure
+                command = operation.throw(exc)
+            else:
+                command = operation.send(value)
+    except StopIteration as stop:
+        done: T = stop.value
+        return done

@@ -1,0 +1,157 @@
+"""Path, token and permission rules, shared by the clients and the server.
+
+XenStore paths are bytes over ``[A-Za-z0-9/_@-]``; ``/`` separates
+components; a path without a leading ``/`` (and not starting with ``@``) is
+relative to the caller's ``/local/domain/<domid>``. Special watch paths start
+with ``@`` (``@introduceDomain``, ``@releaseDomain``).
+
+Permissions are ``<letter><domid>``: ``n`` none, ``r`` read, ``w`` write,
+``b`` both. The first entry of a node's list names its owner (who has full
+access) and its letter is the access of every domain not listed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, NamedTuple, Union
+
+from .exceptions import InvalidPath, InvalidPayload, InvalidPermission
+from .protocol import ABS_PATH_MAX, REL_PATH_MAX
+
+__all__ = [
+    "DOMID_MAX",
+    "PERM_LETTERS",
+    "Permission",
+    "check_ascii",
+    "domain_path",
+    "format_perms",
+    "parse_perm",
+    "parse_perms",
+    "validate_path",
+    "validate_perms",
+    "validate_watch_path",
+]
+
+PathLike = Union[bytes, str]
+
+#: the characters a path may contain (``valid_chars()`` in xenstored).
+_PATH_CHARS = re.compile(rb"[A-Za-z0-9/_@\-]+\Z")
+_PERM = re.compile(rb"([nrwb])([0-9]+)\Z")
+_7BIT = re.compile(rb"[\x20-\x7e]*\Z")
+
+#: Domain ids are 16-bit; ids from 0x7FF0 up are reserved (DOMID_SELF ...).
+DOMID_MAX = 0xFFFF
+PERM_LETTERS = b"nrwb"
+
+
+def _as_bytes(value: object, what: str, error: type[ValueError]) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        try:
+            return value.encode("ascii")
+        except UnicodeEncodeError:
+            raise error(f"{what} {value!r} is not 7-bit ASCII") from None
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
+
+
+def validate_path(path: PathLike) -> bytes:
+    """Check a node path as the client sends it and return it as bytes.
+
+    Relative paths are allowed (the server resolves them); ``@`` paths are
+    rejected here, except through :func:`validate_watch_path`.
+    """
+    path = _as_bytes(path, "path", InvalidPath)
+    if not path:
+        raise InvalidPath("empty path")
+    if not _PATH_CHARS.match(path):
+        raise InvalidPath(f"{path!r}: only ASCII letters, digits and -/_@ are allowed")
+    if path[:1] == b"@":
+        raise InvalidPath(f"{path!r}: @-paths name watches, not nodes")
+    return _check_shape(path)
+
+
+def validate_watch_path(path: PathLike) -> bytes:
+    """Check a path for WATCH/UNWATCH: a node path or an ``@`` special path."""
+    path = _as_bytes(path, "path", InvalidPath)
+    if not path:
+        raise InvalidPath("empty path")
+    if not _PATH_CHARS.match(path):
+        raise InvalidPath(f"{path!r}: only ASCII letters, digits and -/_@ are allowed")
+    return _check_shape(path)
+
+
+def _check_shape(path: bytes) -> bytes:
+    limit = ABS_PATH_MAX if path[:1] == b"/" else REL_PATH_MAX
+    if len(path) > limit:
+        raise InvalidPath(f"path of {len(path)} bytes exceeds {limit}")
+    if b"//" in path:
+        raise InvalidPath(f"{path!r}: empty path component")
+    if path[-1:] == b"/" and path != b"/":
+        raise InvalidPath(f"{path!r}: trailing '/'")
+    return path
+
+
+def check_ascii(value: PathLike, what: str = "argument") -> bytes:
+    """A protocol string (token, control argument): 7-bit printable, no NUL."""
+    value = _as_bytes(value, what, InvalidPayload)
+    if not _7BIT.match(value):
+        raise InvalidPayload(f"{what} {value!r} must be printable 7-bit ASCII")
+    return value
+
+
+class Permission(NamedTuple):
+    """One permission entry: a letter of ``nrwb`` and a domain id."""
+
+    letter: str
+    domid: int
+
+    @property
+    def read(self) -> bool:
+        return self.letter in "rb"
+
+    @property
+    def write(self) -> bool:
+        return self.letter in "wb"
+
+    def encode(self) -> bytes:
+        return f"{self.letter}{self.domid}".encode("ascii")
+
+    def __str__(self) -> str:
+        return f"{self.letter}{self.domid}"
+
+
+def parse_perm(perm: PathLike) -> Permission:
+    """``b"r5"`` -> ``Permission("r", 5)``; anything else: InvalidPermission."""
+    raw = _as_bytes(perm, "permission", InvalidPermission)
+    match = _PERM.match(raw)
+    if match is None or int(match.group(2)) > DOMID_MAX:
+        raise InvalidPermission(f"{perm!r} is not one of n<domid> r<domid> w<domid> b<domid>")
+    return Permission(match.group(1).decode("ascii"), int(match.group(2)))
+
+
+def validate_perms(perms: Iterable[PathLike | Permission]) -> list[bytes]:
+    """Check a permission list for SET_PERMS; return its entries as bytes."""
+    if isinstance(perms, (bytes, str)):
+        raise InvalidPermission("permissions must be a list of entries such as [b'n0', b'r5']")
+    out = [p.encode() if isinstance(p, Permission) else parse_perm(p).encode() for p in perms]
+    if not out:
+        raise InvalidPermission("at least one permission (the owner) is required")
+    return out
+
+
+def parse_perms(payload: bytes) -> list[Permission]:
+    """A GET_PERMS reply, ``b"n0\\0r5\\0"``, as a list of :class:`Permission`."""
+    return [parse_perm(p) for p in payload.split(b"\0") if p]
+
+
+def format_perms(perms: Iterable[Permission]) -> bytes:
+    """The SET_PERMS payload tail for ``perms``: each entry NUL-terminated."""
+    return b"".join(p.encode() + b"\0" for p in perms)
+
+
+def domain_path(domid: int) -> bytes:
+    """``/local/domain/<domid>``: the home of a domain's relative paths."""
+    return b"/local/domain/%d" % domid

@@ -1,0 +1,293 @@
+"""The XenStore wire protocol, with no I/O.
+
+Theory of operation
+-------------------
+Every message on a XenStore connection is a 16-byte header
+``struct xsd_sockmsg { uint32 type, req_id, tx_id, len; }`` (little-endian)
+followed by ``len`` payload bytes, ``len <= 4096`` in both directions
+(``xen/include/public/io/xs_wire.h``).
+
+This module knows that and nothing else about sockets: it turns packets into
+bytes (:func:`encode`) and bytes into packets (:class:`Decoder`). The sync
+client, the asyncio client and the embedded server all stand on it; none of
+them packs a header itself.
+
+:class:`ClientProtocol` is the client half of a connection: it allocates
+request ids (32-bit, wrapping, never one still in flight), matches replies to
+the requests that are waiting for them and tells watch events apart from
+replies. The *reply-routing rule* is: a ``WATCH_EVENT`` packet is always an
+event, whatever its req_id; any other packet is the reply to the pending
+request with the same req_id; a reply whose req_id was abandoned (an
+asyncio call that was cancelled) is dropped; any other reply is a protocol
+violation (:class:`~pyxs.exceptions.UnexpectedPacket`).
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import struct
+from typing import NamedTuple
+
+from .exceptions import InvalidPayload, UnexpectedPacket
+
+__all__ = [
+    "ABS_PATH_MAX",
+    "HEADER",
+    "HEADER_SIZE",
+    "PAYLOAD_MAX",
+    "REL_PATH_MAX",
+    "ClientProtocol",
+    "Decoder",
+    "Op",
+    "Packet",
+    "PacketTooLarge",
+    "XsdError",
+    "encode",
+    "split_strings",
+]
+
+#: ``XENSTORE_PAYLOAD_MAX``: the largest payload either side may send.
+PAYLOAD_MAX = 4096
+#: ``XENSTORE_ABS_PATH_MAX`` and ``XENSTORE_REL_PATH_MAX`` from xs_wire.h.
+ABS_PATH_MAX = 3072
+REL_PATH_MAX = 2048
+
+#: ``struct xsd_sockmsg``: type, req_id, tx_id, len.
+HEADER = struct.Struct("<IIII")
+HEADER_SIZE = HEADER.size
+
+_pack_header = HEADER.pack
+_unpack_header = HEADER.unpack_from
+
+
+class Op(enum.IntEnum):
+    """``enum xsd_sockmsg_type`` from ``xen/include/public/io/xs_wire.h``."""
+
+    CONTROL = 0
+    DEBUG = 0  # the pre-4.9 name of CONTROL, kept as an alias
+    DIRECTORY = 1
+    READ = 2
+    GET_PERMS = 3
+    WATCH = 4
+    UNWATCH = 5
+    TRANSACTION_START = 6
+    TRANSACTION_END = 7
+    INTRODUCE = 8
+    RELEASE = 9
+    GET_DOMAIN_PATH = 10
+    WRITE = 11
+    MKDIR = 12
+    RM = 13
+    SET_PERMS = 14
+    WATCH_EVENT = 15
+    ERROR = 16
+    IS_DOMAIN_INTRODUCED = 17
+    RESUME = 18
+    SET_TARGET = 19
+    # 20 was XS_RESTRICT, removed from Xen: it is invalid on the wire.
+    RESET_WATCHES = 21
+    DIRECTORY_PART = 22
+    GET_FEATURE = 23  # Xen 4.21+
+    SET_FEATURE = 24  # Xen 4.21+
+    GET_QUOTA = 25  # Xen 4.22+
+    SET_QUOTA = 26  # Xen 4.22+
+    INVALID = 0xFFFF
+
+
+class XsdError(enum.IntEnum):
+    """The error names of ``xsd_errors[]`` in xs_wire.h, in its order.
+
+    Each member's value is the errno it stands for; its name is what an
+    ``ERROR`` packet carries (``b"ENOENT\\0"``).
+    """
+
+    EINVAL = errno.EINVAL
+    EACCES = errno.EACCES
+    EEXIST = errno.EEXIST
+    EISDIR = errno.EISDIR
+    ENOENT = errno.ENOENT
+    ENOMEM = errno.ENOMEM
+    ENOSPC = errno.ENOSPC
+    EIO = errno.EIO
+    ENOTEMPTY = errno.ENOTEMPTY
+    ENOSYS = errno.ENOSYS
+    EROFS = errno.EROFS
+    EBUSY = errno.EBUSY
+    EAGAIN = errno.EAGAIN
+    EISCONN = errno.EISCONN
+    E2BIG = errno.E2BIG
+    EPERM = errno.EPERM
+
+    @property
+    def payload(self) -> bytes:
+        """The payload of an ERROR packet carrying this error."""
+        return self.name.encode("ascii") + b"\0"
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> XsdError:
+        """Decode an ERROR payload; unknown names count as EINVAL (as in xs.c)."""
+        name = payload.rstrip(b"\0").decode("ascii", "replace")
+        return cls.__members__.get(name, cls.EINVAL)
+
+
+class Packet(NamedTuple):
+    """One message. ``op`` is an int: unknown ops must be representable."""
+
+    op: int
+    req_id: int
+    tx_id: int
+    payload: bytes
+
+
+class PacketTooLarge(InvalidPayload):
+    """A header announced a payload larger than :data:`PAYLOAD_MAX`."""
+
+
+def encode(op: int, req_id: int, tx_id: int, payload: bytes) -> bytes:
+    """The wire form of one packet."""
+    if len(payload) > PAYLOAD_MAX:
+        raise InvalidPayload(
+            f"payload of {len(payload)} bytes exceeds XenStore's {PAYLOAD_MAX}-byte limit"
+        )
+    return _pack_header(op, req_id, tx_id, len(payload)) + payload
+
+
+def split_strings(payload: bytes) -> list[bytes]:
+    """Split a payload of NUL-terminated strings: ``b"a\\0b\\0"`` -> ``[a, b]``."""
+    if not payload:
+        return []
+    parts = payload.split(b"\0")
+    if parts[-1] == b"":
+        parts.pop()
+    return parts
+
+
+class Decoder:
+    """Incremental decoder: feed it bytes as they come, get whole packets.
+
+    A header announcing more than :data:`PAYLOAD_MAX` bytes raises
+    :class:`PacketTooLarge`; the connection is then beyond repair (the real
+    daemon closes it) and the decoder must not be fed again.
+    """
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not make a whole packet yet."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Packet]:
+        """Add ``data`` and return the packets it completes, in order."""
+        buf = self._buffer
+        buf += data
+        end = len(buf)
+        if end < HEADER_SIZE:
+            return []
+        packets: list[Packet] = []
+        pos = 0
+        while end - pos >= HEADER_SIZE:
+            op, req_id, tx_id, size = _unpack_header(buf, pos)
+            if size > PAYLOAD_MAX:
+                raise PacketTooLarge(f"header announces {size} payload bytes (limit {PAYLOAD_MAX})")
+            stop = pos + HEADER_SIZE + size
+            if stop > end:
+                break
+            packets.append(Packet(op, req_id, tx_id, bytes(buf[pos + HEADER_SIZE : stop])))
+            pos = stop
+        if pos:
+            del buf[:pos]
+        return packets
+
+
+class WatchEvent(NamedTuple):
+    """A WATCH_EVENT as the client sees it: the path that changed and the token."""
+
+    path: bytes
+    token: bytes
+
+
+def decode_watch_event(payload: bytes) -> WatchEvent:
+    """``<path>\\0<token>\\0`` -> :class:`WatchEvent`."""
+    parts = payload.split(b"\0")
+    if len(parts) < 2:
+        raise UnexpectedPacket(f"malformed WATCH_EVENT payload {payload!r}")
+    return WatchEvent(parts[0], parts[1])
+
+
+_REQ_ID_MASK = 0xFFFFFFFF
+
+
+class ClientProtocol:
+    """The client side of one connection, without I/O.
+
+    ``request()`` gives the bytes to send and the req_id to wait for;
+    ``receive()`` takes bytes read from the connection and returns
+    ``(replies, events)``: replies as :class:`Packet` (to hand to whoever
+    waits for ``packet.req_id``), events as :class:`WatchEvent`.
+
+    It is not thread-safe by itself: front ends serialise ``request()`` (under
+    their send lock) and ``receive()`` (under their read lock).
+    """
+
+    __slots__ = ("_abandoned", "_decoder", "_next_id", "pending")
+
+    def __init__(self) -> None:
+        self._decoder = Decoder()
+        self._next_id = 1
+        #: req_ids sent and not yet answered.
+        self.pending: set[int] = set()
+        self._abandoned: set[int] = set()
+
+    def next_req_id(self) -> int:
+        """A 32-bit request id not in flight; ids wrap after 2**32 - 1."""
+        pending = self.pending
+        req_id = self._next_id
+        while req_id in pending or req_id == 0:
+            req_id = (req_id + 1) & _REQ_ID_MASK
+        self._next_id = (req_id + 1) & _REQ_ID_MASK
+        pending.add(req_id)
+        return req_id
+
+    def request(self, op: int, payload: bytes, tx_id: int = 0) -> tuple[int, bytes]:
+        """Allocate a req_id for a request and encode it."""
+        if len(payload) > PAYLOAD_MAX:
+            raise InvalidPayload(
+                f"payload of {len(payload)} bytes exceeds XenStore's {PAYLOAD_MAX}-byte limit"
+            )
+        req_id = self.next_req_id()
+        return req_id, _pack_header(op, req_id, tx_id, len(payload)) + payload
+
+    def abandon(self, req_id: int) -> None:
+        """Forget a request whose caller gave up; its reply will be dropped."""
+        if req_id in self.pending:
+            self._abandoned.add(req_id)
+
+    def forget(self, req_id: int) -> None:
+        """Forget a request that was never sent (sending failed)."""
+        self.pending.discard(req_id)
+
+    def receive(self, data: bytes) -> tuple[list[Packet], list[WatchEvent]]:
+        """Decode ``data``; route each packet by the reply-routing rule."""
+        replies: list[Packet] = []
+        events: list[WatchEvent] = []
+        pending = self.pending
+        for packet in self._decoder.feed(data):
+            if packet.op == Op.WATCH_EVENT:
+                events.append(decode_watch_event(packet.payload))
+                continue
+            req_id = packet.req_id
+            if req_id not in pending:
+                raise UnexpectedPacket(
+                    f"reply with req_id {req_id} (op {packet.op}) matches no request"
+                )
+            pending.discard(req_id)
+            if req_id in self._abandoned:
+                self._abandoned.discard(req_id)
+                continue
+            replies.append(packet)
+        return replies, events
