@@ -2,12 +2,31 @@
 
 The real daemon is started once per session; tests isolate themselves by
 working under their own ``unique_path``.
+
+Running one test against both servers (tests/servers.py, tests/realxs_guest.py)
+--------------------------------------------------------------------------------
+``xs_server`` is parametrized ``["embedded", "real"]`` and yields an
+``XsServer``: ``.name`` ("embedded"/"real"), ``.socket_path`` (dom0 socket),
+``.introduce_guest(domid) -> str`` (INTRODUCE over the wire; returns a Unix
+socket path whose connections act as that unprivileged domain, i.e. the
+embedded ``Server.guest_socket_path(domid)``; on the real daemon a bridge
+thread moves the bytes through the guest's shared ring), and
+``.set_domain_state(domid, state)`` (running/shutdown/crashed/dying/gone;
+fires ``@releaseDomain`` like VIRQ_DOM_EXC; synchronous).
+``xs_server`` is shared by the session (one per kind): work under
+``unique_path`` and use ``unique_domid``. ``fresh_xs_server`` is a new server
+of each kind for every test (initial tree, domain states, @introduceDomain).
+On the real daemon a guest socket serves one connection at a time; when it
+closes, the domain is re-INTRODUCEd, which resets the guest's connection
+(watches, transactions) but not its transaction-id counter.
+``real_xenstored.introduce_guest(domid)`` and
+``real_xenstored.set_domain_state(domid, state)`` do the same on the plain
+session daemon.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 import uuid
@@ -16,6 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from realxs_guest import guests_for, stop_daemon
+from servers import EmbeddedXsServer, RealXsServer, XsServer
 
 REPO = Path(__file__).resolve().parent.parent
 REALXS = Path(os.environ.get("PYXS_REALXS", REPO.parent / "shared" / "realxs"))
@@ -40,6 +62,14 @@ class RealXenstored:
             if (base / name).exists():
                 return str(base / name)
         raise FileNotFoundError(name)
+
+    def introduce_guest(self, domid: int) -> str:
+        """INTRODUCE ``domid``; a socket path whose connections act as that guest."""
+        return guests_for(self.rundir, self.socket_path).introduce(domid)
+
+    def set_domain_state(self, domid: int, state: str) -> None:
+        """running/shutdown/crashed/dying/gone via RUNDIR/domains + VIRQ_DOM_EXC."""
+        guests_for(self.rundir, self.socket_path).set_domain_state(domid, state)
 
     def tool_env(self, socket_path: str | None = None) -> dict[str, str]:
         """Environment for running a real libxenstore tool against a socket."""
@@ -73,8 +103,8 @@ def start_real_xenstored(*options: str) -> RealXenstored:
 
 
 def stop_real_xenstored(daemon: RealXenstored) -> None:
-    subprocess.run([str(REALXS / "stop.sh"), str(daemon.rundir)], capture_output=True)
-    shutil.rmtree(daemon.rundir, ignore_errors=True)
+    # stop.sh's way, without waiting seconds for init to reap the zombie
+    stop_daemon(daemon.rundir, daemon.pid)
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +121,47 @@ def real_xenstored() -> Iterator[RealXenstored]:
 def unique_path() -> bytes:
     """A fresh absolute path under which a test may do as it likes."""
     return b"/test/" + uuid.uuid4().hex[:12].encode()
+
+
+# -- one test, both servers (see the module docstring) ------------------------
+
+_unique_domids = iter(range(100, 0x7FF0))
+
+
+@pytest.fixture
+def unique_domid() -> int:
+    """A domid no other test of the session uses (100, 101, ...)."""
+    return next(_unique_domids)
+
+
+@pytest.fixture(scope="session")
+def _embedded_xs_server() -> Iterator[XsServer]:
+    server = EmbeddedXsServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=["embedded", "real"])
+def xs_server(request: pytest.FixtureRequest) -> XsServer:
+    """The session's embedded server, then the session's real xenstored."""
+    if request.param == "embedded":
+        server: XsServer = request.getfixturevalue("_embedded_xs_server")
+        return server
+    return RealXsServer(request.getfixturevalue("real_xenstored"))
+
+
+@pytest.fixture(params=["embedded", "real"])
+def fresh_xs_server(request: pytest.FixtureRequest) -> Iterator[XsServer]:
+    """A new embedded server, then a new real xenstored, for this test alone."""
+    server: XsServer
+    if request.param == "embedded":
+        server = EmbeddedXsServer()
+    else:
+        daemon = start_real_xenstored()
+        server = RealXsServer(daemon, stop=lambda: stop_real_xenstored(daemon))
+    try:
+        yield server
+    finally:
+        server.close()
