@@ -5,6 +5,7 @@ Importing pyxs does no I/O: nothing is read or connected until you ask.
 
 from __future__ import annotations
 
+from .aio import AsyncClient
 from .exceptions import (
     ConnectionError,
     InvalidOperation,
@@ -20,6 +21,7 @@ from .protocol import Op
 __version__ = "0.5.0"
 
 __all__ = [
+    "AsyncClient",
     "ConnectionError",
     "InvalidOperation",
     "InvalidPath",

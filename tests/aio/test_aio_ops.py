@@ -1,0 +1,367 @@
+"""Every operation of AsyncClient, against the embedded server and the real xenstored."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+
+import pytest
+from aio_support import run, settle
+
+import pyxs
+import pyxs.aio
+from pyxs.aio import AsyncClient, AsyncMonitor, AsyncTransaction
+from pyxs.paths import Permission
+from pyxs.exceptions import (
+    ConnectionError,
+    ExistsError,
+    InvalidPath,
+    InvalidPermission,
+    NoEntryError,
+    PyXSError,
+    TransactionConflictError,
+)
+
+
+def test_public_names() -> None:
+    assert pyxs.AsyncClient is AsyncClient
+    assert pyxs.aio.AsyncClient is AsyncClient
+    assert {"AsyncClient", "AsyncMonitor", "AsyncTransaction", "Event"} <= set(pyxs.aio.__all__)
+
+
+def test_read_write_mkdir_delete(xs_server, unique_path) -> None:
+    async def main() -> None:
+        async with AsyncClient(xs_server.socket_path) as c:
+            assert c.connected
+            await c.write(unique_path + b"/a", b"hello\0world")
+            assert await c.read(unique_path + b"/a") == b"hello\0world"
+            await c.write(unique_path + b"/empty", b"")
+            assert await c.read(unique_path + b"/empty") == b""
+            await c.write(unique_path.decode() + "/str", bytearray(b"x"))
+            assert await c.read(unique_path.decode() + "/str") == b"x"
+
+            with pytest.raises(NoEntryError) as info:
+                await c.read(unique_path + b"/missing")
+            assert info.value.args[0] == errno.ENOENT
+            assert await c.read(unique_path + b"/missing", b"dflt") == b"dflt"
+            assert await c.read(unique_path + b"/a", b"dflt") == b"hello\0world"
+
+            await c.mkdir(unique_path + b"/d/e")
+            assert await c.read(unique_path + b"/d/e") == b""
+            await c.mkdir(unique_path + b"/a")  # existing: value kept
+            assert await c.read(unique_path + b"/a") == b"hello\0world"
+
+            assert await c.exists(unique_path + b"/d")
+            await c.delete(unique_path + b"/d")
+            assert not await c.exists(unique_path + b"/d")
+            await c.delete(unique_path + b"/d")  # missing, parent exists: fine
+            with pytest.raises(NoEntryError):
+                await c.delete(unique_path + b"/nope/deeper")
+
+            with pytest.raises(InvalidPath):
+                await c.read(b"/bad//path")
+            with pytest.raises(TypeError):
+                await c.write(unique_path + b"/a", "not bytes")  # type: ignore[arg-type]
+        assert not c.connected
+
+    run(main)
+
+
+def test_list_and_large_directories(xs_server, unique_path) -> None:
+    async def main() -> None:
+        async with AsyncClient(xs_server.socket_path) as c:
+            names = [b"child-%04d-%s" % (i, b"x" * 40) for i in range(120)]  # > 4096 bytes
+            await asyncio.gather(*(c.write(unique_path + b"/" + n, b"") for n in names))
+            assert await c.list(unique_path) == names  # DIRECTORY_PART fallback
+            assert await c.list(unique_path + b"/" + names[0]) == []
+            with pytest.raises(NoEntryError):
+                await c.list(unique_path + b"/missing")
+
+    run(main)
+
+
+def test_permissions(xs_server, unique_path) -> None:
+    async def main() -> None:
+        async with AsyncClient(xs_server.socket_path) as c:
+            node = unique_path + b"/p"
+            await c.write(node, b"v")
+            assert (await c.get_perms(node))[0] == b"n0"
+            await c.set_perms(node, [b"n0", b"r5", "w7"])
+            assert await c.get_perms(node) == [b"n0", b"r5", b"w7"]
+            await c.set_perms(node, [Permission("b", 0)])
+            assert await c.get_perms(node) == [b"b0"]
+            with pytest.raises(InvalidPermission):
+                await c.set_perms(node, [b"x1"])
+            with pytest.raises(NoEntryError):
+                await c.get_perms(unique_path + b"/missing")
+
+    run(main)
+
+
+def test_walk(xs_server, unique_path) -> None:
+    async def main() -> None:
+        async with AsyncClient(xs_server.socket_path) as c:
+            await c.write(unique_path + b"/a/b", b"1")
+            await c.write(unique_path + b"/c", b"2")
+            top = [n async for n in c.walk(unique_path)]
+            assert top == [
+                (unique_path, b"", [b"a", b"c"]),
+                (unique_path + b"/a", b"", [b"b"]),
+                (unique_path + b"/a/b", b"1", []),
+                (unique_path + b"/c", b"2", []),
+            ]
+            bottom = [n[0] async for n in c.walk(unique_path, topdown=False)]
+            assert bottom == [
+                unique_path + b"/a/b",
+                unique_path + b"/a",
+                unique_path + b"/c",
+                unique_path,
+            ]
+
+    run(main)
+
+
+def test_domains_and_control(xs_server, unique_domid) -> None:
+    async def main() -> None:
+        async with AsyncClient(xs_server.socket_path) as c:
+            domid, target = unique_domid, unique_domid + 1000
+            assert await c.get_domain_path(domid) == b"/local/domain/%d" % domid
+            assert await c.is_domain_introduced(0)
+            assert not await c.is_domain_introduced(domid)
+            await c.introduce_domain(domid, 1, 7)
+            assert await c.is_domain_introduced(domid)
+            await c.introduce_domain(target, 1, 8)
+            await c.set_target(domid, target)
+            await c.resume_domain(domid)
+            await c.release_domain(domid)
+            await c.release_domain(target)
+            assert not await c.is_domain_introduced(domid)
+            with pytest.raises(NoEntryError):
+                await c.release_domain(domid)
+            assert await c.control(b"print", b"hello-from-aio") == b"OK"
+            assert b"print" in await c.control("help")
+            with pytest.raises(ValueError):
+                await c.control()
+
+    run(main)
+
+
+def test_transactions(xs_server, unique_path) -> None:
+    async def main() -> None:
+        node = unique_path + b"/t"
+        async with AsyncClient(xs_server.socket_path) as c:
+            await c.write(node, b"0")
+            async with c.transaction() as t:
+                assert isinstance(t, AsyncTransaction) and t.tx_id
+                await t.write(node, b"1")
+                await t.mkdir(unique_path + b"/t2")
+                assert await t.read(node) == b"1"
+                assert await c.read(node) == b"0"  # isolated until commit
+                assert await t.list(unique_path) == [b"t", b"t2"]
+                assert await t.exists(unique_path + b"/t2")
+                assert await t.get_perms(node) == [b"n0"]
+                await t.set_perms(node, [b"n0", b"r3"])
+                assert [n[0] async for n in t.walk(unique_path)][0] == unique_path
+            assert await c.read(node) == b"1"
+            assert await c.get_perms(node) == [b"n0", b"r3"]
+
+            # The body raises: rolled back, the error propagates.
+            with pytest.raises(RuntimeError):
+                async with c.transaction() as t:
+                    await t.delete(node)
+                    raise RuntimeError("boom")
+            assert await c.read(node) == b"1"
+            with pytest.raises(PyXSError):
+                await t.read(node)  # ended
+
+            # Explicit form: t = await c.transaction(); commit/rollback.
+            t = await c.transaction()
+            await t.write(node, b"2")
+            await t.rollback()
+            assert await c.read(node) == b"1"
+            t = await c.transaction()
+            await t.write(node, b"3")
+            await t.commit()
+            assert await c.read(node) == b"3"
+            with pytest.raises(PyXSError):
+                await t.commit()
+
+            # Conflict: EAGAIN surfaces as TransactionConflictError.
+            with pytest.raises(TransactionConflictError) as info:
+                async with c.transaction() as t:
+                    await t.read(node)
+                    await t.write(node, b"mine")
+                    await c.write(node, b"theirs")  # outside the transaction
+            assert info.value.args[0] == errno.EAGAIN
+            assert await c.read(node) == b"theirs"
+            await settle(c)
+
+    run(main)
+
+
+def test_transact_retries_on_conflict(xs_server, unique_path) -> None:
+    async def main() -> None:
+        node = unique_path + b"/counter"
+        async with AsyncClient(xs_server.socket_path) as c:
+            await c.write(node, b"0")
+            attempts = 0
+
+            async def increment(t: AsyncTransaction) -> int:
+                nonlocal attempts
+                attempts += 1
+                value = int(await t.read(node)) + 1
+                if attempts < 3:
+                    await c.write(node, b"%d" % (value * 10))  # interfere
+                await t.write(node, b"%d" % value)
+                return value
+
+            assert await c.transact(increment) == 111  # 0 -> 10 -> 110 -> 111
+            assert attempts == 3
+            assert await c.read(node) == b"111"
+
+            async def always_conflicts(t: AsyncTransaction) -> None:
+                nonlocal attempts
+                attempts += 1
+                await t.read(node)
+                await c.write(node, b"x")
+                await t.write(node, b"y")
+
+            attempts = 0
+            with pytest.raises(TransactionConflictError):
+                await c.transact(always_conflicts, retries=2)
+            assert attempts == 3
+
+            # Many concurrent increments on one connection all land.
+            async def add_one(t: AsyncTransaction) -> None:
+                await t.write(node, b"%d" % (int(await t.read(node)) + 1))
+
+            await c.write(node, b"0")
+            await asyncio.gather(*(c.transact(add_one, retries=100) for _ in range(20)))
+            assert await c.read(node) == b"20"
+
+    run(main)
+
+
+def test_monitor(xs_server, unique_path) -> None:
+    async def main() -> None:
+        async with AsyncClient(xs_server.socket_path) as c:
+            async with c.monitor() as m:
+                assert isinstance(m, AsyncMonitor)
+                await m.watch(unique_path, b"tok")
+                assert m.watched == {(unique_path, b"tok")}
+                event = await asyncio.wait_for(m.get(), 5)  # the initial event
+                assert event == pyxs.aio.Event(unique_path, b"tok")
+                assert event.path == unique_path and event.token == b"tok"
+                await c.write(unique_path + b"/x", b"1")
+                async for event in m:
+                    assert event == (unique_path + b"/x", b"tok")
+                    break
+                assert m.get_nowait() is None
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(m.get(), 0.05)
+                with pytest.raises(ExistsError):
+                    await m.watch(unique_path, b"tok")
+                assert m.watched == {(unique_path, b"tok")}  # still watched
+                await c.write(unique_path + b"/y", b"1")
+                assert await asyncio.wait_for(m.get(), 5) == (unique_path + b"/y", b"tok")
+
+                await m.unwatch(unique_path, b"tok")
+                assert not m.watched
+                await c.write(unique_path + b"/z", b"1")
+                await settle(c)
+                assert m.get_nowait() is None
+                with pytest.raises(NoEntryError):
+                    await m.unwatch(unique_path, b"tok")
+
+                await m.watch(b"@introduceDomain", b"intro")
+                assert await asyncio.wait_for(m.get(), 5) == (b"@introduceDomain", b"intro")
+                await m.watch(unique_path + b"/x", b"")  # an empty token is allowed
+                assert await asyncio.wait_for(m.get(), 5) == (unique_path + b"/x", b"")
+            # Iteration after close ends; the watches were dropped, so the
+            # same pairs can be watched again on this connection.
+            assert [e async for e in m] == []
+            async with c.monitor() as m2:
+                await m2.watch(unique_path, b"tok")
+                await m2.watch(unique_path + b"/x", b"")
+                assert await asyncio.wait_for(m2.get(), 5) == (unique_path, b"tok")
+            with pytest.raises(PyXSError):
+                await m2.watch(unique_path, b"again")
+            await settle(c)
+
+    run(main)
+
+
+def test_monitors_share_one_connection(xs_server, unique_path) -> None:
+    async def main() -> None:
+        a, b = unique_path + b"/a", unique_path + b"/b"
+        async with AsyncClient(xs_server.socket_path) as c:
+            async with c.monitor() as m1, c.monitor() as m2:
+                await m1.watch(a, b"same")  # same token, different paths
+                await m2.watch(b, b"same")
+                await m2.watch(a, b"other")
+                await c.write(a, b"1")
+                await c.write(b, b"1")
+                await settle(c)
+                got1 = [m1.get_nowait() for _ in range(3)]
+                got2 = [m2.get_nowait() for _ in range(5)]
+            assert got1 == [(a, b"same"), (a, b"same"), None]
+            assert sorted(got2[:4]) == sorted([(b, b"same"), (a, b"other")] * 2)
+            assert got2[4] is None
+
+    run(main)
+
+
+def test_relative_paths_and_reset_watches(xs_server, unique_path) -> None:
+    async def main() -> None:
+        rel = b"aio-" + unique_path.rsplit(b"/", 1)[1]
+        async with AsyncClient(xs_server.socket_path) as c:
+            await c.write(rel + b"/x", b"1")
+            assert await c.read(b"/local/domain/0/" + rel + b"/x") == b"1"
+            async with c.monitor() as m:
+                await m.watch(rel, b"r")
+                assert await asyncio.wait_for(m.get(), 5) == (rel, b"r")
+                await c.write(rel + b"/y", b"2")
+                assert await asyncio.wait_for(m.get(), 5) == (rel + b"/y", b"r")
+                t = await c.transaction()
+                await c.reset_watches()  # drops the watches and the transaction
+                assert not m.watched
+                await c.write(rel + b"/z", b"3")
+                await settle(c)
+                assert m.get_nowait() is None
+                with pytest.raises(NoEntryError):
+                    await t.commit()
+            await c.delete(rel)
+
+    run(main)
+
+
+def test_not_connected_and_connect_errors(tmp_path) -> None:
+    async def main() -> None:
+        c = AsyncClient(str(tmp_path / "no-such-socket"))
+        with pytest.raises(ConnectionError):
+            await c.read(b"/")
+        with pytest.raises(ConnectionError, match="no-such-socket"):
+            await c.connect()
+        await c.close()  # closing a client that never connected is fine
+        with pytest.raises(ConnectionError, match="no-such-device"):
+            await AsyncClient(xen_bus_path=str(tmp_path / "no-such-device")).connect()
+
+    run(main)
+
+
+def test_default_socket_path(xs_server, monkeypatch) -> None:
+    monkeypatch.setenv("XENSTORED_PATH", xs_server.socket_path)
+
+    async def main() -> None:
+        async with AsyncClient() as c:
+            assert await c.exists(b"/")
+        c = AsyncClient()
+        await c.connect()
+        await c.connect()  # already connected: no-op
+        await c.close()
+        await c.close()
+        await c.connect()  # a closed client can connect again
+        assert await c.exists(b"/")
+        await c.close()
+
+    run(main)
