@@ -97,8 +97,10 @@ def introduce_payload(domid: int) -> bytes:
 def dom0_request(socket_path: str, op: int, payload: bytes, timeout: float = 5.0) -> Packet:
     """One request on a fresh privileged socket connection; returns the reply."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
+        # connect while blocking: with a timeout set, a full listen backlog
+        # (xenstored accepts lazily) fails with EAGAIN instead of waiting
         sock.connect(socket_path)
+        sock.settimeout(timeout)
         sock.sendall(encode(op, 1, 0, payload))
         decoder = Decoder()
         while True:

@@ -21,8 +21,8 @@ class Conn:
 
     def __init__(self, path: str) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
         self.sock.connect(path)
+        self.sock.settimeout(10)
         self.decoder = Decoder()
         self.queue: list[Packet] = []
 
