@@ -412,6 +412,8 @@ class AsyncClient(_Operations):
                     self._protocol.abandon(req_id)
                 else:
                     self._waiters[req_id] = self._watch_reply(late_reply)
+            elif late_reply is not None and waiter.done() and not waiter.cancelled():
+                late_reply(waiter.result())  # it came, but too late for us
             raise
         return command.result(reply)
 

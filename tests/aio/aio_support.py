@@ -81,6 +81,10 @@ class PtyBridge:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def pause(self) -> None:
+        """Stop taking requests from the device: they stay unanswered."""
+        asyncio.get_running_loop().remove_reader(self._master)
+
     async def close(self) -> None:
         """Close the master side: the device "goes away" for the client."""
         if self._master >= 0:
@@ -163,3 +167,42 @@ class PtyBridge:
                 return
             self._backlog.popleft()
         asyncio.get_running_loop().remove_writer(self._master)
+
+
+class Tap:
+    """Records the packets a client sends and receives, with optional hooks.
+
+    ``on_send(packet)`` runs right after the packet was handed to the
+    transport (inside the sending task's step); ``on_receive(packet)`` right
+    after the client dispatched the data that completed it.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.sent: list[Packet] = []
+        self.received: list[Packet] = []
+        self.on_send: Callable[[Packet], None] | None = None
+        self.on_receive: Callable[[Packet], None] | None = None
+        transport = client._transport
+        write = transport.write
+        data_received = client._data_received
+        out, into = Decoder(), Decoder()
+
+        def tapped_write(data: bytes) -> None:
+            write(data)
+            for packet in out.feed(data):
+                self.sent.append(packet)
+                if self.on_send is not None:
+                    self.on_send(packet)
+
+        def tapped_data_received(data: bytes) -> None:
+            data_received(data)
+            for packet in into.feed(data):
+                self.received.append(packet)
+                if self.on_receive is not None:
+                    self.on_receive(packet)
+
+        transport.write = tapped_write
+        client._data_received = tapped_data_received
+
+    def sent_ops(self) -> list[int]:
+        return [p.op for p in self.sent]

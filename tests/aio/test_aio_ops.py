@@ -11,7 +11,6 @@ from aio_support import run, settle
 import pyxs
 import pyxs.aio
 from pyxs.aio import AsyncClient, AsyncMonitor, AsyncTransaction
-from pyxs.paths import Permission
 from pyxs.exceptions import (
     ConnectionError,
     ExistsError,
@@ -21,6 +20,7 @@ from pyxs.exceptions import (
     PyXSError,
     TransactionConflictError,
 )
+from pyxs.paths import Permission
 
 
 def test_public_names() -> None:
@@ -161,7 +161,7 @@ def test_transactions(xs_server, unique_path) -> None:
                 assert await t.exists(unique_path + b"/t2")
                 assert await t.get_perms(node) == [b"n0"]
                 await t.set_perms(node, [b"n0", b"r3"])
-                assert [n[0] async for n in t.walk(unique_path)][0] == unique_path
+                assert [n[0] async for n in t.walk(unique_path)][-1] == unique_path + b"/t2"
             assert await c.read(node) == b"1"
             assert await c.get_perms(node) == [b"n0", b"r3"]
 

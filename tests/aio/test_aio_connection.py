@@ -1,0 +1,117 @@
+"""Losing the connection, closing it, and servers that break the protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import struct
+
+import pytest
+from aio_support import run
+
+from pyxs.aio import AsyncClient
+from pyxs.exceptions import ConnectionError, UnexpectedPacket
+from pyxs.protocol import Op, encode
+
+
+def test_close_fails_pending_calls_promptly(xs_server, unique_path) -> None:
+    async def main() -> None:
+        c = AsyncClient(xs_server.socket_path)
+        await c.connect()
+        m = c.monitor()
+        await m.watch(unique_path, b"t")
+        assert await m.get() == (unique_path, b"t")
+        t = await c.transaction()
+        calls = [asyncio.ensure_future(c.read(unique_path, b"")) for _ in range(100)]
+        in_tx = asyncio.ensure_future(t.write(unique_path + b"/x", b"1"))
+        getter = asyncio.ensure_future(m.get())
+        await asyncio.sleep(0)  # all sent, none answered yet
+        assert len(c._protocol.pending) == 101
+        await c.close()
+        results = await asyncio.gather(*calls, in_tx, getter, return_exceptions=True)
+        assert all(isinstance(r, ConnectionError) for r in results), results
+        assert "closed" in str(results[0])
+        with pytest.raises(ConnectionError):
+            await c.read(unique_path)
+        with pytest.raises(ConnectionError):
+            await m.watch(unique_path, b"u")
+        with pytest.raises(ConnectionError):
+            [e async for e in m]
+        await m.close()
+
+    run(main)
+
+
+def _pause_and_kill(server):  # type: ignore[no-untyped-def]
+    """Stop a server from answering, then kill it; returns (pause, kill)."""
+    if server.name == "real":
+        pid = server.daemon.pid
+        return (lambda: os.kill(pid, signal.SIGSTOP), lambda: os.kill(pid, signal.SIGKILL))
+    embedded = server.server
+    return (embedded.pause, embedded.kill)
+
+
+def test_server_killed_fails_pending_calls(fresh_xs_server) -> None:
+    pause, kill = _pause_and_kill(fresh_xs_server)
+
+    async def main() -> None:
+        async with AsyncClient(fresh_xs_server.socket_path) as c:
+            m = c.monitor()
+            await m.watch(b"/", b"t")
+            assert await m.get() == (b"/", b"t")
+            pause()
+            calls = [asyncio.ensure_future(c.read(b"/", b"")) for _ in range(100)]
+            getter = asyncio.ensure_future(m.get())
+            await asyncio.sleep(0.05)
+            assert not any(call.done() for call in calls)  # the server is not answering
+            kill()
+            results = await asyncio.gather(*calls, getter, return_exceptions=True)
+            assert all(isinstance(r, ConnectionError) for r in results), results
+            assert "lost" in str(results[0])
+            assert not c.connected
+            with pytest.raises(ConnectionError):
+                await c.read(b"/")
+
+    run(main)
+
+
+async def _fake_server(path: str, reply: bytes) -> asyncio.AbstractServer:
+    """A server that answers the first request with ``reply`` (raw bytes) and hangs up."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        header = await reader.readexactly(16)
+        await reader.readexactly(struct.unpack("<IIII", header)[3])
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    return await asyncio.start_unix_server(handle, path)
+
+
+@pytest.mark.parametrize(
+    "reply, error",
+    [
+        (encode(Op.READ, 77, 0, b"x"), UnexpectedPacket),  # answers nothing we asked
+        (struct.pack("<IIII", Op.READ, 1, 0, 5000), ConnectionError),  # > 4096 bytes
+        (encode(Op.WATCH_EVENT, 0, 0, b"no-nul"), UnexpectedPacket),  # malformed event
+        (encode(Op.READ, 1, 0, b"abc")[:10], ConnectionError),  # cut, then EOF
+        (encode(Op.WRITE, 1, 0, b"OK\0"), UnexpectedPacket),  # a reply of the wrong type
+    ],
+    ids=["unknown-req-id", "too-large", "bad-event", "cut-short", "wrong-type"],
+)
+def test_protocol_violations(tmp_path, reply, error) -> None:
+    # Faults a real server cannot be made to produce: a scripted fake.
+    async def main() -> None:
+        path = str(tmp_path / "fake")
+        server = await _fake_server(path, reply)
+        async with server, AsyncClient(path) as c:
+            other = asyncio.ensure_future(c.exists(b"/b"))
+            with pytest.raises(error):
+                await c.read(b"/a")
+            with pytest.raises(ConnectionError):
+                await other  # everything pending fails too
+            assert not c.connected
+
+    run(main)
