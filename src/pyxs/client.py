@@ -1,0 +1,1027 @@
+"""The threaded client: :class:`Client`, :class:`Router` and :class:`Monitor`.
+
+Theory of operation
+-------------------
+One :class:`Router` owns one connection and multiplexes it: any number of
+threads (or greenlets) share it, and their requests are in flight together.
+There is **no reader thread**. Instead the waiting threads take turns at
+reading (a *leader/follower* scheme):
+
+1. A caller encodes its request with the connection's
+   :class:`~pyxs.protocol.ClientProtocol` (which hands out a 32-bit req_id
+   not in flight), registers a *waiter* for that req_id and sends the bytes,
+   all under the send lock.
+2. It then waits for its reply. If nobody is reading the connection, it
+   becomes the *reader*: it reads from the connection and hands every packet
+   to its owner, following the protocol's reply-routing rule (a reply goes
+   to the waiter registered for its req_id, a ``WATCH_EVENT`` goes to the
+   monitors that watch with its token). If somebody is reading already, it
+   is a *follower*: it sleeps on its own event until the reader hands it its
+   reply, or hands it the reader's role.
+3. When the reader has its own reply it stops reading and wakes one
+   follower still waiting, who becomes the next reader. A follower that
+   finds its reply delivered by then passes the role on in the same way.
+
+A lone thread therefore does a plain ``send`` then ``recv`` with no hand-off
+between threads. :meth:`Monitor.wait` takes part as a reader too, so events
+are read whatever else is (or is not) in flight.
+
+The reader that hits an error (the connection closed, a malformed or
+unexpected packet) *fails the connection*: every waiter gets a
+:class:`~pyxs.exceptions.ConnectionError`, the connection is closed, and
+later calls raise until :meth:`Client.connect` opens it again. A reader that
+must be wakeable (a monitor, a call with a timeout, the XenBus device, whose
+reads ``close()`` cannot interrupt) first select()s on the connection and on
+a wake-up socket pair; ``close()``, :meth:`Monitor.wake` and
+:meth:`Monitor.close` write to that pair.
+
+State of one open connection lives in a ``_Session``; reconnecting makes a
+new one, so a straggler from the old connection can never touch the new
+one. Lock order: the send lock, then the state lock; nothing blocks while
+holding the state lock.
+
+Transactions belong to the thread (or greenlet) that started them: the
+current transaction id is thread-local, so another thread sharing the
+client is not silently inside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import os
+import select
+import socket
+import threading
+from collections import deque
+from time import monotonic
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Set,
+    Tuple,
+    TypeVar,
+    Union,
+)
+
+from . import commands
+from .commands import Command, Operation, run_sync
+from .connection import PacketConnection, UnixSocketConnection, XenBusConnection
+from .exceptions import (
+    ConnectionError,
+    NoEntryError,
+    PyXSError,
+    TransactionConflictError,
+    XenStoreError,
+)
+from .paths import PathLike, Permission, check_ascii, validate_path, validate_watch_path
+from .protocol import ClientProtocol, Packet, WatchEvent
+
+__all__ = ["Client", "Event", "Monitor", "RequestTimeout", "Router"]
+
+T = TypeVar("T")
+
+#: A watch event: ``Event(path, token)``, both bytes.
+Event = WatchEvent
+
+#: Bytes asked of the transport per read: a few packets' worth.
+_READ_SIZE = 65536
+
+
+class RequestTimeout(PyXSError, TimeoutError):
+    """No reply came within the client's ``timeout``.
+
+    The connection stays usable: the late reply, if it ever comes, is
+    dropped. Whether the server carried the request out is unknown.
+    """
+
+
+class _Waiter:
+    """A thread blocked on the connection: for a reply, or for events.
+
+    ``reply`` stays None until the wait is over; then it is the reply
+    :class:`Packet`, :data:`_READY` (a monitor has something to look at) or
+    the exception that failed the connection. ``event`` is created only when
+    the thread has to sleep as a follower.
+    """
+
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.reply: Any = None
+        self.event: threading.Event | None = None
+
+
+_READY = object()
+
+
+class _Session:
+    """The state of one open connection."""
+
+    __slots__ = ("failure", "followers", "protocol", "read_lock", "slots")
+
+    def __init__(self, failure: ConnectionError | None = None) -> None:
+        self.protocol = ClientProtocol()
+        #: req_id -> the waiter for its reply
+        self.slots: Dict[int, _Waiter] = {}
+        #: waiters asleep as followers
+        self.followers: Set[_Waiter] = set()
+        #: held by the reader
+        self.read_lock = threading.Lock()
+        #: set when the connection failed or was closed
+        self.failure = failure
+
+
+def _connection_error(failure: BaseException) -> ConnectionError:
+    error = ConnectionError(str(failure) or "connection lost")
+    error.__cause__ = failure
+    return error
+
+
+class Router:
+    """Multiplexes one connection between clients, threads and monitors.
+
+    :param connection: a :class:`~pyxs.connection.UnixSocketConnection` or
+        :class:`~pyxs.connection.XenBusConnection`, owned by the router from
+        now on. :meth:`start` opens it, :meth:`terminate` closes it.
+
+    Share one router between clients with ``Client(router=router)``; each
+    client (and each thread) keeps its own transaction.
+    """
+
+    def __init__(self, connection: PacketConnection) -> None:
+        self.connection = connection
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._session = _Session(ConnectionError("not connected"))
+        self._monitors: Dict[bytes, List[Monitor]] = {}
+        self._waker: Tuple[socket.socket, socket.socket] | None = None
+
+    def __repr__(self) -> str:
+        return f"Router({self.connection!r})"
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection is open and usable."""
+        return self._session.failure is None and self.connection.is_connected
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the connection; does nothing when it is open already.
+
+        :raises pyxs.exceptions.ConnectionError: when it cannot be opened.
+        """
+        with self._send_lock:
+            old = self._session
+            if old.failure is None:
+                return
+            # A reader of the failed session may still be on its way out of
+            # recv(); it must be gone before the connection object is opened
+            # again, or it could read the new connection's bytes. Its read
+            # lock is kept: nobody reads for that session any more.
+            old.read_lock.acquire(timeout=5.0)
+            self.connection.close()
+            self.connection.connect()
+            self._session = _Session()
+
+    def terminate(self) -> None:
+        """Close the connection; pending and later calls raise ConnectionError.
+
+        Does nothing when it is closed already. :meth:`start` opens it again.
+        """
+        self._fail(self._session, ConnectionError("connection closed"))
+
+    def _fail(self, session: _Session, failure: ConnectionError) -> None:
+        """Fail every waiter of ``session`` and close its connection."""
+        with self._lock:
+            if session.failure is None:
+                session.failure = failure
+            failure = session.failure
+            for waiter in session.slots.values():
+                if waiter.reply is None:
+                    waiter.reply = failure
+                if waiter.event is not None:
+                    waiter.event.set()
+            session.slots.clear()
+            for waiter in session.followers:
+                if waiter.reply is None:
+                    waiter.reply = failure
+                if waiter.event is not None:
+                    waiter.event.set()
+            for monitors in self._monitors.values():
+                for monitor in monitors:
+                    monitor._signal(failure)
+            current = session is self._session
+        if current:
+            self.connection.close()
+        self._kick()
+
+    # -- subscriptions (pyxs 0.4 names) ----------------------------------------
+
+    def subscribe(self, token: bytes, monitor: Monitor) -> None:
+        """Deliver events carrying ``token`` to ``monitor``."""
+        with self._lock:
+            self._monitors.setdefault(token, []).append(monitor)
+
+    def unsubscribe(self, token: bytes, monitor: Monitor) -> None:
+        """Stop delivering events carrying ``token`` to ``monitor`` (once)."""
+        with self._lock:
+            monitors = self._monitors.get(token)
+            if monitors and monitor in monitors:
+                monitors.remove(monitor)
+                if not monitors:
+                    del self._monitors[token]
+
+    def _unsubscribe_all(self) -> None:
+        with self._lock:
+            monitors = {id(m): m for ms in self._monitors.values() for m in ms}
+            self._monitors.clear()
+        for monitor in monitors.values():
+            monitor.unwatch_queue.clear()
+
+    # -- requests --------------------------------------------------------------
+
+    def roundtrip(
+        self, op: int, payload: bytes, tx_id: int = 0, timeout: float | None = None
+    ) -> Packet:
+        """Send one request and return its reply packet (an ERROR is a reply).
+
+        :raises pyxs.exceptions.ConnectionError: the connection is closed or
+            failed before the reply came.
+        :raises RequestTimeout: no reply within ``timeout`` seconds.
+        """
+        waiter = _Waiter()
+        with self._send_lock:
+            session = self._session
+            if session.failure is not None:
+                raise _connection_error(session.failure)
+            req_id, data = session.protocol.request(op, payload, tx_id)
+            session.slots[req_id] = waiter
+            try:
+                self.connection.send(data)
+            except ConnectionError as exc:
+                self._fail(session, exc)
+                raise
+        try:
+            if timeout is None and session.read_lock.acquire(False):
+                # The common case: nobody else is reading, read at once.
+                try:
+                    self._lead(session, waiter, None, False)
+                finally:
+                    self._leave(session)
+                if waiter.reply is None:
+                    self._wait(session, waiter, None, False)
+            elif not self._wait(
+                session, waiter, None if timeout is None else monotonic() + timeout, False
+            ) and self._abandon(session, req_id):
+                raise RequestTimeout(f"no reply from XenStore within {timeout} s")
+        except RequestTimeout:
+            raise
+        except BaseException:
+            self._abandon(session, req_id)
+            raise
+        reply = waiter.reply
+        if reply.__class__ is Packet:
+            return reply
+        raise _connection_error(reply)
+
+    def _abandon(self, session: _Session, req_id: int) -> bool:
+        """Give up waiting for ``req_id``; False if its reply came meanwhile."""
+        with self._lock:
+            if session.slots.pop(req_id, None) is None:
+                return False
+            session.protocol.abandon(req_id)
+            return True
+
+    # -- the leader/follower core ----------------------------------------------
+
+    def _wait(
+        self, session: _Session, waiter: _Waiter, deadline: float | None, wakeable: bool
+    ) -> bool:
+        """Block until ``waiter.reply`` is set (True) or ``deadline`` passes."""
+        lock = self._lock
+        read_lock = session.read_lock
+        while waiter.reply is None:
+            if session.failure is not None:
+                with lock:
+                    if waiter.reply is None:
+                        waiter.reply = session.failure
+                break
+            if not read_lock.acquire(False):
+                # Somebody reads: sleep as a follower, registered *before*
+                # trying the read lock again, so that a reader leaving
+                # meanwhile sees us and hands its role over.
+                with lock:
+                    if waiter.reply is not None:
+                        break  # type: ignore[unreachable]  # answered meanwhile
+                    event = waiter.event
+                    if event is None:
+                        event = waiter.event = threading.Event()
+                    else:
+                        event.clear()
+                    session.followers.add(waiter)
+                if not read_lock.acquire(False):
+                    if deadline is None:
+                        event.wait()
+                    else:
+                        remaining = deadline - monotonic()
+                        if remaining > 0:
+                            event.wait(remaining)
+                    with lock:
+                        session.followers.discard(waiter)
+                    if waiter.reply is None and deadline is not None and monotonic() >= deadline:
+                        self._hand_over(session)
+                        return False
+                    continue
+                with lock:
+                    session.followers.discard(waiter)
+            # We hold the read lock: we are the reader.
+            try:
+                done = self._lead(session, waiter, deadline, wakeable)
+            finally:
+                self._leave(session)
+            if not done:
+                return waiter.reply is not None
+        self._hand_over(session)
+        return True
+
+    def _leave(self, session: _Session) -> None:
+        """Give up the reader's role; wake a follower to take it over."""
+        session.read_lock.release()
+        if session.followers:
+            with self._lock:
+                self._pass_role(session)
+
+    def _hand_over(self, session: _Session) -> None:
+        # A follower leaving: if nobody reads, somebody else waiting must.
+        if session.followers and not session.read_lock.locked():
+            with self._lock:
+                self._pass_role(session)
+
+    @staticmethod
+    def _pass_role(session: _Session) -> None:
+        # With the state lock held: wake one follower still waiting.
+        for follower in session.followers:
+            if follower.reply is None:
+                follower.event.set()  # type: ignore[union-attr]
+                return
+
+    def _lead(
+        self, session: _Session, waiter: _Waiter, deadline: float | None, wakeable: bool
+    ) -> bool:
+        """Read and dispatch until ``waiter`` is answered (True) or time is up."""
+        connection = self.connection
+        receive = session.protocol.receive
+        slots = session.slots
+        lock = self._lock
+        poll = wakeable or deadline is not None or connection.needs_poll
+        try:
+            while waiter.reply is None:
+                if session.failure is not None:
+                    return True
+                if poll:
+                    ready = self._poll(deadline)
+                    if ready is None:
+                        return False
+                    if not ready:
+                        continue
+                data = connection.recv(_READ_SIZE)
+                with lock:
+                    replies, events = receive(data)
+                    for packet in replies:
+                        owner = slots.pop(packet.req_id, None)
+                        if owner is not None:
+                            owner.reply = packet
+                            if owner.event is not None:
+                                owner.event.set()
+                    if events:
+                        self._route(events)
+        except PyXSError as exc:
+            # ConnectionError from the transport, or UnexpectedPacket /
+            # PacketTooLarge from the protocol: the stream is unusable.
+            self._fail(session, exc if isinstance(exc, ConnectionError) else _connection_error(exc))
+            return True
+        except OSError as exc:  # from select() on a closed descriptor
+            self._fail(session, _connection_error(exc))
+            return True
+        return True
+
+    def _route(self, events: Iterable[WatchEvent]) -> None:
+        # Called with the state lock held.
+        monitors = self._monitors
+        for event in events:
+            for monitor in monitors.get(event.token, ()):
+                monitor._events.append(event)
+                monitor._signal(_READY)
+                if monitor._notify is not None:
+                    monitor._notify()
+
+    def _poll(self, deadline: float | None) -> bool | None:
+        """Wait until the connection is readable (True), a wake-up (False),
+        or the deadline (None)."""
+        fd = self.connection.fileno()
+        waker = self._waker
+        if waker is None:
+            waker = self._make_waker()
+        wake = waker[0]
+        wake_fd = wake.fileno()
+        timeout = None if deadline is None else max(0.0, deadline - monotonic())
+        try:
+            readable, _, _ = select.select([fd, wake_fd], [], [], timeout)
+        except ValueError:  # a descriptor beyond FD_SETSIZE
+            readable = _poll_fallback([fd, wake_fd], timeout)
+        if not readable:
+            return None
+        if wake_fd in readable:
+            try:
+                while wake.recv(4096):
+                    pass
+            except OSError:
+                pass
+        return fd in readable
+
+    def _make_waker(self) -> Tuple[socket.socket, socket.socket]:
+        with self._lock:
+            if self._waker is None:
+                reader, writer = socket.socketpair()
+                reader.setblocking(False)
+                writer.setblocking(False)
+                self._waker = (reader, writer)
+            return self._waker
+
+    def _kick(self) -> None:
+        """Wake a reader blocked in select()."""
+        waker = self._waker
+        if waker is not None:
+            try:
+                waker[1].send(b"\0")
+            except OSError:
+                pass  # full: a wake-up is pending anyway
+
+
+def _poll_fallback(fds: List[int], timeout: float | None) -> List[int]:
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    ms = None if timeout is None else int(timeout * 1000)
+    return [fd for fd, _ in poller.poll(ms)]
+
+
+_LOCAL_CLASSES: Dict[type, type] = {}
+
+
+def _transaction_state() -> Any:
+    """A thread-local holder of ``tx_id`` (0 until set).
+
+    Built from whatever ``threading.local`` is when the client is created,
+    so that under gevent or eventlet monkey-patching it is greenlet-local.
+    """
+    base = threading.local
+    cls = _LOCAL_CLASSES.get(base)
+    if cls is None:
+        cls = _LOCAL_CLASSES[base] = type("_TransactionState", (base,), {"tx_id": 0})
+    return cls()
+
+
+def _domid(value: Union[int, str, bytes]) -> int:
+    # pyxs 0.4 formatted domids with str(); accept "5" and b"5" as it did.
+    if isinstance(value, (str, bytes)):
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"domain id must be an integer, not {value!r}") from None
+    return value
+
+
+class Client:
+    """XenStore client.
+
+    :param unix_socket_path: the xenstored socket (see
+        :func:`~pyxs.connection.default_socket_path` for the default).
+    :param xen_bus_path: use the XenBus device at this path instead.
+    :param router: share an existing :class:`Router` (and its connection).
+    :param timeout: seconds to wait for each reply before raising
+        :class:`RequestTimeout`; None (the default) waits as long as it takes.
+
+    If ``unix_socket_path`` is given, or neither path is, XenStore is reached
+    through :class:`~pyxs.connection.UnixSocketConnection`; otherwise through
+    :class:`~pyxs.connection.XenBusConnection`. Use the client as a context
+    manager, or call :meth:`connect` and :meth:`close`.
+
+    Paths and tokens are bytes (str is accepted and encoded as ASCII); values
+    are bytes, any bytes. Errors the server reports are raised as subclasses
+    of :class:`~pyxs.exceptions.XenStoreError` (``NoEntryError`` for
+    ``ENOENT``, ...) with ``e.args[0] == errno.ENOENT`` as in pyxs 0.4.
+
+    One client can be shared by any number of threads (or greenlets). A
+    transaction belongs to the thread that started it.
+    """
+
+    def __init__(
+        self,
+        unix_socket_path: str | None = None,
+        xen_bus_path: str | None = None,
+        router: Router | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        if router is None:
+            connection: PacketConnection
+            if unix_socket_path or not xen_bus_path:
+                connection = UnixSocketConnection(unix_socket_path)
+            else:
+                connection = XenBusConnection(xen_bus_path)
+            router = Router(connection)
+        self.router = router
+        self.timeout = timeout
+        self._local = _transaction_state()
+
+    def __repr__(self) -> str:
+        return f"Client({self.router.connection!r})"
+
+    def __copy__(self) -> Client:
+        # A copy shares the router; it has its own transactions.
+        return type(self)(router=self.router, timeout=self.timeout)
+
+    def __enter__(self) -> Client:
+        self.connect()
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        tx_id = self.tx_id
+        self.tx_id = 0
+        self.close()
+        if tx_id and exc_type is None:
+            raise PyXSError("uncommitted transaction")
+
+    # -- plumbing ----------------------------------------------------------------
+
+    @property
+    def tx_id(self) -> int:
+        """The calling thread's current transaction id (0: none)."""
+        return self._local.tx_id  # type: ignore[no-any-return]
+
+    @tx_id.setter
+    def tx_id(self, value: int) -> None:
+        self._local.tx_id = value
+
+    def _call(self, command: Command[T]) -> T:
+        reply = self.router.roundtrip(command.op, command.payload, self._local.tx_id, self.timeout)
+        return command.result(reply)
+
+    def execute(self, operation: Operation[T], tx_id: int | None = None) -> T:
+        """Run a :mod:`pyxs.commands` command or procedure on this client.
+
+        ``tx_id`` defaults to the calling thread's transaction; pass 0 to
+        run outside it.
+
+        >>> from pyxs import commands
+        >>> client.execute(commands.read(b"/tool/xenstored"))  # doctest: +SKIP
+        b''
+        """
+        if tx_id is None:
+            tx_id = self.tx_id
+        router = self.router
+        timeout = self.timeout
+
+        def roundtrip(command: Command[Any]) -> Any:
+            reply = router.roundtrip(command.op, command.payload, tx_id, timeout)
+            return command.result(reply)
+
+        return run_sync(operation, roundtrip)
+
+    def connect(self) -> None:
+        """Open the connection (again, after a close or a failure).
+
+        :raises pyxs.exceptions.ConnectionError: when XenStore cannot be
+            reached (not running, no permission, wrong path).
+        """
+        self.router.start()
+
+    def close(self) -> None:
+        """Close the connection; calls then raise ConnectionError. Idempotent.
+
+        It closes the router, which every copy of this client and every
+        monitor made from it share.
+        """
+        self.router.terminate()
+
+    # -- the operations --------------------------------------------------------
+
+    def read(self, path: PathLike, default: bytes | None = None) -> bytes:
+        """The value at ``path`` (bytes, possibly empty).
+
+        :param default: returned instead of raising
+            :class:`~pyxs.exceptions.NoEntryError` when ``path`` is missing.
+        """
+        try:
+            return self._call(commands.read(path))
+        except NoEntryError:
+            if default is None:
+                raise
+            return default
+
+    __getitem__ = read
+
+    def write(self, path: PathLike, value: bytes) -> None:
+        """Set the value at ``path``, creating it and missing parents."""
+        self._call(commands.write(path, value))
+
+    __setitem__ = write
+
+    def mkdir(self, path: PathLike) -> None:
+        """Make sure ``path`` exists; a new node (and parents) get ``b""``.
+        An existing node keeps its value."""
+        self._call(commands.mkdir(path))
+
+    def delete(self, path: PathLike) -> None:
+        """Remove ``path`` and everything under it. A missing ``path`` is
+        fine, but its parent must exist (else NoEntryError)."""
+        self._call(commands.rm(path))
+
+    __delitem__ = delete
+
+    def list(self, path: PathLike) -> List[bytes]:
+        """The names of the children of ``path``, in creation order.
+
+        Lists too long for one reply are read in parts (DIRECTORY_PART).
+        """
+        return run_sync(commands.list_children(path), self._call)
+
+    def exists(self, path: PathLike) -> bool:
+        """Whether ``path`` exists."""
+        return run_sync(commands.exists(path), self._call)
+
+    def get_perms(self, path: PathLike) -> List[bytes]:
+        """The permissions of ``path``, owner first: ``[b"n0", b"r5"]``."""
+        return self._call(commands.get_perms(path))
+
+    def set_perms(self, path: PathLike, perms: Iterable[Union[PathLike, Permission]]) -> None:
+        """Replace the permissions of ``path``; the first entry names the owner.
+
+        Each entry is ``w<domid>``, ``r<domid>``, ``b<domid>`` (both) or
+        ``n<domid>`` (none), as bytes, str or :class:`~pyxs.paths.Permission`.
+        """
+        self._call(commands.set_perms(path, perms))
+
+    def walk(
+        self, top: PathLike, topdown: bool = True
+    ) -> Iterator[Tuple[bytes, bytes, List[bytes]]]:
+        """Walk the tree under ``top``, as :func:`os.walk` walks directories.
+
+        Yields ``(path, value, children)`` for ``top`` and every node below
+        it. With ``topdown`` (the default) a node comes before its children,
+        and removing names from ``children`` prunes the walk; otherwise after
+        them. Nodes removed during the walk are skipped; a node whose value
+        cannot be read (no permission) has value ``b""``.
+        """
+        top = validate_path(top)
+        # [path, value, children, expanded]: iterative, so deep trees are fine.
+        stack: List[Tuple[bytes, Tuple[bytes, List[bytes]] | None]] = [(top, None)]
+        while stack:
+            path, node = stack.pop()
+            if node is not None:
+                yield path, node[0], node[1]
+                continue
+            try:
+                children = self.list(path)
+            except NoEntryError:
+                if path is top:
+                    raise
+                continue
+            try:
+                value = self.read(path)
+            except XenStoreError:
+                value = b""
+            if topdown:
+                yield path, value, children
+            else:
+                stack.append((path, (value, children)))
+            prefix = path if path == b"/" else path + b"/"
+            stack.extend((prefix + child, None) for child in reversed(children))
+
+    def get_domain_path(self, domid: Union[int, str, bytes]) -> bytes:
+        """The home path of a domain, ``b"/local/domain/<domid>"``."""
+        return self._call(commands.get_domain_path(_domid(domid)))
+
+    def is_domain_introduced(self, domid: Union[int, str, bytes]) -> bool:
+        """Whether xenstored talks to the domain (introduced, not released)."""
+        return self._call(commands.is_domain_introduced(_domid(domid)))
+
+    def introduce_domain(self, domid: Union[int, str, bytes], mfn: int, eventchn: int) -> None:
+        """Tell xenstored about a new domain: its ring page and event channel.
+
+        :raises ValueError: for domain 0, as pyxs 0.4 did.
+        """
+        domid = _domid(domid)
+        if not domid:
+            raise ValueError("domain 0 cannot be introduced.")
+        self._call(commands.introduce(domid, mfn, eventchn))
+
+    def release_domain(self, domid: Union[int, str, bytes]) -> None:
+        """Tell xenstored to forget a domain (fires ``@releaseDomain``)."""
+        self._call(commands.release(_domid(domid)))
+
+    def resume_domain(self, domid: Union[int, str, bytes]) -> None:
+        """Clear a domain's shutdown flag, so that its next shutdown fires
+        the watches again."""
+        self._call(commands.resume(_domid(domid)))
+
+    def set_target(self, domid: Union[int, str, bytes], target: Union[int, str, bytes]) -> None:
+        """Let ``domid`` act on ``target``'s nodes with ``target``'s rights
+        (stub domains)."""
+        self._call(commands.set_target(_domid(domid), _domid(target)))
+
+    def reset_watches(self) -> None:
+        """Drop every watch and transaction of this connection (RESET_WATCHES).
+
+        Monitors sharing the connection forget their watches too.
+        """
+        self._call(commands.reset_watches())
+        self.router._unsubscribe_all()
+        self.tx_id = 0
+
+    def control(self, *args: PathLike) -> bytes:
+        """A ``xenstore-control`` command: ``control(b"print", b"hello")``."""
+        return self._call(commands.control(*args))
+
+    #: The pre-Xen 4.9 name of CONTROL.
+    debug = control
+
+    # -- transactions ----------------------------------------------------------
+
+    def transaction(self) -> int:
+        """Start a transaction in the calling thread and return its id.
+
+        Every call of this thread then runs in it until :meth:`commit` or
+        :meth:`rollback`. Prefer :meth:`transact`, which also retries.
+
+        :raises pyxs.exceptions.PyXSError: with ``errno.EALREADY`` when this
+            thread is in a transaction already.
+        """
+        if self.tx_id:
+            raise PyXSError(errno.EALREADY, os.strerror(errno.EALREADY))
+        self.tx_id = tx_id = self._call(commands.transaction_start())
+        return tx_id
+
+    def commit(self) -> bool:
+        """Commit the calling thread's transaction.
+
+        :returns: False when it conflicted with another change (EAGAIN): the
+            transaction is over and nothing of it was applied; start again.
+        """
+        try:
+            self._call(commands.transaction_end(True))
+        except TransactionConflictError:
+            return False
+        finally:
+            self.tx_id = 0
+        return True
+
+    def rollback(self) -> None:
+        """Abort the calling thread's transaction: nothing of it is applied."""
+        try:
+            self._call(commands.transaction_end(False))
+        finally:
+            self.tx_id = 0
+
+    def transact(self, fn: Callable[..., T], *args: Any, retries: int = 16, **kwargs: Any) -> T:
+        """Run ``fn(client, *args, **kwargs)`` in a transaction; retry on conflict.
+
+        The transaction is committed when ``fn`` returns, and rolled back when
+        it raises. When the commit conflicts (EAGAIN), ``fn`` runs again in a
+        new transaction, up to ``retries`` more times; after that
+        :class:`~pyxs.exceptions.TransactionConflictError` is raised. ``fn``
+        must therefore have no effects outside XenStore that a retry would
+        repeat.
+
+        >>> def increment(c, path):
+        ...     value = int(c.read(path, b"0")) + 1
+        ...     c.write(path, b"%d" % value)
+        ...     return value
+        >>> client.transact(increment, b"/counter")  # doctest: +SKIP
+        1
+        """
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        for _ in range(retries + 1):
+            self.transaction()
+            try:
+                result = fn(self, *args, **kwargs)
+            except TransactionConflictError:
+                self._rollback_quietly()
+                continue
+            except BaseException:
+                self._rollback_quietly()
+                raise
+            if self.commit():
+                return result
+        raise TransactionConflictError(
+            errno.EAGAIN,
+            os.strerror(errno.EAGAIN),
+            f"transaction conflicted {retries + 1} times",
+        )
+
+    def _rollback_quietly(self) -> None:
+        try:
+            self.rollback()
+        except XenStoreError:
+            pass
+
+    # -- watches -----------------------------------------------------------------
+
+    def monitor(self) -> Monitor:
+        """A new :class:`Monitor` sharing this client's connection.
+
+        Closing the client closes the monitor's connection too; closing the
+        monitor leaves the client alone.
+        """
+        return Monitor(copy.copy(self))
+
+
+class Monitor:
+    """Watches and their events.
+
+    :param client: the client whose connection the watches use.
+
+    >>> with Client() as c, c.monitor() as m:  # doctest: +SKIP
+    ...     m.watch(b"/vm", b"vm")
+    ...     for event in m.wait(timeout=5):
+    ...         print(event.path, event.token)
+    b'/vm' b'vm'
+
+    Events are routed to the monitor by their token, whatever else is in
+    flight on the connection; :meth:`wait` yields them. Used as a context
+    manager, the monitor removes its watches when the block ends.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        #: ``(path, token)`` of every watch this monitor added (pyxs 0.4 name)
+        self.unwatch_queue: Set[Tuple[bytes, bytes]] = set()
+        self._events: Deque[WatchEvent] = deque()
+        self._waiters: Set[_Waiter] = set()
+        self._woken = False
+        self._closed = False
+        #: called (state lock held) whenever an event is queued
+        self._notify: Callable[[], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Monitor({self.client!r})"
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def watched(self) -> Set[bytes]:
+        """The paths this monitor watches."""
+        return {path for path, _ in self.unwatch_queue}
+
+    def watch(self, wpath: PathLike, token: PathLike) -> None:
+        """Add a watch on ``wpath`` and everything below it.
+
+        Events come for creation, change, permission change and removal of
+        the node or a descendant, and once right after the watch is added;
+        they can also be spurious. Changes made in a transaction fire when
+        it commits. Special paths: ``@introduceDomain``, ``@releaseDomain``.
+
+        :param token: any ASCII string; events carry it.
+        """
+        path = validate_watch_path(wpath)
+        tok = check_ascii(token, "token")
+        router = self.client.router
+        # Subscribe first: the first event may come before the OK (XenBus).
+        router.subscribe(tok, self)
+        try:
+            self.client.execute(commands.watch(path, tok), tx_id=0)
+        except BaseException:
+            router.unsubscribe(tok, self)
+            raise
+        self._closed = False
+        self.unwatch_queue.add((path, tok))
+
+    def unwatch(self, wpath: PathLike, token: PathLike) -> None:
+        """Remove a watch added by :meth:`watch`."""
+        path = validate_watch_path(wpath)
+        tok = check_ascii(token, "token")
+        self.client.execute(commands.unwatch(path, tok), tx_id=0)
+        self.client.router.unsubscribe(tok, self)
+        self.unwatch_queue.discard((path, tok))
+
+    def close(self) -> None:
+        """Remove every watch of this monitor and end every :meth:`wait`.
+
+        Over a closed connection the watches are gone already; they are just
+        forgotten.
+        """
+        router = self.client.router
+        for path, token in list(self.unwatch_queue):
+            if router.is_connected:
+                try:
+                    self.unwatch(path, token)
+                    continue
+                except ConnectionError:
+                    pass
+                except NoEntryError:
+                    pass  # dropped meanwhile (RESET_WATCHES)
+            router.unsubscribe(token, self)
+            self.unwatch_queue.discard((path, token))
+        with router._lock:
+            self._closed = True
+            self._signal(_READY)
+        router._kick()
+
+    def wake(self) -> None:
+        """End the current (or the next) :meth:`wait` from any thread."""
+        router = self.client.router
+        with router._lock:
+            self._woken = True
+            self._signal(_READY)
+        router._kick()
+
+    def _signal(self, reply: Any) -> None:
+        # Called with the router's state lock held.
+        for waiter in self._waiters:
+            if waiter.reply is None:
+                waiter.reply = reply
+                if waiter.event is not None:
+                    waiter.event.set()
+
+    def _is_watched(self, event: WatchEvent) -> bool:
+        path, token = event
+        for wpath, wtoken in self.unwatch_queue:
+            if wtoken != token:
+                continue
+            if path == wpath or wpath == b"/":
+                return True
+            if path.startswith(wpath) and path[len(wpath) : len(wpath) + 1] == b"/":
+                return True
+            # Special paths: @releaseDomain also matches @releaseDomain/<domid>.
+            if wpath[:1] == b"@" and wpath.startswith(path + b"/"):
+                return True
+        return False
+
+    def next_event(self, timeout: float | None = None) -> WatchEvent | None:
+        """The next event of any of this monitor's tokens.
+
+        Blocks until one arrives, ``timeout`` seconds pass (``0`` polls
+        without blocking), :meth:`wake` is called or the monitor is closed;
+        the last three give None.
+
+        :raises pyxs.exceptions.ConnectionError: the connection is closed or
+            lost.
+        """
+        router = self.client.router
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            session = router._session
+            waiter = _Waiter()
+            with router._lock:
+                if self._events:
+                    return self._events.popleft()
+                if self._woken:
+                    self._woken = False
+                    return None
+                if self._closed:
+                    return None
+                if session.failure is not None:
+                    raise _connection_error(session.failure)
+                self._waiters.add(waiter)
+            try:
+                answered = router._wait(session, waiter, deadline, True)
+            finally:
+                with router._lock:
+                    self._waiters.discard(waiter)
+            if not answered:
+                with router._lock:
+                    if self._events:
+                        return self._events.popleft()
+                return None
+            reply = waiter.reply
+            if isinstance(reply, BaseException):
+                raise _connection_error(reply)
+
+    def wait(self, unwatched: bool = False, timeout: float | None = None) -> Iterator[WatchEvent]:
+        """Yield events ``Event(path, token)`` as they come.
+
+        :param unwatched: also yield events for paths no longer watched
+            (they can still arrive after :meth:`unwatch`); dropped by default.
+        :param timeout: end the iteration after this many seconds without an
+            event. Without it the iteration ends only through :meth:`wake`,
+            :meth:`close` or a lost connection (ConnectionError).
+        """
+        while True:
+            event = self.next_event(timeout)
+            if event is None:
+                return
+            if unwatched or self._is_watched(event):
+                yield event

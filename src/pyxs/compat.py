@@ -1,0 +1,413 @@
+"""``xs``: the ``xen.lowlevel.xs`` interface, in pure Python.
+
+Scripts written for Xen's own Python binding (``tools/python/xen/lowlevel/xs/
+xs.c``) run unchanged with ``from pyxs import xs``. The semantics follow that
+module as built against libxenstore, checked side by side with it:
+
+* transaction handles are hex strings (``"1A"``), ``""`` for none;
+* ``read`` returns bytes, ``ls`` a list of str; both give None for a missing
+  node; ``rm`` of a missing node is not an error;
+* ``get_permissions`` returns ``[{'dom': 0, 'read': False, 'write': False},
+  ...]``, owner first; ``set_permissions`` takes that form (``read`` and
+  ``write`` optional) and, as xs.c does, makes dom0 the owner when the first
+  entry grants access to another domain;
+* ``watch(path, token)`` takes any object as token and ``read_watch`` returns
+  ``(path, token)`` with that very object; ``read_watch`` blocks,
+  ``check_watch`` returns None when nothing has fired; ``fileno`` is a
+  descriptor that is readable while events are pending;
+* ``transaction_end(t, abort=0)`` returns False when the commit conflicted;
+* errors raise :class:`Error`-compatible exceptions: every exception an
+  ``xs`` method raises is both the pyxs exception (a
+  :class:`~pyxs.exceptions.XenStoreError` subclass, ``e.args == (errno,
+  strerror)``) and a ``RuntimeError``, which ``xen.lowlevel.xs.Error``
+  derives from. Invalid arguments (a bad path) raise it with EINVAL, as the
+  server would. A closed handle raises EINVAL too.
+
+Unlike xs.c, ``watch`` and ``unwatch`` also take str or bytes paths, and the
+permission dicts hold bools (xs.c gives the bit values ``1`` and ``2``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from typing import Any, Dict, List, Tuple, Type, Union
+
+from . import commands
+from .client import Client, _Waiter
+from .exceptions import (
+    InvalidArgumentError,
+    NoEntryError,
+    PyXSError,
+    TransactionConflictError,
+    XenStoreError,
+)
+from .paths import Permission, parse_perm
+
+__all__ = ["Error", "xs"]
+
+#: pyxs 0.4 exported the base exception under this name.
+Error = PyXSError
+
+_Text = Union[str, bytes]
+_RUNTIME: Dict[Type[PyXSError], Type[PyXSError]] = {}
+
+
+def _runtime_error(exc: PyXSError) -> PyXSError:
+    """The same error as an instance of a subclass that is a RuntimeError too."""
+    cls = type(exc)
+    compat = _RUNTIME.get(cls)
+    if compat is None:
+        compat = type(cls.__name__, (cls, RuntimeError), {"__module__": __name__})
+        _RUNTIME[cls] = compat
+    error = compat.__new__(compat, *exc.args)
+    error.__dict__.update(exc.__dict__)
+    error.args = exc.args
+    return error
+
+
+def _errno_error(code: int) -> PyXSError:
+    return _runtime_error(InvalidArgumentError(code, os.strerror(code)))
+
+
+def _text(value: _Text) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    raise TypeError(f"expected str or bytes, not {type(value).__name__}")
+
+
+def _str(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+def _handle(transaction: Union[_Text, int, None]) -> int:
+    """A transaction handle as xs.c parses it: ``strtoul(t, NULL, 16)``."""
+    if transaction is None:
+        return 0
+    if isinstance(transaction, int):
+        return transaction
+    text = _text(transaction).strip().lower()
+    if text.startswith(b"0x"):
+        text = text[2:]
+    end = 0
+    while end < len(text) and text[end : end + 1] in b"0123456789abcdef":
+        end += 1
+    return int(text[:end], 16) if end else 0
+
+
+def _perm_entry(perm: Dict[str, Any]) -> Tuple[int, bool, bool]:
+    if not isinstance(perm, dict):
+        raise TypeError(f"a permission is a dict, not {type(perm).__name__}")
+    unknown = set(perm) - {"dom", "read", "write"}
+    if unknown:
+        raise TypeError(f"unknown permission keys {sorted(unknown)!r}")
+    if "dom" not in perm:
+        raise TypeError("a permission needs 'dom'")
+    return int(perm["dom"]), bool(perm.get("read", 0)), bool(perm.get("write", 0))
+
+
+_LETTER = {(False, False): "n", (True, False): "r", (False, True): "w", (True, True): "b"}
+
+
+class xs:
+    """A XenStore handle with the interface of ``xen.lowlevel.xs.xs``.
+
+    :param readonly: accepted for compatibility (xenstored has had no
+        read-only socket since Xen 4.15).
+    :param unix_socket_path, xen_bus_path: where to connect, as for
+        :class:`~pyxs.client.Client`; by default the xenstored socket.
+    """
+
+    def __init__(
+        self,
+        readonly: int = 0,
+        *,
+        unix_socket_path: str | None = None,
+        xen_bus_path: str | None = None,
+    ) -> None:
+        self.client = Client(unix_socket_path, xen_bus_path)
+        try:
+            self.client.connect()
+        except PyXSError as exc:
+            raise _runtime_error(exc) from exc
+        self.monitor = self.client.monitor()
+        self._tokens: Dict[str, Any] = {}
+        self._pipe: Tuple[int, int] | None = None
+        self._pump: threading.Thread | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"xs({self.client.router.connection!r})"
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _run(self, operation: Any, transaction: Union[_Text, int, None] = 0) -> Any:
+        if self._closed:
+            raise _errno_error(errno.EINVAL)
+        try:
+            return self.client.execute(operation, tx_id=_handle(transaction))
+        except XenStoreError as exc:
+            raise _runtime_error(exc) from exc
+        except ValueError as exc:  # InvalidPath, InvalidPermission, ... (local)
+            raise _errno_error(errno.EINVAL) from exc
+        except PyXSError as exc:
+            raise _runtime_error(exc) from exc
+
+    def _build(self, factory: Any, *args: Any) -> Any:
+        if self._closed:
+            raise _errno_error(errno.EINVAL)
+        try:
+            return factory(*args)
+        except (ValueError, TypeError) as exc:
+            raise _errno_error(errno.EINVAL) from exc
+
+    # -- nodes -------------------------------------------------------------------
+
+    def read(self, transaction: _Text, path: _Text) -> bytes | None:
+        """The value at ``path``; None when it does not exist."""
+        command = self._build(commands.read, _text(path))
+        try:
+            value: bytes = self._run(command, transaction)
+        except NoEntryError:
+            return None
+        return value
+
+    def write(self, transaction: _Text, path: _Text, data: _Text) -> None:
+        """Set the value at ``path`` (str is written as UTF-8)."""
+        self._run(self._build(commands.write, _text(path), _text(data)), transaction)
+
+    def ls(self, transaction: _Text, path: _Text) -> List[str] | None:
+        """The names of the children of ``path``; None when it does not exist."""
+        procedure = self._build(commands.list_children, _text(path))
+        try:
+            names: List[bytes] = self._run(procedure, transaction)
+        except NoEntryError:
+            return None
+        return [_str(name) for name in names]
+
+    def mkdir(self, transaction: _Text, path: _Text) -> None:
+        """Create ``path`` (and its parents) if missing."""
+        self._run(self._build(commands.mkdir, _text(path)), transaction)
+
+    def rm(self, transaction: _Text, path: _Text) -> None:
+        """Remove ``path`` and its subtree; a missing node is fine."""
+        try:
+            self._run(self._build(commands.rm, _text(path)), transaction)
+        except NoEntryError:
+            pass
+
+    def get_permissions(self, transaction: _Text, path: _Text) -> List[Dict[str, Any]]:
+        """``[{'dom': int, 'read': bool, 'write': bool}, ...]``, owner first."""
+        entries: List[bytes] = self._run(self._build(commands.get_perms, _text(path)), transaction)
+        perms = []
+        for entry in entries:
+            try:
+                perm = parse_perm(entry)
+            except ValueError:
+                continue
+            perms.append({"dom": perm.domid, "read": perm.read, "write": perm.write})
+        return perms
+
+    def set_permissions(self, transaction: _Text, path: _Text, perms: List[Dict[str, Any]]) -> None:
+        """Set the permissions of ``path`` from a list of dicts.
+
+        If the first entry grants access to a domain other than 0, dom0
+        becomes the owner and that entry follows (as xs.c does).
+        """
+        if not isinstance(perms, list):
+            raise _errno_error(errno.EINVAL)
+        entries = [_perm_entry(p) for p in perms]
+        if entries and entries[0][0] and (entries[0][1] or entries[0][2]):
+            entries.insert(0, (0, False, False))
+        permissions = [Permission(_LETTER[(r, w)], dom) for dom, r, w in entries]
+        self._run(self._build(commands.set_perms, _text(path), permissions), transaction)
+
+    # -- watches -----------------------------------------------------------------
+
+    def watch(self, path: _Text, token: Any) -> None:
+        """Watch ``path``; events carry ``token`` (any object)."""
+        stub = str(id(token))
+        # Register before the request: the first event may beat the reply.
+        self._tokens[stub] = token
+        try:
+            self._watch_call(self.monitor.watch, path, stub)
+        except BaseException:
+            self._tokens.pop(stub, None)
+            raise
+
+    def unwatch(self, path: _Text, token: Any) -> None:
+        """Remove a watch added with the same path and token."""
+        stub = str(id(token))
+        try:
+            self._watch_call(self.monitor.unwatch, path, stub)
+        finally:
+            self._tokens.pop(stub, None)
+
+    def _watch_call(self, method: Any, path: _Text, stub: str) -> None:
+        if self._closed:
+            raise _errno_error(errno.EINVAL)
+        try:
+            method(_text(path), stub)
+        except XenStoreError as exc:
+            raise _runtime_error(exc) from exc
+        except (ValueError, TypeError) as exc:
+            raise _errno_error(errno.EINVAL) from exc
+        except PyXSError as exc:
+            raise _runtime_error(exc) from exc
+
+    def _next(self, timeout: float | None) -> Tuple[str, Any] | None:
+        if self._closed:
+            raise _errno_error(errno.EINVAL)
+        while True:
+            try:
+                event = self.monitor.next_event(timeout)
+            except PyXSError as exc:
+                raise _runtime_error(exc) from exc
+            if event is None:
+                if timeout is None and not self._closed:
+                    continue  # spurious wake-up
+                return None
+            token = self._tokens.get(_str(event.token), _MISSING)
+            if token is _MISSING:
+                continue  # a watch removed meanwhile: its events are dropped
+            return _str(event.path), token
+
+    def read_watch(self) -> Tuple[str, Any]:
+        """Block until a watch fires; ``(path, token)``."""
+        event = self._next(None)
+        if event is None:  # closed meanwhile
+            raise _errno_error(errno.EINVAL)
+        self._rearm()
+        return event
+
+    def check_watch(self) -> Tuple[str, Any] | None:
+        """``(path, token)`` of a fired watch, or None; never blocks."""
+        self._drain()
+        event = self._next(0)
+        self._rearm()
+        return event
+
+    def fileno(self) -> int:
+        """A descriptor that is readable while watch events are pending.
+
+        Select on it, then call :meth:`check_watch` until it returns None.
+        The first call starts a helper thread that keeps reading the
+        connection, as libxenstore does.
+        """
+        if self._closed:
+            raise _errno_error(errno.EINVAL)
+        if self._pipe is None:
+            read_fd, write_fd = os.pipe()
+            os.set_blocking(read_fd, False)
+            os.set_blocking(write_fd, False)
+            self._pipe = (read_fd, write_fd)
+            self.monitor._notify = self._notify
+            if self.monitor._events:
+                self._notify()
+            self._pump = threading.Thread(target=self._pump_loop, name="pyxs-xs-fileno")
+            self._pump.daemon = True
+            self._pump.start()
+        return self._pipe[0]
+
+    def _notify(self) -> None:
+        pipe = self._pipe
+        if pipe is not None:
+            try:
+                os.write(pipe[1], b"!")
+            except OSError:
+                pass  # full: readable anyway
+
+    def _drain(self) -> None:
+        pipe = self._pipe
+        if pipe is None:
+            return
+        try:
+            while os.read(pipe[0], 4096):
+                pass
+        except OSError:
+            pass
+
+    def _rearm(self) -> None:
+        if self._pipe is not None and self.monitor._events:
+            self._notify()
+
+    def _pump_loop(self) -> None:
+        # Be a reader of last resort, so events arrive with nobody calling.
+        router = self.client.router
+        session = router._session
+        waiter = _Waiter()
+        try:
+            router._wait(session, waiter, None, True)
+        except PyXSError:
+            pass
+
+    # -- transactions --------------------------------------------------------
+
+    def transaction_start(self) -> str:
+        """Start a transaction; its handle, a hex string."""
+        tx_id: int = self._run(commands.transaction_start(), 0)
+        return f"{tx_id:X}"
+
+    def transaction_end(self, transaction: _Text, abort: int = 0) -> bool:
+        """Commit (or, with ``abort``, abort) a transaction.
+
+        :returns: True, or False when the commit conflicted: try again.
+        """
+        try:
+            self._run(commands.transaction_end(not abort), transaction)
+        except TransactionConflictError:
+            return False
+        return True
+
+    # -- domains -----------------------------------------------------------------
+
+    def introduce_domain(self, dom: int, page: int, port: int) -> None:
+        """Tell xenstored about a domain: its ring page and event channel."""
+        self._run(self._build(commands.introduce, dom, page, port))
+
+    def release_domain(self, dom: int) -> None:
+        """Tell xenstored to forget a domain."""
+        self._run(self._build(commands.release, dom))
+
+    def resume_domain(self, dom: int) -> None:
+        """Clear a domain's shutdown flag."""
+        self._run(self._build(commands.resume, dom))
+
+    def set_target(self, dom: int, target: int) -> None:
+        """Let ``dom`` act with ``target``'s rights."""
+        self._run(self._build(commands.set_target, dom, target))
+
+    def get_domain_path(self, domid: int) -> str:
+        """``"/local/domain/<domid>"``, whether or not the domain exists."""
+        path: bytes = self._run(self._build(commands.get_domain_path, domid))
+        return _str(path)
+
+    # -- the handle --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; the handle is unusable afterwards.
+
+        As in xs.c, the watches are forgotten, and closing twice raises.
+        """
+        if self._closed:
+            raise _errno_error(errno.EINVAL)
+        self._closed = True
+        self._tokens.clear()
+        self.monitor.unwatch_queue.clear()
+        self.client.close()
+        self.monitor.wake()
+        pipe, self._pipe = self._pipe, None
+        if self._pump is not None:
+            self._pump.join(5.0)
+        if pipe is not None:
+            for fd in pipe:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+_MISSING = object()

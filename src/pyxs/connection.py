@@ -1,0 +1,319 @@
+"""Transports: how bytes reach XenStore.
+
+A transport is the tiny interface the clients need and nothing more::
+
+    connect()        open it (a no-op when already open)
+    close()          close it (idempotent; wakes a thread blocked in recv)
+    send(data)       write all of ``data`` (whole packets)
+    recv(n)          read at most ``n`` bytes (at least one)
+    fileno()         the descriptor, for select()
+
+Every ``OSError`` is translated here, at the boundary, into
+:class:`pyxs.exceptions.ConnectionError`; an orderly end of stream is a
+``ConnectionError`` too, so ``recv`` never returns ``b""``.
+
+Two transports exist, as in pyxs 0.4:
+
+* :class:`UnixSocketConnection`: the xenstored Unix socket (dom0 tools);
+* :class:`XenBusConnection`: the XenBus character device (``/dev/xen/xenbus``
+  on Linux), which works in any domain. Its reads cannot be interrupted by
+  ``close()`` from another thread, so readers select() on it first
+  (:attr:`~PacketConnection.needs_poll`).
+
+They use plain blocking sockets and ``os.read``/``os.write``, which is what
+gevent and eventlet monkey-patching expect. Nothing here runs at import
+time: default paths are resolved when a connection object is created.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Union
+
+from .exceptions import ConnectionError
+from .protocol import HEADER, HEADER_SIZE, Packet, encode
+
+__all__ = [
+    "PacketConnection",
+    "UnixSocketConnection",
+    "XenBusConnection",
+    "default_socket_path",
+    "default_xenbus_path",
+]
+
+#: Where xenstored listens when nothing in the environment says otherwise.
+DEFAULT_RUNDIR = "/var/run/xenstored"
+
+
+def default_socket_path() -> str:
+    """The xenstored socket, resolved as libxenstore does.
+
+    ``$XENSTORED_PATH``, else ``$XENSTORED_RUNDIR/socket``, else
+    ``/var/run/xenstored/socket``. Read from the environment on every call.
+    """
+    path = os.environ.get("XENSTORED_PATH")
+    if path:
+        return path
+    rundir = os.environ.get("XENSTORED_RUNDIR") or DEFAULT_RUNDIR
+    return os.path.join(rundir, "socket")
+
+
+def default_xenbus_path() -> str:
+    """The XenBus device of this operating system.
+
+    Linux: ``/dev/xen/xenbus``, or ``/proc/xen/xenbus`` on kernels that do not
+    have the former; NetBSD: ``/kern/xen/xenbus``; FreeBSD:
+    ``/dev/xen/xenstore``.
+    """
+    platform = sys.platform
+    if platform.startswith("linux"):
+        if os.path.exists("/dev/xen/xenbus"):
+            return "/dev/xen/xenbus"
+        return "/proc/xen/xenbus"
+    if platform.startswith("netbsd"):
+        return "/kern/xen/xenbus"
+    if platform.startswith("freebsd"):
+        return "/dev/xen/xenstore"
+    return "/dev/xen/xenbus"
+
+
+def _error(action: str, path: str, exc: OSError) -> ConnectionError:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return ConnectionError(f"error {action} {path!r}: {reason}")
+
+
+def _closed(path: str) -> ConnectionError:
+    return ConnectionError(f"connection to {path!r} is not open")
+
+
+class PacketConnection:
+    """Base class of the transports (pyxs 0.4's name).
+
+    Besides the byte interface, pyxs 0.4's packet methods are kept:
+    ``send`` also takes a :class:`~pyxs.protocol.Packet`, and ``recv()``
+    without a size reads one whole packet.
+    """
+
+    #: The path given or resolved at construction.
+    path: str
+    #: True when ``close()`` from another thread cannot wake a blocked
+    #: ``recv()``: readers must select() on ``fileno()`` with a wake-up pipe.
+    needs_poll = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection is open."""
+        raise NotImplementedError
+
+    def connect(self) -> None:
+        """Open the connection; does nothing if it is open already."""
+        raise NotImplementedError
+
+    def close(self, silent: bool = True) -> None:
+        """Close the connection; does nothing if it is closed already.
+
+        With ``silent=False`` an error while closing raises ConnectionError.
+        """
+        raise NotImplementedError
+
+    def fileno(self) -> int:
+        """The file descriptor (raises ConnectionError when closed)."""
+        raise NotImplementedError
+
+    def send(self, data: Union[bytes, bytearray, memoryview, Packet]) -> None:
+        """Write all of ``data``: whole packets, or one :class:`Packet`."""
+        raise NotImplementedError
+
+    def recv(self, size: int | None = None) -> bytes:
+        """Read at most ``size`` bytes (at least one; EOF raises).
+
+        Without a size, read exactly one packet and return it as a
+        :class:`~pyxs.protocol.Packet` (pyxs 0.4's behaviour).
+        """
+        raise NotImplementedError
+
+    def recv_packet(self) -> Packet:
+        """Read exactly one packet (do not mix with a client using this)."""
+        op, req_id, tx_id, size = HEADER.unpack(self._recv_exact(HEADER_SIZE))
+        # Never read 0 bytes: on Linux's XenBus device that blocks.
+        payload = self._recv_exact(size) if size else b""
+        return Packet(op, req_id, tx_id, payload)
+
+    def _recv_exact(self, size: int) -> bytes:
+        chunks = []
+        while size > 0:
+            chunk = self.recv(size)
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def __enter__(self) -> PacketConnection:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _wire(data: object) -> bytes | bytearray | memoryview:
+    if isinstance(data, Packet):
+        return encode(data.op, data.req_id, data.tx_id, data.payload)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return data
+    raise TypeError(f"expected bytes or a Packet, not {type(data).__name__}")
+
+
+class UnixSocketConnection(PacketConnection):
+    """XenStore over the xenstored Unix socket.
+
+    :param path: the socket; by default :func:`default_socket_path`, resolved
+        now (``$XENSTORED_PATH``, ``$XENSTORED_RUNDIR/socket``, then
+        ``/var/run/xenstored/socket``).
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = os.fspath(path) if path else default_socket_path()
+        self._sock: socket.socket | None = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self._sock is not None
+
+    def connect(self) -> None:
+        if self._sock is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            raise _error("connecting to", self.path, exc) from exc
+        self._sock = sock
+
+    def close(self, silent: bool = True) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        try:
+            # shutdown() wakes a thread blocked in recv() on this socket;
+            # close() alone would leave it blocked.
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            sock.close()
+        except OSError as exc:
+            if not silent:
+                raise _error("closing", self.path, exc) from exc
+
+    def fileno(self) -> int:
+        sock = self._sock
+        if sock is None:
+            raise _closed(self.path)
+        return sock.fileno()
+
+    def send(self, data: Union[bytes, bytearray, memoryview, Packet]) -> None:
+        if data.__class__ is not bytes:
+            data = _wire(data)
+        try:
+            self._sock.sendall(data)  # type: ignore[union-attr]
+        except AttributeError:
+            if self._sock is None:
+                raise _closed(self.path) from None
+            raise
+        except OSError as exc:
+            raise _error("writing to", self.path, exc) from exc
+
+    def recv(self, size: int | None = None) -> bytes:
+        if size is None:
+            return self.recv_packet()  # type: ignore[return-value]
+        try:
+            data = self._sock.recv(size)  # type: ignore[union-attr]
+        except AttributeError:
+            if self._sock is None:
+                raise _closed(self.path) from None
+            raise
+        except OSError as exc:
+            raise _error("reading from", self.path, exc) from exc
+        if not data:
+            raise ConnectionError(f"XenStore closed the connection {self.path!r}")
+        return data
+
+
+class XenBusConnection(PacketConnection):
+    """XenStore over the XenBus character device.
+
+    :param path: the device; by default :func:`default_xenbus_path`.
+
+    Linux's device handles WATCH and UNWATCH itself (it answers ``OK`` on its
+    own and the watch's first event may arrive before that ``OK``); the
+    clients route events by token, so this needs no special care.
+    """
+
+    needs_poll = True
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = os.fspath(path) if path else default_xenbus_path()
+        self._fd: int | None = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self._fd is not None
+
+    def connect(self) -> None:
+        if self._fd is not None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | os.O_NOCTTY)
+        except OSError as exc:
+            raise _error("opening", self.path, exc) from exc
+        self._fd = fd
+
+    def close(self, silent: bool = True) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.close(fd)
+        except OSError as exc:
+            if not silent:
+                raise _error("closing", self.path, exc) from exc
+
+    def fileno(self) -> int:
+        fd = self._fd
+        if fd is None:
+            raise _closed(self.path)
+        return fd
+
+    def send(self, data: Union[bytes, bytearray, memoryview, Packet]) -> None:
+        fd = self._fd
+        if fd is None:
+            raise _closed(self.path)
+        view = memoryview(_wire(data))
+        try:
+            while view:
+                # The device wants whole messages per write; os.write of a
+                # packet (<= 4112 bytes) is not split by the kernel.
+                written = os.write(fd, view)
+                view = view[written:]
+        except OSError as exc:
+            raise _error("writing to", self.path, exc) from exc
+
+    def recv(self, size: int | None = None) -> bytes:
+        if size is None:
+            return self.recv_packet()  # type: ignore[return-value]
+        fd = self._fd
+        if fd is None:
+            raise _closed(self.path)
+        try:
+            data = os.read(fd, size)
+        except OSError as exc:
+            raise _error("reading from", self.path, exc) from exc
+        if not data:
+            raise ConnectionError(f"XenBus device {self.path!r} reached end of file")
+        return data
