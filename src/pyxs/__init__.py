@@ -14,6 +14,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from .aio import AsyncClient
 from .client import Client, Event, Monitor, RequestTimeout, Router
 from .compat import Error, xs
 from .exceptions import (
@@ -48,6 +49,7 @@ __version__ = "0.5.0"
 
 __all__ = [
     "AlreadyConnectedError",
+    "AsyncClient",
     "BusyError",
     "Client",
     "ConnectionError",
