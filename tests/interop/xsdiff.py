@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence, TypeVar
 
-from pyxs.protocol import Decoder, Op, Packet, encode
+from pyxs.protocol import PAYLOAD_MAX, Decoder, Op, Packet, encode
 
 T = TypeVar("T")
 
@@ -124,10 +124,12 @@ class Side:
     def __init__(self, server: ServerLike, guest_setup: Sequence[Step] = ()) -> None:
         self.server = server
         self.wires = [Wire(server.socket_path), Wire(server.socket_path)]
-        for step in guest_setup:  # privileged setup before the guests connect
+        # introduce, then the privileged setup (it may name the guests in
+        # permissions, which needs them to exist), then connect as the guests
+        paths = [server.introduce_guest(domid) for domid in GUESTS]
+        for step in guest_setup:
             self.run(step)
-        for domid in GUESTS:
-            self.wires.append(Wire(server.introduce_guest(domid)))
+        self.wires += [Wire(path) for path in paths]
 
     def run(self, step: Step) -> Packet | str | None:
         if step.kind == "state":
@@ -178,7 +180,12 @@ def real_safe(step: Step, active_tx: Sequence[set[int]]) -> bool:
     - the malformed one-argument payloads of the realxs README's "Known
       defect" (never generated: one-argument payloads are always built as
       exactly one NUL-terminated string);
-    - SET_PERMS on an ``@`` node other than @introduceDomain/@releaseDomain;
+    - SET_PERMS on an ``@`` node that fails in ``set_perms_special()``: an
+      unknown ``@`` name, or a connection without owner rights on the node
+      (an unprivileged guest). 4.17's ``do_set_perms`` then returns the stale
+      errno instead of the error (found by this suite: a guest's
+      ``SET_PERMS "@introduceDomain\0w6\0w7\0r0\0"`` aborted the daemon), so
+      only privileged connections send it, and only for the two known nodes;
     - RESET_WATCHES carrying the id of a live transaction of its connection
       (cxenstored 4.17.7 aborts: ``conn_delete_all_transactions: Assertion
       'conn->transaction == NULL' failed``; found by this suite).
@@ -188,7 +195,8 @@ def real_safe(step: Step, active_tx: Sequence[set[int]]) -> bool:
     if step.op in (Op.READ, Op.DIRECTORY, Op.GET_PERMS, Op.MKDIR, Op.RM):
         return step.payload.count(b"\0") == 1 and step.payload.endswith(b"\0")
     if step.op == Op.SET_PERMS and step.payload.startswith(b"@"):
-        return step.payload.split(b"\0", 1)[0] in (b"@introduceDomain", b"@releaseDomain")
+        known = step.payload.split(b"\0", 1)[0] in (b"@introduceDomain", b"@releaseDomain")
+        return known and CONN_NAMES[step.conn].startswith("c")
     if step.op == Op.RESET_WATCHES:
         return step.tx_id not in active_tx[step.conn]
     return True
@@ -260,6 +268,7 @@ ABS_PATHS = [
     b"/local/domain/6/x",
     b"/local/domain/0/x",
 ]
+HOT_PATHS = [b"/a", b"/a/b", b"/b", b"/local/domain/5/x"]
 REL_PATHS = [b"x", b"x/y", b"d"]
 BAD_PATHS = [
     b"/a/",
@@ -319,7 +328,8 @@ class Generator:
     def path(self) -> bytes:
         kind = weighted(self.c, [(12, "abs"), (3, "rel"), (2, "bad"), (1, "root")])
         if kind == "abs":
-            return self.c.choice(ABS_PATHS)
+            # a hot subset makes transactions collide and watches fire
+            return self.c.choice(HOT_PATHS if self.c.randint(0, 1) else ABS_PATHS)
         if kind == "rel":
             return self.c.choice(REL_PATHS)
         if kind == "bad":
@@ -387,7 +397,7 @@ class Generator:
                 (8, Op.WATCH),
                 (4, Op.UNWATCH),
                 (5, Op.TRANSACTION_START),
-                (6, Op.TRANSACTION_END),
+                (9, Op.TRANSACTION_END),
                 (1, Op.RESET_WATCHES),
                 (2, Op.GET_DOMAIN_PATH),
                 (2, Op.IS_DOMAIN_INTRODUCED),
@@ -407,6 +417,7 @@ class Generator:
             payload = path + b"\0"
         elif op == Op.WRITE:
             payload = self.path() + (b"" if c.randint(0, 40) == 0 else b"\0" + self.value())
+            payload = payload[:PAYLOAD_MAX]  # a long path plus a big value
         elif op == Op.DIRECTORY_PART:
             offset = c.choice([b"0", b"0", b"1", b"2", b"5", b"100", b"abc", None])
             payload = self.path() + b"\0" + (b"" if offset is None else offset + b"\0")
@@ -423,6 +434,9 @@ class Generator:
                 tx = 0
         elif op == Op.TRANSACTION_END:
             payload = weighted(c, [(6, b"T\0"), (3, b"F\0"), (1, b"X\0"), (1, b"")])
+            busy = [i for i, txs in enumerate(self.m.active_tx) if txs]
+            if busy and c.randint(0, 4):
+                conn = c.choice(busy)
             active = sorted(self.m.active_tx[conn])
             if active and c.randint(0, 4):
                 tx = c.choice(active)
@@ -449,6 +463,16 @@ def guest_setup(c: Chooser) -> list[Step]:
     """Privileged setup run before the guests connect (toolstack-like)."""
     steps = []
     req_id = 0x5E7_0000
+    for path in (b"/a", b"/a/b", b"/b"):
+        if c.randint(0, 2):
+            req_id += 1
+            steps.append(Step(conn=0, op=Op.WRITE, req_id=req_id, payload=path + b"\0init"))
+            if c.randint(0, 1):
+                perms = c.choice([b"n0\0r5\0", b"n0\0b5\0w6\0", b"n5\0r6\0", b"n0\0r0\0"])
+                req_id += 1
+                steps.append(
+                    Step(conn=0, op=Op.SET_PERMS, req_id=req_id, payload=path + b"\0" + perms)
+                )
     for domid in GUESTS:
         if c.randint(0, 3) == 0:
             continue  # no domain directory at all
