@@ -48,8 +48,8 @@ the OK. Monitors therefore register a watch locally before sending it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
-import posixpath
 from collections import deque
 from typing import (
     Any,
@@ -67,42 +67,25 @@ from typing import (
 )
 
 from . import commands
-from .commands import Command, Procedure
-from .exceptions import ConnectionError, NoEntryError, PyXSError, TransactionConflictError
-from .paths import PathLike, Permission
-from .protocol import ClientProtocol, Packet, WatchEvent
+from .client import Event, _domid
+from .commands import Command, Operation
+from .connection import default_socket_path, default_xenbus_path
+from .exceptions import (
+    ConnectionError,
+    NoEntryError,
+    PyXSError,
+    TransactionConflictError,
+    XenStoreError,
+)
+from .paths import PathLike, Permission, check_ascii, validate_path, validate_watch_path
+from .protocol import ClientProtocol, Op, Packet, WatchEvent
 
 __all__ = ["AsyncClient", "AsyncMonitor", "AsyncTransaction", "Event"]
 
 T = TypeVar("T")
 
-#: A watch event: the path that changed and the token given to ``watch``.
-Event = WatchEvent
-
-#: How often :meth:`AsyncClient.transact` retries a conflicting transaction.
-DEFAULT_RETRIES = 10
-
-
-# -- default locations -------------------------------------------------------
-
-
-def _default_socket_path() -> str:
-    # Private fallback until pyxs.connection.default_socket_path() exists.
-    path = os.environ.get("XENSTORED_PATH")
-    if path:
-        return path
-    rundir = os.environ.get("XENSTORED_RUNDIR")
-    if rundir:
-        return os.path.join(rundir, "socket")
-    return "/var/run/xenstored/socket"
-
-
-def _default_xenbus_path() -> str:
-    # Private fallback until pyxs.connection.default_xenbus_path() exists.
-    for path in ("/dev/xen/xenbus", "/proc/xen/xenbus", "/kern/xen/xenbus", "/dev/xen/xenstore"):
-        if os.path.exists(path):
-            return path
-    return "/dev/xen/xenbus"
+#: How often :meth:`AsyncClient.transact` retries (as the sync client).
+DEFAULT_RETRIES = 16
 
 
 # -- transports --------------------------------------------------------------
@@ -232,25 +215,31 @@ class _Operations:
     def _call(self, command: Command[T]) -> Awaitable[T]:
         raise NotImplementedError
 
-    async def _drive(self, procedure: Procedure[T]) -> T:
-        # commands.run_sync, with await: results are sent into the procedure,
-        # errors (cancellation included) thrown into it.
+    async def execute(self, operation: Operation[T]) -> T:
+        """Run a :mod:`pyxs.commands` command or procedure.
+
+        A procedure is driven as :func:`~pyxs.commands.run_sync` drives it:
+        each result is sent into it, each error (cancellation included)
+        thrown into it.
+        """
+        if isinstance(operation, Command):
+            return await self._call(operation)
         call = self._call
         try:
-            command = next(procedure)
+            command = next(operation)
             while True:
                 try:
                     value = await call(command)
                 except BaseException as exc:  # noqa: BLE001 - handed to the procedure
-                    command = procedure.throw(exc)
+                    command = operation.throw(exc)
                 else:
-                    command = procedure.send(value)
+                    command = operation.send(value)
         except StopIteration as stop:
             result: T = stop.value
             return result
 
     async def read(self, path: PathLike, default: bytes | None = None) -> bytes:
-        """The value at ``path``; ``default`` (when given) if it does not exist."""
+        """The value at ``path``; ``default`` (when given) if it is missing."""
         try:
             return await self._call(commands.read(path))
         except NoEntryError:
@@ -259,11 +248,11 @@ class _Operations:
             return default
 
     async def write(self, path: PathLike, value: bytes) -> None:
-        """Set ``path`` to ``value``, creating missing parents."""
+        """Set the value at ``path``, creating it and missing parents."""
         await self._call(commands.write(path, value))
 
     async def mkdir(self, path: PathLike) -> None:
-        """Create ``path`` (and parents) with empty values; existing ones stay."""
+        """Make sure ``path`` exists; an existing node keeps its value."""
         await self._call(commands.mkdir(path))
 
     async def delete(self, path: PathLike) -> None:
@@ -272,50 +261,69 @@ class _Operations:
 
     async def list(self, path: PathLike) -> List[bytes]:
         """Child names of ``path`` in creation order (any number of them)."""
-        return await self._drive(commands.list_children(path))
+        return await self.execute(commands.list_children(path))
 
     async def exists(self, path: PathLike) -> bool:
         """Whether ``path`` exists."""
-        return await self._drive(commands.exists(path))
+        return await self.execute(commands.exists(path))
 
     async def get_perms(self, path: PathLike) -> List[bytes]:
-        """The permission list of ``path``, owner first: ``[b"n0", b"r5"]``."""
+        """The permissions of ``path``, owner first: ``[b"n0", b"r5"]``."""
         return await self._call(commands.get_perms(path))
 
     async def set_perms(self, path: PathLike, perms: Iterable[PathLike | Permission]) -> None:
-        """Replace the permission list of ``path``."""
+        """Replace the permissions of ``path``; the first entry names the owner."""
         await self._call(commands.set_perms(path, perms))
 
     async def walk(
         self, top: PathLike, topdown: bool = True
     ) -> AsyncIterator[Tuple[bytes, bytes, List[bytes]]]:
-        """``(path, value, children)`` for ``top`` and every node below it."""
-        top = top.encode("ascii") if isinstance(top, str) else bytes(top)
-        children = await self.list(top)
-        try:
-            value = await self.read(top)
-        except PyXSError:
-            value = b""  # no read permission
-        if topdown:
-            yield top, value, children
-        for child in children:
-            async for node in self.walk(posixpath.join(top, child), topdown):
-                yield node
-        if not topdown:
-            yield top, value, children
+        """``(path, value, children)`` for ``top`` and every node below it.
+
+        As the sync client's ``walk``: depth first, a node before its
+        children with ``topdown`` (pruning ``children`` prunes the walk),
+        after them otherwise; nodes removed meanwhile are skipped; a value
+        that cannot be read is ``b""``.
+        """
+        top = validate_path(top)
+        stack: List[Tuple[bytes, Tuple[bytes, List[bytes]] | None]] = [(top, None)]
+        while stack:
+            path, node = stack.pop()
+            if node is not None:
+                yield path, node[0], node[1]
+                continue
+            try:
+                children = await self.list(path)
+            except NoEntryError:
+                if path is top:
+                    raise
+                continue
+            try:
+                value = await self.read(path)
+            except XenStoreError:
+                value = b""
+            if topdown:
+                yield path, value, children
+            else:
+                stack.append((path, (value, children)))
+            prefix = path if path == b"/" else path + b"/"
+            stack.extend((prefix + child, None) for child in reversed(children))
 
 
 # -- the client --------------------------------------------------------------
 
 
 class AsyncClient(_Operations):
-    """A XenStore client for asyncio.
+    """A XenStore client for asyncio: the sync Client's methods, as coroutines.
 
-    ``unix_socket_path`` (default ``$XENSTORED_PATH``, else
-    ``$XENSTORED_RUNDIR/socket``, else ``/var/run/xenstored/socket``) or,
-    when only ``xen_bus_path`` is given, the XenBus device. Use it as
-    ``async with AsyncClient() as c:`` or ``await c.connect()`` ...
-    ``await c.close()``. Any number of tasks may use one client at once.
+    :param unix_socket_path: the xenstored socket (by default
+        :func:`~pyxs.connection.default_socket_path`).
+    :param xen_bus_path: use the XenBus device at this path instead (when no
+        socket path is given).
+
+    Use it as ``async with AsyncClient() as c:``, or ``await c.connect()``
+    and ``await c.close()``. Any number of tasks may use one client at once:
+    their requests are pipelined on its one connection.
     """
 
     def __init__(
@@ -327,12 +335,16 @@ class AsyncClient(_Operations):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._protocol = ClientProtocol()
         self._waiters: Dict[int, asyncio.Future[Packet]] = {}
+        #: req_id -> what to do with the reply of a call cancelled before it came
+        self._late_replies: Dict[int, Callable[[Packet], None]] = {}
+        #: token -> the monitors watching with it (and how many watches each)
+        self._subscribers: Dict[bytes, Dict[AsyncMonitor, int]] = {}
         self._monitors: Set[AsyncMonitor] = set()
 
     def __repr__(self) -> str:
         where = self.xen_bus_path if self._uses_xenbus() else self.unix_socket_path
-        state = "connected" if self._transport is not None else "closed"
-        return f"<AsyncClient {where or 'default'} {state}>"
+        state = "connected" if self._transport is not None else "not connected"
+        return f"AsyncClient({where or 'default'!r}, {state})"
 
     def _uses_xenbus(self) -> bool:
         return bool(self.xen_bus_path) and not self.unix_socket_path
@@ -345,7 +357,10 @@ class AsyncClient(_Operations):
         return self._transport is not None
 
     async def connect(self) -> None:
-        """Open the connection (pyxs.ConnectionError if that fails)."""
+        """Open the connection (again, after a close or a failure).
+
+        :raises pyxs.exceptions.ConnectionError: XenStore cannot be reached.
+        """
         if self._transport is not None:
             return
         loop = asyncio.get_running_loop()
@@ -353,7 +368,7 @@ class AsyncClient(_Operations):
         self._protocol = ClientProtocol()
         try:
             if self._uses_xenbus():
-                path = self.xen_bus_path or _default_xenbus_path()
+                path = self.xen_bus_path or default_xenbus_path()
                 flags = os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
                 fd = os.open(path, flags)
                 try:
@@ -362,16 +377,17 @@ class AsyncClient(_Operations):
                     os.close(fd)
                     raise
             else:
-                path = self.unix_socket_path or _default_socket_path()
+                path = self.unix_socket_path or default_socket_path()
                 _, transport = await loop.create_unix_connection(
                     lambda: _SocketTransport(self, loop), path
                 )
                 self._transport = transport
         except OSError as exc:
-            raise ConnectionError(f"cannot connect to XenStore at {path}: {exc}") from exc
+            reason = exc.strerror or str(exc)
+            raise ConnectionError(f"error connecting to {path!r}: {reason}") from exc
 
     async def close(self) -> None:
-        """Close the connection; pending calls fail with ConnectionError."""
+        """Close the connection: pending calls fail with ConnectionError."""
         transport = self._transport
         if transport is None:
             return
@@ -394,7 +410,11 @@ class AsyncClient(_Operations):
         tx_id: int = 0,
         late_reply: Callable[[Packet], None] | None = None,
     ) -> T:
-        """Send ``command`` and wait for its reply (the one await of a call)."""
+        """Send ``command`` and wait for its reply: the one await of a call.
+
+        ``late_reply`` gets the reply if the call is cancelled before it
+        could take it (START and WATCH must undo what they did).
+        """
         transport = self._transport
         if transport is None:
             raise ConnectionError("not connected")
@@ -407,26 +427,15 @@ class AsyncClient(_Operations):
             reply = await waiter
         except asyncio.CancelledError:
             if self._waiters.get(req_id) is waiter:  # the reply is still to come
+                del self._waiters[req_id]
                 if late_reply is None:
-                    del self._waiters[req_id]
                     self._protocol.abandon(req_id)
                 else:
-                    self._waiters[req_id] = self._watch_reply(late_reply)
+                    self._late_replies[req_id] = late_reply
             elif late_reply is not None and waiter.done() and not waiter.cancelled():
                 late_reply(waiter.result())  # it came, but too late for us
             raise
         return command.result(reply)
-
-    def _watch_reply(self, callback: Callable[[Packet], None]) -> asyncio.Future[Packet]:
-        assert self._loop is not None
-        future: asyncio.Future[Packet] = self._loop.create_future()
-
-        def done(f: asyncio.Future[Packet]) -> None:
-            if not f.cancelled() and f.exception() is None:
-                callback(f.result())
-
-        future.add_done_callback(done)
-        return future
 
     def _send_nowait(self, command: Command[Any], tx_id: int = 0) -> None:
         """Send ``command`` and drop its reply (aborts and unwatches on exit)."""
@@ -442,18 +451,26 @@ class AsyncClient(_Operations):
             replies, events = self._protocol.receive(data)
         except (ConnectionError, ValueError) as exc:  # UnexpectedPacket, PacketTooLarge
             error = exc if isinstance(exc, ConnectionError) else ConnectionError(str(exc))
+            transport = self._transport
             self._fail(error)
-            if self._transport is not None:
-                self._transport.abort()
+            if transport is not None:
+                transport.abort()
             return
         waiters = self._waiters
         for reply in replies:
             waiter = waiters.pop(reply.req_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(reply)
-        for event in events:
-            for monitor in self._monitors:
-                monitor._deliver(event)
+            if waiter is not None:
+                if not waiter.done():
+                    waiter.set_result(reply)
+            elif self._late_replies:
+                late_reply = self._late_replies.pop(reply.req_id, None)
+                if late_reply is not None:
+                    late_reply(reply)
+        if events:
+            subscribers = self._subscribers
+            for event in events:
+                for monitor in subscribers.get(event.token, ()):
+                    monitor._deliver(event)
 
     def _connection_lost(self, transport: object, exc: BaseException | None) -> None:
         if transport is not self._transport:
@@ -464,160 +481,195 @@ class AsyncClient(_Operations):
         self._fail(error)
 
     def _fail(self, error: ConnectionError) -> None:
-        """Mark the connection dead; fail every pending call and monitor."""
+        """The connection is over: fail every pending call and monitor."""
         self._transport = None
         waiters, self._waiters = self._waiters, {}
+        self._late_replies = {}
         for waiter in waiters.values():
             if not waiter.done():
                 waiter.set_exception(error)
-        for monitor in self._monitors:
+        monitors, self._monitors = self._monitors, set()
+        self._subscribers = {}
+        for monitor in monitors:
             monitor._fail(error)
-        self._monitors = set()
 
-    # -- transactions -------------------------------------------------------
+    def _subscribe(self, token: bytes, monitor: AsyncMonitor) -> None:
+        monitors = self._subscribers.setdefault(token, {})
+        monitors[monitor] = monitors.get(monitor, 0) + 1
+
+    def _unsubscribe(self, token: bytes, monitor: AsyncMonitor) -> None:
+        monitors = self._subscribers.get(token)
+        if monitors and monitor in monitors:
+            monitors[monitor] -= 1
+            if not monitors[monitor]:
+                del monitors[monitor]
+                if not monitors:
+                    del self._subscribers[token]
+
+    # -- the rest of XenStore ----------------------------------------------
+
+    async def get_domain_path(self, domid: int | str | bytes) -> bytes:
+        """The home path of a domain, ``b"/local/domain/<domid>"``."""
+        return await self._call(commands.get_domain_path(_domid(domid)))
+
+    async def is_domain_introduced(self, domid: int | str | bytes) -> bool:
+        """Whether xenstored talks to the domain (introduced, not released)."""
+        return await self._call(commands.is_domain_introduced(_domid(domid)))
+
+    async def introduce_domain(self, domid: int | str | bytes, mfn: int, eventchn: int) -> None:
+        """Tell xenstored about a new domain: its ring page and event channel.
+
+        :raises ValueError: for domain 0, as pyxs 0.4 did.
+        """
+        domid = _domid(domid)
+        if not domid:
+            raise ValueError("domain 0 cannot be introduced.")
+        await self._call(commands.introduce(domid, mfn, eventchn))
+
+    async def release_domain(self, domid: int | str | bytes) -> None:
+        """Tell xenstored to forget a domain (fires ``@releaseDomain``)."""
+        await self._call(commands.release(_domid(domid)))
+
+    async def resume_domain(self, domid: int | str | bytes) -> None:
+        """Clear a domain's shutdown flag."""
+        await self._call(commands.resume(_domid(domid)))
+
+    async def set_target(self, domid: int | str | bytes, target: int | str | bytes) -> None:
+        """Let ``domid`` act on ``target``'s nodes with its rights (stub domains)."""
+        await self._call(commands.set_target(_domid(domid), _domid(target)))
+
+    async def reset_watches(self) -> None:
+        """Drop every watch and transaction of this connection.
+
+        Monitors sharing the connection forget their watches too.
+        """
+        await self._call(commands.reset_watches())
+        self._subscribers = {}
+        for monitor in self._monitors:
+            monitor.unwatch_queue.clear()
+
+    async def control(self, *args: PathLike) -> bytes:
+        """A ``xenstore-control`` command: ``control(b"print", b"hello")``."""
+        return await self._call(commands.control(*args))
+
+    #: The pre-Xen 4.9 name of CONTROL.
+    debug = control
+
+    # -- transactions --------------------------------------------------------
 
     def transaction(self) -> AsyncTransaction:
-        """A new transaction: ``async with c.transaction() as t:``.
+        """A new transaction, started by ``async with`` or ``await``.
 
-        The body's operations go through ``t``; it commits on normal exit
-        (TransactionConflictError on EAGAIN) and rolls back when the body
-        raises or is cancelled. ``t = await c.transaction()`` starts one
-        without the context; then ``await t.commit()`` or ``t.rollback()``.
+        ``async with c.transaction() as t:`` runs the block's operations on
+        ``t`` in the transaction and commits on normal exit (a conflict
+        raises TransactionConflictError); when the block raises or is
+        cancelled it is rolled back. ``t = await c.transaction()`` starts
+        one to end with ``await t.commit()`` or ``await t.rollback()``.
         """
         return AsyncTransaction(self)
 
     async def transact(
         self,
-        fn: Callable[[AsyncTransaction], Awaitable[T]],
+        fn: Callable[..., Awaitable[T]],
+        *args: Any,
         retries: int = DEFAULT_RETRIES,
+        **kwargs: Any,
     ) -> T:
-        """Run ``await fn(t)`` in a transaction, again on conflict (EAGAIN).
+        """``await fn(t, *args, **kwargs)`` in a transaction; retry on conflict.
 
-        After ``retries`` retries the last TransactionConflictError propagates.
+        As the sync ``Client.transact``: committed when ``fn`` returns,
+        rolled back when it raises; on a conflict (EAGAIN, at commit or
+        before) ``fn`` runs again in a new transaction, up to ``retries``
+        more times, then TransactionConflictError is raised.
         """
-        attempt = 0
-        while True:
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        for _ in range(retries + 1):
             try:
                 async with self.transaction() as t:
-                    result = await fn(t)
-                return result
+                    result = await fn(t, *args, **kwargs)
             except TransactionConflictError:
-                if attempt >= retries:
-                    raise
-                attempt += 1
+                continue
+            return result
+        raise TransactionConflictError(
+            errno.EAGAIN,
+            os.strerror(errno.EAGAIN),
+            f"transaction conflicted {retries + 1} times",
+        )
 
     # -- watches -----------------------------------------------------------
 
     def monitor(self) -> AsyncMonitor:
-        """A new monitor: ``async with c.monitor() as m:`` (see AsyncMonitor)."""
+        """A new :class:`AsyncMonitor` on this client's connection."""
         return AsyncMonitor(self)
-
-    # -- the rest of XenStore ----------------------------------------------
-
-    async def get_domain_path(self, domid: int) -> bytes:
-        """``/local/domain/<domid>``, as the server resolves relative paths."""
-        return await self._call(commands.get_domain_path(domid))
-
-    async def is_domain_introduced(self, domid: int) -> bool:
-        """Whether xenstored is talking to ``domid``."""
-        return await self._call(commands.is_domain_introduced(domid))
-
-    async def introduce_domain(self, domid: int, mfn: int, eventchn: int) -> None:
-        """INTRODUCE ``domid`` with its ring page frame and event channel."""
-        await self._call(commands.introduce(domid, mfn, eventchn))
-
-    async def release_domain(self, domid: int) -> None:
-        """RELEASE ``domid``: xenstored forgets it (fires @releaseDomain)."""
-        await self._call(commands.release(domid))
-
-    async def resume_domain(self, domid: int) -> None:
-        """RESUME ``domid`` (clears its shutdown flag)."""
-        await self._call(commands.resume(domid))
-
-    async def set_target(self, domid: int, target: int) -> None:
-        """Let ``domid`` act with ``target``'s privileges."""
-        await self._call(commands.set_target(domid, target))
-
-    async def reset_watches(self) -> None:
-        """Drop this connection's watches and transactions on the server."""
-        await self._call(commands.reset_watches())
-        for monitor in self._monitors:
-            monitor._watches.clear()
-
-    async def control(self, *args: PathLike) -> bytes:
-        """CONTROL, as ``xenstore-control`` sends it: ``control(b"print", b"hi")``."""
-        return await self._call(commands.control(*args))
 
 
 # -- transactions ------------------------------------------------------------
 
 
 class AsyncTransaction(_Operations):
-    """A transaction: the data operations of the client, inside it.
+    """One transaction: the client's data operations, inside it.
 
-    ``async with client.transaction() as t`` starts it and commits it on
-    normal exit; if the body raises (or is cancelled) it is rolled back.
-    A conflict at commit raises TransactionConflictError.
+    Made by :meth:`AsyncClient.transaction`. Operations on a transaction
+    that has not started or has ended raise PyXSError.
     """
 
     def __init__(self, client: AsyncClient) -> None:
-        self._client = client
-        #: The server's id for this transaction (0 until it started).
+        self.client = client
+        #: The server's id of the transaction (0 until it started).
         self.tx_id = 0
         self._ended = False
 
     def __repr__(self) -> str:
-        state = "ended" if self._ended else "open" if self.tx_id else "new"
-        return f"<AsyncTransaction {self.tx_id} {state}>"
+        state = "ended" if self._ended else "open" if self.tx_id else "not started"
+        return f"AsyncTransaction({self.tx_id}, {state})"
 
     def __await__(self) -> Generator[Any, None, AsyncTransaction]:
         return self.start().__await__()
 
     async def start(self) -> AsyncTransaction:
-        """Start the transaction (done by ``async with`` and ``await``)."""
+        """Start the transaction (``async with`` and ``await`` do this)."""
         if self.tx_id or self._ended:
-            raise PyXSError("the transaction was already started")
-        client = self._client
-        self.tx_id = await client._call(
+            raise PyXSError("the transaction was started already")
+        self.tx_id = await self.client._call(
             commands.transaction_start(), 0, late_reply=self._abort_late
         )
         return self
 
     def _abort_late(self, reply: Packet) -> None:
-        # TRANSACTION_START was cancelled after it was sent: if it started a
-        # transaction, end it, unseen.
+        # START was cancelled after it was sent: end what it turns out to have started.
         try:
             tx_id = commands.transaction_start().result(reply)
         except PyXSError:
             return
-        self._client._send_nowait(commands.transaction_end(False), tx_id)
+        self.client._send_nowait(commands.transaction_end(False), tx_id)
 
-    def _open_tx(self) -> int:
-        if not self.tx_id:
-            raise PyXSError("the transaction was not started")
+    def _open_id(self) -> int:
         if self._ended:
             raise PyXSError("the transaction has ended")
+        if not self.tx_id:
+            raise PyXSError("the transaction has not started")
         return self.tx_id
 
     def _call(self, command: Command[T]) -> Awaitable[T]:
-        return self._client._call(command, self._open_tx())
+        return self.client._call(command, self._open_id())
 
-    async def commit(self) -> None:
-        """Commit; TransactionConflictError (EAGAIN) when it conflicted."""
-        tx_id = self._open_tx()
+    async def _end(self, commit: bool) -> None:
+        tx_id = self._open_id()
         self._ended = True
-        await self._client._call(commands.transaction_end(True), tx_id)
+        await self.client._call(commands.transaction_end(commit), tx_id)
+
+    async def commit(self) -> bool:
+        """Commit; False when it conflicted (EAGAIN): nothing of it was applied."""
+        try:
+            await self._end(True)
+        except TransactionConflictError:
+            return False
+        return True
 
     async def rollback(self) -> None:
-        """Abort: nothing the transaction did is applied."""
-        tx_id = self._open_tx()
-        self._ended = True
-        await self._client._call(commands.transaction_end(False), tx_id)
-
-    def _rollback_nowait(self) -> None:
-        if self.tx_id and not self._ended:
-            self._ended = True
-            self._client._send_nowait(commands.transaction_end(False), self.tx_id)
+        """Abort: nothing of the transaction is applied."""
+        await self._end(False)
 
     async def __aenter__(self) -> AsyncTransaction:
         if not self.tx_id:
@@ -626,18 +678,21 @@ class AsyncTransaction(_Operations):
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         if self._ended:
-            return
+            return  # ended in the block
         if exc_type is None:
-            await self.commit()
+            await self._end(True)  # a conflict raises TransactionConflictError
         else:
-            self._rollback_nowait()
+            # Sent now, not waited for: safe even in a cancelled task, and
+            # the server handles it before anything sent later.
+            self._ended = True
+            self.client._send_nowait(commands.transaction_end(False), self.tx_id)
 
 
 # -- watches -----------------------------------------------------------------
 
 
 class AsyncMonitor:
-    """Watches and the events they fire, as an async iterator.
+    """Watches and their events, as the sync Monitor with ``await``.
 
     ::
 
@@ -646,85 +701,106 @@ class AsyncMonitor:
             async for event in m:           # Event(path, token)
                 ...
 
-    Events for this monitor's (path, token) pairs are queued from the
-    moment ``watch`` is called (the first is the initial event XenStore
-    sends for every new watch). Use ``asyncio.wait_for`` or
-    ``asyncio.timeout`` for timeouts. Iteration ends when the monitor is
-    closed and raises ConnectionError when the connection is lost (after
-    the events already queued).
+    Events of this monitor's tokens are queued as they arrive, from the
+    moment ``watch`` is called (the first is the one XenStore sends for
+    every new watch). Timeouts: ``asyncio.wait_for``/``asyncio.timeout``
+    around the loop, or ``next_event(timeout)``. Iteration ends on
+    :meth:`wake` and :meth:`close`; when the connection is lost it raises
+    ConnectionError (after the events already queued).
     """
 
     def __init__(self, client: AsyncClient) -> None:
-        self._client = client
-        #: token -> watched paths
-        self._watches: Dict[bytes, Set[bytes]] = {}
+        self.client = client
+        #: ``(path, token)`` of every watch this monitor added (pyxs 0.4's name)
+        self.unwatch_queue: Set[Tuple[bytes, bytes]] = set()
         self._events: Deque[WatchEvent] = deque()
         self._getters: List[asyncio.Future[None]] = []
         self._error: ConnectionError | None = None
+        self._woken = False
         self._closed = False
         client._monitors.add(self)
 
     def __repr__(self) -> str:
-        return f"<AsyncMonitor watching {sorted(self.watched)!r}>"
+        return f"AsyncMonitor({self.client!r})"
+
+    async def __aenter__(self) -> AsyncMonitor:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     @property
-    def watched(self) -> Set[Tuple[bytes, bytes]]:
-        """The (path, token) pairs this monitor watches."""
-        return {(path, token) for token, paths in self._watches.items() for path in paths}
+    def watched(self) -> Set[bytes]:
+        """The paths this monitor watches."""
+        return {path for path, _ in self.unwatch_queue}
 
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise PyXSError("the monitor is closed")
-        if self._error is not None:
-            raise self._error
+    async def watch(self, wpath: PathLike, token: PathLike) -> None:
+        """Add a watch on ``wpath`` and everything below it.
 
-    async def watch(self, path: PathLike, token: PathLike) -> None:
-        """Watch ``path`` (and its subtree) with ``token``."""
-        command = commands.watch(path, token)
-        self._check_usable()
-        wpath, wtoken = command.payload.split(b"\0")[:2]
-        paths = self._watches.setdefault(wtoken, set())
-        added = wpath not in paths
-        # Registered before sending: on XenBus the initial event can come first.
-        paths.add(wpath)
+        An event comes at once, then on creation, change, permission change
+        and removal of the node or a descendant (and spuriously, sometimes).
+        """
+        path = validate_watch_path(wpath)
+        tok = check_ascii(token, "token")
+        client = self.client
+        if self._error is not None and client.connected:
+            self._error = None  # the client connected again: start afresh
+        # Subscribe first: on XenBus the first event may come before the OK.
+        client._subscribe(tok, self)
 
         def unwatch_late(reply: Packet) -> None:
-            if reply.op == command.op:
-                self._client._send_nowait(commands.unwatch(wpath, wtoken))
+            if reply.op == Op.WATCH:  # the server did add it: take it back
+                client._send_nowait(commands.unwatch(path, tok))
 
         try:
-            await self._client._call(command, late_reply=unwatch_late if added else None)
+            await client._call(commands.watch(path, tok), late_reply=unwatch_late)
         except BaseException:
-            if added:
-                self._forget(wpath, wtoken)
+            client._unsubscribe(tok, self)
             raise
+        self._closed = False
+        self.unwatch_queue.add((path, tok))
+        client._monitors.add(self)
 
-    async def unwatch(self, path: PathLike, token: PathLike) -> None:
-        """Stop watching (path, token); its events are no longer delivered."""
-        command = commands.unwatch(path, token)
-        self._check_usable()
-        wpath, wtoken = command.payload.split(b"\0")[:2]
-        self._forget(wpath, wtoken)
-        await self._client._call(command)
+    async def unwatch(self, wpath: PathLike, token: PathLike) -> None:
+        """Remove a watch added by :meth:`watch`."""
+        path = validate_watch_path(wpath)
+        tok = check_ascii(token, "token")
+        try:
+            await self.client._call(commands.unwatch(path, tok))
+        except asyncio.CancelledError:
+            self._forget(path, tok)  # sent: the server will remove it
+            raise
+        self._forget(path, tok)
 
     def _forget(self, path: bytes, token: bytes) -> None:
-        paths = self._watches.get(token)
-        if paths is not None:
-            paths.discard(path)
-            if not paths:
-                del self._watches[token]
+        if (path, token) in self.unwatch_queue:
+            self.unwatch_queue.discard((path, token))
+            self.client._unsubscribe(token, self)
+
+    async def close(self) -> None:
+        """Remove every watch of this monitor and end every wait.
+
+        The UNWATCH requests are sent at once and not waited for (so this is
+        safe in a cancelled task); the server handles them before anything
+        sent later on the connection.
+        """
+        client = self.client
+        for path, token in self.unwatch_queue:
+            client._send_nowait(commands.unwatch(path, token))
+            client._unsubscribe(token, self)
+        self.unwatch_queue.clear()
+        self._closed = True
+        client._monitors.discard(self)
+        self._wake()
+
+    def wake(self) -> None:
+        """End the current (or the next) wait: ``next_event`` gives None."""
+        self._woken = True
+        self._wake()
+
+    # -- events ------------------------------------------------------------
 
     def _deliver(self, event: WatchEvent) -> None:
-        paths = self._watches.get(event.token)
-        if not paths:
-            return
-        if event.path not in paths:
-            path = event.path
-            for watched in paths:
-                if path.startswith(watched + b"/") or (watched == b"/" and path[:1] == b"/"):
-                    break
-            else:
-                return  # another monitor's watch with the same token
         self._events.append(event)
         self._wake()
 
@@ -735,55 +811,87 @@ class AsyncMonitor:
                 getter.set_result(None)
 
     def _fail(self, error: ConnectionError) -> None:
-        if self._error is None:
-            self._error = error
+        self._error = error
+        self.unwatch_queue.clear()
         self._wake()
 
-    async def get(self) -> WatchEvent:
-        """The next event (waits for one)."""
+    def _is_watched(self, event: WatchEvent) -> bool:
+        # The sync Monitor's rule: the event's path is a watched path, or
+        # below one, for the event's token.
+        path, token = event
+        for wpath, wtoken in self.unwatch_queue:
+            if wtoken != token:
+                continue
+            if path == wpath or wpath == b"/":
+                return True
+            if path.startswith(wpath) and path[len(wpath) : len(wpath) + 1] == b"/":
+                return True
+            if wpath[:1] == b"@" and wpath.startswith(path + b"/"):
+                return True
+        return False
+
+    async def _next(self) -> WatchEvent | None:
         while True:
             if self._events:
                 return self._events.popleft()
+            if self._woken:
+                self._woken = False
+                return None
             if self._closed:
-                raise PyXSError("the monitor is closed")
+                return None
             if self._error is not None:
                 raise self._error
-            loop = self._client._loop
+            loop = self.client._loop
             assert loop is not None
             getter: asyncio.Future[None] = loop.create_future()
             self._getters.append(getter)
             await getter
 
-    def get_nowait(self) -> WatchEvent | None:
-        """The next queued event, or None."""
-        return self._events.popleft() if self._events else None
+    async def next_event(self, timeout: float | None = None) -> WatchEvent | None:
+        """The next event of any of this monitor's tokens.
+
+        Waits until one comes, ``timeout`` seconds pass (0 polls), or
+        :meth:`wake` or :meth:`close` is called: those give None.
+
+        :raises pyxs.exceptions.ConnectionError: the connection is closed or lost.
+        """
+        if timeout is None:
+            return await self._next()
+        if timeout <= 0:
+            if self._events:
+                return self._events.popleft()
+            if self._error is not None and not self._closed:
+                raise self._error
+            return None
+        try:
+            return await asyncio.wait_for(self._next(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    async def wait(
+        self, unwatched: bool = False, timeout: float | None = None
+    ) -> AsyncIterator[WatchEvent]:
+        """Yield events as they come (as the sync ``Monitor.wait``).
+
+        :param unwatched: also yield events for paths no longer watched.
+        :param timeout: end after this many seconds without an event.
+        """
+        while True:
+            event = await self.next_event(timeout)
+            if event is None:
+                return
+            if unwatched or self._is_watched(event):
+                yield event
 
     def __aiter__(self) -> AsyncMonitor:
         return self
 
     async def __anext__(self) -> WatchEvent:
-        if self._closed and not self._events:
-            raise StopAsyncIteration
-        try:
-            return await self.get()
-        except PyXSError:
-            if self._closed:
-                raise StopAsyncIteration from None
-            raise
-
-    async def close(self) -> None:
-        """Unwatch everything (without waiting for the replies) and stop."""
-        if self._closed:
-            return
-        self._closed = True
-        for path, token in self.watched:
-            self._client._send_nowait(commands.unwatch(path, token))
-        self._watches.clear()
-        self._client._monitors.discard(self)
-        self._wake()
-
-    async def __aenter__(self) -> AsyncMonitor:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+        # wait() as a plain iterator: cancelling one step (a timeout) leaves
+        # the monitor and its queued events as they were.
+        while True:
+            event = await self._next()
+            if event is None:
+                raise StopAsyncIteration
+            if self._is_watched(event):
+                return event

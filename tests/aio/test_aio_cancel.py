@@ -153,7 +153,7 @@ def test_cancel_watch(xs_server, unique_path, where) -> None:
             # So the same pair can be watched again, and works.
             await m.watch(unique_path, b"tok")
             await c.write(unique_path + b"/x", b"1")
-            while (await asyncio.wait_for(m.get(), 5)).path != unique_path + b"/x":
+            while (await asyncio.wait_for(m.next_event(), 5)).path != unique_path + b"/x":
                 pass
 
     run(main)
@@ -225,10 +225,10 @@ def test_cancelled_monitor_get_loses_no_event(xs_server, unique_path) -> None:
     async def main() -> None:
         async with AsyncClient(xs_server.socket_path) as c, c.monitor() as m:
             await m.watch(unique_path, b"t")
-            assert await m.get() == (unique_path, b"t")
+            assert await m.next_event() == (unique_path, b"t")
             with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(m.get(), 0.01)
-            getter = asyncio.ensure_future(m.get())
+                await asyncio.wait_for(m.next_event(), 0.01)
+            getter = asyncio.ensure_future(m.next_event())
             await asyncio.sleep(0)  # waiting for an event
             tap = Tap(c)
             # Cancelled right after the event was queued and the getter woken.
@@ -236,6 +236,6 @@ def test_cancelled_monitor_get_loses_no_event(xs_server, unique_path) -> None:
             await c.write(unique_path, b"1")
             with pytest.raises(asyncio.CancelledError):
                 await getter
-            assert await asyncio.wait_for(m.get(), 5) == (unique_path, b"t")
+            assert await asyncio.wait_for(m.next_event(), 5) == (unique_path, b"t")
 
     run(main)

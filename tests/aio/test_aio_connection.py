@@ -21,11 +21,11 @@ def test_close_fails_pending_calls_promptly(xs_server, unique_path) -> None:
         await c.connect()
         m = c.monitor()
         await m.watch(unique_path, b"t")
-        assert await m.get() == (unique_path, b"t")
+        assert await m.next_event() == (unique_path, b"t")
         t = await c.transaction()
         calls = [asyncio.ensure_future(c.read(unique_path, b"")) for _ in range(100)]
         in_tx = asyncio.ensure_future(t.write(unique_path + b"/x", b"1"))
-        getter = asyncio.ensure_future(m.get())
+        getter = asyncio.ensure_future(m.next_event())
         await asyncio.sleep(0)  # all sent, none answered yet
         assert len(c._protocol.pending) == 101
         await c.close()
@@ -59,10 +59,10 @@ def test_server_killed_fails_pending_calls(fresh_xs_server) -> None:
         async with AsyncClient(fresh_xs_server.socket_path) as c:
             m = c.monitor()
             await m.watch(b"/", b"t")
-            assert await m.get() == (b"/", b"t")
+            assert await m.next_event() == (b"/", b"t")
             pause()
             calls = [asyncio.ensure_future(c.read(b"/", b"")) for _ in range(100)]
-            getter = asyncio.ensure_future(m.get())
+            getter = asyncio.ensure_future(m.next_event())
             await asyncio.sleep(0.05)
             assert not any(call.done() for call in calls)  # the server is not answering
             kill()

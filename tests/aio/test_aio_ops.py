@@ -10,6 +10,7 @@ from aio_support import run, settle
 
 import pyxs
 import pyxs.aio
+from pyxs import commands
 from pyxs.aio import AsyncClient, AsyncMonitor, AsyncTransaction
 from pyxs.exceptions import (
     ConnectionError,
@@ -38,6 +39,8 @@ def test_read_write_mkdir_delete(xs_server, unique_path) -> None:
             await c.write(unique_path + b"/empty", b"")
             assert await c.read(unique_path + b"/empty") == b""
             await c.write(unique_path.decode() + "/str", bytearray(b"x"))
+            assert await c.execute(commands.read(unique_path + b"/str")) == b"x"
+            assert b"str" in await c.execute(commands.list_children(unique_path))
             assert await c.read(unique_path.decode() + "/str") == b"x"
 
             with pytest.raises(NoEntryError) as info:
@@ -110,6 +113,13 @@ def test_walk(xs_server, unique_path) -> None:
                 (unique_path + b"/a/b", b"1", []),
                 (unique_path + b"/c", b"2", []),
             ]
+            pruned = []
+            async for path, _, children in c.walk(unique_path):
+                pruned.append(path)
+                children[:] = [n for n in children if n != b"a"]
+            assert pruned == [unique_path, unique_path + b"/c"]
+            with pytest.raises(NoEntryError):
+                [n async for n in c.walk(unique_path + b"/missing")]
             bottom = [n[0] async for n in c.walk(unique_path, topdown=False)]
             assert bottom == [
                 unique_path + b"/a/b",
@@ -126,6 +136,9 @@ def test_domains_and_control(xs_server, unique_domid) -> None:
         async with AsyncClient(xs_server.socket_path) as c:
             domid, target = unique_domid, unique_domid + 1000
             assert await c.get_domain_path(domid) == b"/local/domain/%d" % domid
+            assert await c.get_domain_path(str(domid)) == b"/local/domain/%d" % domid
+            with pytest.raises(ValueError):
+                await c.introduce_domain(0, 1, 7)
             assert await c.is_domain_introduced(0)
             assert not await c.is_domain_introduced(domid)
             await c.introduce_domain(domid, 1, 7)
@@ -139,6 +152,7 @@ def test_domains_and_control(xs_server, unique_domid) -> None:
             with pytest.raises(NoEntryError):
                 await c.release_domain(domid)
             assert await c.control(b"print", b"hello-from-aio") == b"OK"
+            assert await c.debug(b"check") == b"OK"
             assert b"print" in await c.control("help")
             with pytest.raises(ValueError):
                 await c.control()
@@ -181,10 +195,17 @@ def test_transactions(xs_server, unique_path) -> None:
             assert await c.read(node) == b"1"
             t = await c.transaction()
             await t.write(node, b"3")
-            await t.commit()
+            assert await t.commit() is True
             assert await c.read(node) == b"3"
             with pytest.raises(PyXSError):
                 await t.commit()
+            with pytest.raises(PyXSError):
+                await c.transaction().read(node)  # not started
+            t = await c.transaction()
+            await t.write(node, b"4")
+            await c.write(node, b"5")
+            assert await t.commit() is False  # a conflict, as the sync commit() says
+            assert await c.read(node) == b"5"
 
             # Conflict: EAGAIN surfaces as TransactionConflictError.
             with pytest.raises(TransactionConflictError) as info:
@@ -227,9 +248,25 @@ def test_transact_retries_on_conflict(xs_server, unique_path) -> None:
                 await t.write(node, b"y")
 
             attempts = 0
-            with pytest.raises(TransactionConflictError):
+            with pytest.raises(TransactionConflictError, match="3 times"):
                 await c.transact(always_conflicts, retries=2)
             assert attempts == 3
+            with pytest.raises(ValueError):
+                await c.transact(always_conflicts, retries=-1)
+
+            async def with_args(t: AsyncTransaction, path: bytes, *, value: bytes) -> bytes:
+                await t.write(path, value)
+                return await t.read(path)
+
+            assert await c.transact(with_args, node + b"2", value=b"v") == b"v"
+
+            async def fails(t: AsyncTransaction) -> None:
+                await t.write(node + b"3", b"x")
+                raise KeyError("nope")
+
+            with pytest.raises(KeyError):
+                await c.transact(fails)
+            assert not await c.exists(node + b"3")  # rolled back
 
             # Many concurrent increments on one connection all land.
             async def add_one(t: AsyncTransaction) -> None:
@@ -248,44 +285,44 @@ def test_monitor(xs_server, unique_path) -> None:
             async with c.monitor() as m:
                 assert isinstance(m, AsyncMonitor)
                 await m.watch(unique_path, b"tok")
-                assert m.watched == {(unique_path, b"tok")}
-                event = await asyncio.wait_for(m.get(), 5)  # the initial event
+                assert m.watched == {unique_path}
+                assert m.unwatch_queue == {(unique_path, b"tok")}
+                event = await asyncio.wait_for(m.next_event(), 5)  # the initial event
                 assert event == pyxs.aio.Event(unique_path, b"tok")
                 assert event.path == unique_path and event.token == b"tok"
                 await c.write(unique_path + b"/x", b"1")
                 async for event in m:
                     assert event == (unique_path + b"/x", b"tok")
                     break
-                assert m.get_nowait() is None
+                assert await m.next_event(0) is None
                 with pytest.raises(asyncio.TimeoutError):
-                    await asyncio.wait_for(m.get(), 0.05)
+                    await asyncio.wait_for(m.next_event(), 0.05)
                 with pytest.raises(ExistsError):
                     await m.watch(unique_path, b"tok")
-                assert m.watched == {(unique_path, b"tok")}  # still watched
+                assert m.unwatch_queue == {(unique_path, b"tok")}  # still watched
                 await c.write(unique_path + b"/y", b"1")
-                assert await asyncio.wait_for(m.get(), 5) == (unique_path + b"/y", b"tok")
+                assert await asyncio.wait_for(m.next_event(), 5) == (unique_path + b"/y", b"tok")
 
                 await m.unwatch(unique_path, b"tok")
                 assert not m.watched
                 await c.write(unique_path + b"/z", b"1")
                 await settle(c)
-                assert m.get_nowait() is None
+                assert await m.next_event(0) is None
                 with pytest.raises(NoEntryError):
                     await m.unwatch(unique_path, b"tok")
 
                 await m.watch(b"@introduceDomain", b"intro")
-                assert await asyncio.wait_for(m.get(), 5) == (b"@introduceDomain", b"intro")
+                assert await asyncio.wait_for(m.next_event(), 5) == (b"@introduceDomain", b"intro")
                 await m.watch(unique_path + b"/x", b"")  # an empty token is allowed
-                assert await asyncio.wait_for(m.get(), 5) == (unique_path + b"/x", b"")
+                assert await asyncio.wait_for(m.next_event(), 5) == (unique_path + b"/x", b"")
             # Iteration after close ends; the watches were dropped, so the
             # same pairs can be watched again on this connection.
             assert [e async for e in m] == []
+            assert await m.next_event() is None
             async with c.monitor() as m2:
                 await m2.watch(unique_path, b"tok")
                 await m2.watch(unique_path + b"/x", b"")
-                assert await asyncio.wait_for(m2.get(), 5) == (unique_path, b"tok")
-            with pytest.raises(PyXSError):
-                await m2.watch(unique_path, b"again")
+                assert await asyncio.wait_for(m2.next_event(), 5) == (unique_path, b"tok")
             await settle(c)
 
     run(main)
@@ -294,19 +331,37 @@ def test_monitor(xs_server, unique_path) -> None:
 def test_monitors_share_one_connection(xs_server, unique_path) -> None:
     async def main() -> None:
         a, b = unique_path + b"/a", unique_path + b"/b"
-        async with AsyncClient(xs_server.socket_path) as c:
-            async with c.monitor() as m1, c.monitor() as m2:
-                await m1.watch(a, b"same")  # same token, different paths
-                await m2.watch(b, b"same")
-                await m2.watch(a, b"other")
-                await c.write(a, b"1")
-                await c.write(b, b"1")
-                await settle(c)
-                got1 = [m1.get_nowait() for _ in range(3)]
-                got2 = [m2.get_nowait() for _ in range(5)]
-            assert got1 == [(a, b"same"), (a, b"same"), None]
-            assert sorted(got2[:4]) == sorted([(b, b"same"), (a, b"other")] * 2)
-            assert got2[4] is None
+        async with AsyncClient(xs_server.socket_path) as c, c.monitor() as m1, c.monitor() as m2:
+            await m1.watch(a, b"same")  # same token, different paths
+            await m2.watch(b, b"same")
+            await m2.watch(a, b"other")
+            await c.write(a, b"1")
+            await c.write(b, b"1")
+            await settle(c)
+            # Events are routed by token; iteration keeps the watched ones.
+            got1 = [e async for e in m1.wait(timeout=0)]
+            got2 = [e async for e in m2.wait(timeout=0)]
+            assert got1 == [(a, b"same"), (a, b"same")]
+            assert sorted(got2) == sorted([(b, b"same"), (a, b"other")] * 2)
+            await c.write(b, b"2")
+            await settle(c)
+            assert [e async for e in m1.wait(timeout=0)] == []
+            await c.write(b, b"3")
+            await settle(c)
+            assert [e async for e in m1.wait(unwatched=True, timeout=0)] == [(b, b"same")]
+            assert await m1.next_event(0) is None
+
+            # wake() ends a wait in another task.
+            async def consume() -> list:
+                return [e async for e in m1]
+
+            consumer = asyncio.ensure_future(consume())
+            await asyncio.sleep(0)
+            m1.wake()
+            assert await asyncio.wait_for(consumer, 5) == []
+            assert await m2.next_event(timeout=0.01) == (b, b"same")
+            assert await m2.next_event(timeout=0.01) == (b, b"same")
+            assert await m2.next_event(timeout=0.01) is None
 
     run(main)
 
@@ -319,15 +374,15 @@ def test_relative_paths_and_reset_watches(xs_server, unique_path) -> None:
             assert await c.read(b"/local/domain/0/" + rel + b"/x") == b"1"
             async with c.monitor() as m:
                 await m.watch(rel, b"r")
-                assert await asyncio.wait_for(m.get(), 5) == (rel, b"r")
+                assert await asyncio.wait_for(m.next_event(), 5) == (rel, b"r")
                 await c.write(rel + b"/y", b"2")
-                assert await asyncio.wait_for(m.get(), 5) == (rel + b"/y", b"r")
+                assert await asyncio.wait_for(m.next_event(), 5) == (rel + b"/y", b"r")
                 t = await c.transaction()
                 await c.reset_watches()  # drops the watches and the transaction
                 assert not m.watched
                 await c.write(rel + b"/z", b"3")
                 await settle(c)
-                assert m.get_nowait() is None
+                assert await m.next_event(0) is None
                 with pytest.raises(NoEntryError):
                     await t.commit()
             await c.delete(rel)

@@ -19,7 +19,7 @@ def test_1000_concurrent_reads_with_interleaved_events(xs_server, unique_path) -
             )
             async with c.monitor() as m:
                 await m.watch(unique_path + b"/w", b"tok")
-                assert await m.get() == (unique_path + b"/w", b"tok")
+                assert await m.next_event() == (unique_path + b"/w", b"tok")
 
                 # Record the packets as they arrive, to show where the events came.
                 arrivals: list[int] = []
@@ -43,9 +43,9 @@ def test_1000_concurrent_reads_with_interleaved_events(xs_server, unique_path) -
                 values = [r for r in results if r is not None]
                 assert values == [b"value-%d" % i for i in range(n)]
 
-                events = [await asyncio.wait_for(m.get(), 5) for _ in range(n // 10)]
+                events = [await asyncio.wait_for(m.next_event(), 5) for _ in range(n // 10)]
                 assert events == [(unique_path + b"/w/%d" % i, b"tok") for i in range(0, n, 10)]
-                assert m.get_nowait() is None
+                assert await m.next_event(0) is None
                 # Events came in between replies, and reached the monitor.
                 first_read = arrivals.index(Op.READ)
                 last_read = len(arrivals) - 1 - arrivals[::-1].index(Op.READ)
