@@ -163,3 +163,39 @@ def test_set_domain_state_fires_release_domain(real_xenstored, dom0, unique_domi
     assert dom0.recv() == Packet(Op.WATCH_EVENT, 0, 0, b"@releaseDomain\0r\0")
     assert dom0.rt(Op.IS_DOMAIN_INTRODUCED, b"%d\0" % unique_domid, 3).payload == b"F\0"
     assert dom0.rt(Op.UNWATCH, b"@releaseDomain\0r\0", 4).op == Op.UNWATCH
+
+
+# -- the unified fixtures, on both servers -------------------------------------
+
+
+def test_xs_server_guest_is_unprivileged(xs_server, unique_path, unique_domid):
+    guest_path = xs_server.introduce_guest(unique_domid)
+    dom0 = Conn(xs_server.socket_path)
+    guest = Conn(guest_path)
+    try:
+        assert dom0.rt(Op.WRITE, unique_path + b"\0v").payload == b"OK\0"
+        assert guest.rt(Op.READ, unique_path + b"\0", 2) == Packet(Op.ERROR, 2, 0, b"EACCES\0")
+        assert guest.rt(Op.INTRODUCE, b"9\x009\x001\0", 3) == Packet(Op.ERROR, 3, 0, b"EACCES\0")
+        reply = guest.rt(Op.WRITE, b"rel\0x", 4)
+        # no /local/domain/<id>, and "/" is n0: the guest may not learn ENOENT
+        assert reply == Packet(Op.ERROR, 4, 0, b"EACCES\0")
+    finally:
+        guest.close()
+        dom0.close()
+
+
+def test_fresh_xs_server_release_domain_and_initial_tree(fresh_xs_server):
+    dom0 = Conn(fresh_xs_server.socket_path)
+    try:
+        assert dom0.rt(Op.DIRECTORY, b"/\0") == Packet(Op.DIRECTORY, 1, 0, b"tool\0")
+        fresh_xs_server.introduce_guest(3)
+        assert dom0.rt(Op.WATCH, b"@releaseDomain\0r\0", 2).op == Op.WATCH
+        assert dom0.recv() == Packet(Op.WATCH_EVENT, 0, 0, b"@releaseDomain\0r\0")
+        fresh_xs_server.set_domain_state(3, "crashed")
+        assert dom0.recv() == Packet(Op.WATCH_EVENT, 0, 0, b"@releaseDomain\0r\0")
+        assert dom0.rt(Op.IS_DOMAIN_INTRODUCED, b"3\0", 3).payload == b"T\0"
+        fresh_xs_server.set_domain_state(3, "gone")
+        assert dom0.recv() == Packet(Op.WATCH_EVENT, 0, 0, b"@releaseDomain\0r\0")
+        assert dom0.rt(Op.IS_DOMAIN_INTRODUCED, b"3\0", 4).payload == b"F\0"
+    finally:
+        dom0.close()
