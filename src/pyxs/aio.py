@@ -20,15 +20,19 @@ ran has sent nothing.
 ``data_received`` for a socket, a ``loop.add_reader`` callback for the
 XenBus device): it feeds the bytes to the protocol, resolves the future of
 each reply by req_id and puts each watch event in the queue of every
-:class:`AsyncMonitor` watching that (path, token). Replies and events of one
-read are all dispatched before any waiting task runs, so when ``await
+:class:`AsyncMonitor` watching with its token (the sync client's rule;
+``async for`` then keeps the events of watched paths). Replies and events of
+one read are all dispatched before any waiting task runs, so when ``await
 m.watch(...)`` returns, an initial event that came with the OK is queued.
+There is no reader task and no task per request.
 
 *Cancellation* never desynchronises the connection: a call cancelled while
 its reply is outstanding tells the protocol to drop that reply when it comes
 (:meth:`ClientProtocol.abandon`). Where dropping is not enough the reply is
-watched instead: a cancelled TRANSACTION_START aborts the transaction it
-turns out to have started, a cancelled WATCH that succeeded is unwatched. A
+handed to a *late-reply* callback instead, whether it comes after the
+cancellation or came just before it: a cancelled TRANSACTION_START aborts
+the transaction it turns out to have started, a cancelled WATCH that
+succeeded is unwatched. A
 transaction whose body raises (cancellation included) is rolled back with an
 abort that is sent at once and not waited for; the daemon handles requests
 in order, so nothing sent later on the connection can see the transaction's
@@ -107,6 +111,8 @@ class _SocketTransport(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self.write = transport.write  # type: ignore[method-assign]
+        # Now, not when connect() resumes: a loss in between must count.
+        self._client._transport = self
 
     def write(self, data: bytes) -> None:
         raise ConnectionError("not connected")
@@ -333,6 +339,7 @@ class AsyncClient(_Operations):
         self.xen_bus_path = xen_bus_path
         self._transport: _SocketTransport | _DeviceTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._connecting: asyncio.Future[None] | None = None
         self._protocol = ClientProtocol()
         self._waiters: Dict[int, asyncio.Future[Packet]] = {}
         #: req_id -> what to do with the reply of a call cancelled before it came
@@ -361,11 +368,15 @@ class AsyncClient(_Operations):
 
         :raises pyxs.exceptions.ConnectionError: XenStore cannot be reached.
         """
+        if self._connecting is not None:
+            await asyncio.shield(self._connecting)  # another task is at it
+            return
         if self._transport is not None:
             return
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._protocol = ClientProtocol()
+        self._connecting = loop.create_future()
         try:
             if self._uses_xenbus():
                 path = self.xen_bus_path or default_xenbus_path()
@@ -378,13 +389,13 @@ class AsyncClient(_Operations):
                     raise
             else:
                 path = self.unix_socket_path or default_socket_path()
-                _, transport = await loop.create_unix_connection(
-                    lambda: _SocketTransport(self, loop), path
-                )
-                self._transport = transport
+                await loop.create_unix_connection(lambda: _SocketTransport(self, loop), path)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise ConnectionError(f"error connecting to {path!r}: {reason}") from exc
+        finally:
+            self._connecting.set_result(None)
+            self._connecting = None
 
     async def close(self) -> None:
         """Close the connection: pending calls fail with ConnectionError."""
@@ -841,9 +852,9 @@ class AsyncMonitor:
                 return None
             if self._error is not None:
                 raise self._error
-            loop = self.client._loop
-            assert loop is not None
-            getter: asyncio.Future[None] = loop.create_future()
+            if not self.client.connected:
+                raise ConnectionError("not connected")
+            getter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._getters.append(getter)
             await getter
 

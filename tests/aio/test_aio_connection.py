@@ -98,8 +98,9 @@ async def _fake_server(path: str, reply: bytes) -> asyncio.AbstractServer:
         (encode(Op.WATCH_EVENT, 0, 0, b"no-nul"), UnexpectedPacket),  # malformed event
         (encode(Op.READ, 1, 0, b"abc")[:10], ConnectionError),  # cut, then EOF
         (encode(Op.WRITE, 1, 0, b"OK\0"), UnexpectedPacket),  # a reply of the wrong type
+        (b"", ConnectionError),  # no reply at all: hangs up
     ],
-    ids=["unknown-req-id", "too-large", "bad-event", "cut-short", "wrong-type"],
+    ids=["unknown-req-id", "too-large", "bad-event", "cut-short", "wrong-type", "hang-up"],
 )
 def test_protocol_violations(tmp_path, reply, error) -> None:
     # Faults a real server cannot be made to produce: a scripted fake.
@@ -113,5 +114,20 @@ def test_protocol_violations(tmp_path, reply, error) -> None:
             with pytest.raises(ConnectionError):
                 await other  # everything pending fails too
             assert not c.connected
+
+    run(main)
+
+
+def test_concurrent_connects_share_one_connection(xs_server) -> None:
+    async def main() -> None:
+        c = AsyncClient(xs_server.socket_path)
+        await asyncio.gather(*(c.connect() for _ in range(5)))
+        transport = c._transport
+        assert transport is not None
+        await c.connect()
+        assert c._transport is transport
+        assert await c.exists(b"/")
+        await c.close()
+        assert repr(c).endswith("not connected)")
 
     run(main)
