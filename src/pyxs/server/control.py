@@ -1,0 +1,185 @@
+"""CONTROL (op 0) subcommands, answered as cxenstored 4.17 answers them.
+
+``check``, ``log on|off``, ``logfile <file>``, ``memreport [<file>]``,
+``print <string>``, ``quota [set <name> <val>|<domid>]``,
+``quota-soft [set <name> <val>]``, ``help``, and ``live-update`` (which
+this server does not do: it answers like the real daemon when no update is
+in progress and refuses to start one).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Callable
+
+from ..protocol import XsdError
+from .store import Fail
+
+if TYPE_CHECKING:
+    from .core import Connection, XenStore
+
+__all__ = ["HELP", "control", "c_atoi"]
+
+OK = b"OK\0"
+
+#: ``CONTROL help``, byte for byte.
+HELP = (
+    b"check\t\n"
+    b"log\ton|off\n"
+    b"live-update\t[-c <cmdline>] [-F] [-t <timeout>] <file>\n"
+    b"    Default timeout is 60 seconds.\n"
+    b"logfile\t<file>\n"
+    b"memreport\t[<file>]\n"
+    b"print\t<string>\n"
+    b"quota\t[set <name> <val>|<domid>]\n"
+    b"quota-soft\t[set <name> <val>]\n"
+    b"help\t\n\0"
+)
+
+EINVAL = Fail(XsdError.EINVAL)
+
+
+def c_atoi(text: bytes) -> int:
+    """C ``atoi``: leading blanks, a sign, digits; anything else stops it.
+
+    Returns a C ``int`` (wrapped to 32 bits as glibc's ``(int)strtol``)."""
+    text = text.lstrip(b" \t\n\v\f\r")
+    sign = 1
+    if text[:1] in (b"+", b"-"):
+        if text[:1] == b"-":
+            sign = -1
+        text = text[1:]
+    end = 0
+    while end < len(text) and 48 <= text[end] <= 57:
+        end += 1
+    value = int(text[:end]) if end else 0
+    value = min(value, (1 << 63) - 1 if sign > 0 else 1 << 63) * sign
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _table(title: bytes, quotas: tuple[tuple[str, str], ...], get: Callable[[str], int]) -> bytes:
+    lines = [title]
+    for name, descr in quotas:
+        lines.append(b"%-17s: %8d %s\n" % (name.encode(), get(name), descr.encode()))
+    return b"".join(lines) + b"\0"
+
+
+def _quota(core: XenStore, args: list[bytes]) -> bytes:
+    quotas = core.quotas
+    if not args:
+        return _table(b"Quota settings:\n", quotas.DESCRIPTIONS, quotas.get)
+    if args[0] == b"set":
+        if len(args) != 3:
+            raise EINVAL
+        value = c_atoi(args[2])
+        if value < 1:
+            raise EINVAL
+        name = args[1].decode("latin-1")
+        if name not in dict(quotas.DESCRIPTIONS) or not quotas.set(name, value):
+            raise EINVAL
+        return OK
+    if len(args) != 1:
+        raise EINVAL
+    return core.domain_report(c_atoi(args[0]) & 0xFFFFFFFF)
+
+
+def _quota_soft(core: XenStore, args: list[bytes]) -> bytes:
+    soft = core.soft_quotas
+    if not args:
+        return _table(b"Quota settings:\n", soft.DESCRIPTIONS, soft.get)
+    if args[0] == b"set" and len(args) == 3:
+        value = c_atoi(args[2])
+        if value < 1 or not soft.set(args[1].decode("latin-1"), value):
+            raise EINVAL
+        return OK
+    raise EINVAL
+
+
+def _live_update(args: list[bytes]) -> bytes:
+    if not args:
+        raise EINVAL
+    flag = args[0]
+    if flag == b"-a":
+        if len(args) != 1:
+            raise EINVAL
+        return b"No live-update session active.\0"
+    if flag == b"-c":
+        if len(args) != 2:
+            raise EINVAL
+        return b"Not in live-update session.\0"
+    if flag == b"-s":
+        i = 1
+        while i < len(args):
+            if args[i] == b"-F":
+                i += 1
+            elif args[i] == b"-t" and i < len(args) - 1:
+                i += 2
+            else:
+                raise EINVAL
+        return b"Not in live-update session.\0"
+    if flag == b"-f" and len(args) == 2:
+        try:
+            mode = os.stat(args[1]).st_mode
+        except OSError:
+            return b"File not accessible.\0"
+        if not mode & 0o111:
+            return b"File not executable.\0"
+        return b"Live update is not supported by this server.\0"
+    raise EINVAL
+
+
+def control(core: XenStore, conn: Connection, payload: bytes) -> bytes:
+    """Answer a CONTROL request (the caller checked it is privileged)."""
+    nul = payload.find(b"\0")
+    if nul < 0:
+        raise EINVAL
+    command = payload[:nul]
+    strings = payload.split(b"\0")[:-1]
+    if command == b"live-update":
+        strings = strings[:5]
+    args = strings[1:]
+    if command == b"check":
+        if args:
+            raise EINVAL
+        for problem in core.store.check():
+            core.log(f"check_store: {problem}")
+        return OK
+    if command == b"log":
+        if len(args) != 1 or args[0] not in (b"on", b"off"):
+            raise EINVAL
+        core.logging_enabled = args[0] == b"on"
+        return OK
+    if command == b"live-update":
+        return _live_update(args)
+    if command == b"logfile":
+        if len(args) != 1:
+            raise EINVAL
+        core.set_logfile(os.fsdecode(args[0]))
+        return OK
+    if command == b"memreport":
+        if len(args) > 1:
+            raise EINVAL
+        target = os.fsdecode(args[0]) if args else core.logfile
+        if target is None:
+            raise EINVAL
+        try:
+            with open(target, "a") as out:
+                out.write(core.memreport())
+        except OSError:
+            raise EINVAL from None
+        return OK
+    if command == b"print":
+        if len(args) != 1:
+            raise EINVAL
+        core.log("control: " + args[0].decode("utf-8", "replace"))
+        return OK
+    if command == b"quota":
+        return _quota(core, args)
+    if command == b"quota-soft":
+        return _quota_soft(core, args)
+    if command == b"help":
+        if args:
+            raise EINVAL
+        return HELP
+    raise EINVAL

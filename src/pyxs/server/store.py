@@ -1,0 +1,621 @@
+"""The tree: nodes, values, permissions, generation counts.
+
+Theory of operation
+-------------------
+The store is a flat ``dict`` from absolute path (``bytes``) to :class:`Node`,
+the way cxenstored keeps its nodes in a TDB keyed by path. A node holds its
+value (raw bytes), its :class:`Perms` (shared, immutable, interned), the
+names of its children in creation order (an insertion-ordered ``dict``, or
+``None`` for a leaf) and its *generation*.
+
+Generations follow ``tools/xenstore/xenstored_transaction.c`` exactly: one
+global counter is incremented *before* it is copied to a node on every
+write or delete of a node, and when a transaction starts. A node's
+generation is therefore the counter value of its last modification; it is
+what DIRECTORY_PART reports and what transactions use to detect conflicts.
+Creating ``/a/b`` writes ``/a/b`` first, then ``/a`` (bottom up), then the
+existing ancestor that gains a child, each taking the next generation.
+
+The tree operations (:func:`get_node`, :func:`create_node`, :func:`rm_node`,
+...) are written once against the small :class:`Access` interface:
+:class:`Store` implements it directly (changes are global and watches fire
+at once); :class:`~pyxs.server.transaction.Transaction` implements it as a
+copy-on-write overlay. The operations replicate the order in which the real
+daemon reads and writes nodes, because that order decides generation
+numbers, transaction conflicts and the order of watch events.
+
+No operation copies the tree: a write touches the node, its parent, and the
+newly created ancestors; a removal walks only the removed subtree.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
+
+from ..protocol import XsdError
+
+if TYPE_CHECKING:
+    from .domains import Domains
+
+__all__ = [
+    "NO_GENERATION",
+    "PERM_NONE",
+    "PERM_OWNER",
+    "PERM_READ",
+    "PERM_WRITE",
+    "Access",
+    "Fail",
+    "Node",
+    "Perms",
+    "Requester",
+    "Store",
+    "basename",
+    "canonicalize",
+    "create_node",
+    "get_node",
+    "lookup_node",
+    "is_valid_nodename",
+    "node_size",
+    "parent_of",
+    "rm_node",
+]
+
+#: ``NO_GENERATION`` of xenstored: the generation of a node that does not exist.
+NO_GENERATION = 0xFFFFFFFFFFFFFFFF
+
+PERM_NONE = 0
+PERM_READ = 1
+PERM_WRITE = 2
+PERM_OWNER = 4
+_ALL = PERM_READ | PERM_WRITE | PERM_OWNER
+_LETTER_BITS = {0x6E: PERM_NONE, 0x72: PERM_READ, 0x77: PERM_WRITE, 0x62: PERM_READ | PERM_WRITE}
+_BITS_LETTER = {PERM_NONE: "n", PERM_READ: "r", PERM_WRITE: "w", PERM_READ | PERM_WRITE: "b"}
+
+#: ``sizeof(struct xs_tdb_record_hdr)`` and ``sizeof(struct xs_permissions)``:
+#: the node-size quota and the memory report count a node as cxenstored does.
+_HDR_SIZE = 24
+_PERM_SIZE = 8
+
+_VALID_CHARS = re.compile(rb"[A-Za-z0-9/_@\-]*\Z").match
+_LOCAL = b"/local/domain/"
+
+
+class Fail(Exception):
+    """An operation failed with a XenStore error: the reply is ``E<name>``."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: XsdError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+EINVAL = Fail(XsdError.EINVAL)
+EACCES = Fail(XsdError.EACCES)
+ENOENT = Fail(XsdError.ENOENT)
+ENOSPC = Fail(XsdError.ENOSPC)
+
+
+class Perms:
+    """A node's permission list, immutable and interned (shared by nodes).
+
+    ``entries`` is a tuple of ``(bits, domid)``; ``domid`` is the C
+    ``unsigned int`` the real daemon stores. ``wire`` is the GET_PERMS
+    payload (``b"n0\\0r5\\0"``): ids print as C ``%i`` (``r-1`` for
+    4294967295), as cxenstored prints them.
+    """
+
+    __slots__ = ("entries", "owner", "wire")
+
+    _interned: dict[tuple[tuple[int, int], ...], Perms] = {}
+
+    def __init__(self, entries: tuple[tuple[int, int], ...]) -> None:
+        self.entries = entries
+        self.owner = entries[0][1]
+        self.wire = b"".join(
+            b"%s%d\0" % (_BITS_LETTER[bits].encode(), domid - (1 << 32) if domid >= 1 << 31 else domid)
+            for bits, domid in entries
+        )
+
+    @classmethod
+    def get(cls, entries: tuple[tuple[int, int], ...]) -> Perms:
+        perms = cls._interned.get(entries)
+        if perms is None:
+            if len(cls._interned) > 4096:
+                cls._interned.clear()
+            perms = cls._interned[entries] = cls(entries)
+        return perms
+
+    def with_owner(self, domid: int) -> Perms:
+        if self.owner == domid:
+            return self
+        return Perms.get(((self.entries[0][0], domid), *self.entries[1:]))
+
+    @staticmethod
+    def parse(strings: list[bytes]) -> Perms:
+        """``xs_strings_to_perms``: letter then a C ``strtol(s, &end, 0)`` id.
+
+        Raises ``EINVAL`` for a bad letter, an empty id or trailing garbage.
+        """
+        entries = []
+        for item in strings:
+            bits = _LETTER_BITS.get(item[0]) if item else None
+            if bits is None:
+                raise EINVAL
+            domid = _strtol0(item[1:])
+            entries.append((bits, domid & 0xFFFFFFFF))
+        return Perms.get(tuple(entries))
+
+    def __repr__(self) -> str:
+        return f"Perms({self.wire!r})"
+
+
+_STRTOL = re.compile(rb"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\Z")
+_LONG_MAX = (1 << 63) - 1
+
+
+def _strtol0(text: bytes) -> int:
+    """C ``strtol(text, &end, 0)`` that must consume all of ``text``."""
+    match = _STRTOL.match(text)
+    if match is None:
+        raise EINVAL
+    digits = match.group(2)
+    if digits[:2] in (b"0x", b"0X"):
+        value = int(digits[2:], 16)
+    elif digits[:1] == b"0" and len(digits) > 1:
+        value = int(digits, 8)
+    else:
+        value = int(digits)
+    if match.group(1) == b"-":
+        return -min(value, _LONG_MAX + 1)
+    return min(value, _LONG_MAX)
+
+
+#: Every node starts with the permissions ``n0``.
+PERMS_N0 = Perms.get(((PERM_NONE, 0),))
+
+
+class Node:
+    """One node. ``children`` maps child name -> None in creation order."""
+
+    __slots__ = ("childlen", "children", "dircache", "gen", "perms", "value")
+
+    def __init__(self, value: bytes, perms: Perms, gen: int) -> None:
+        self.value = value
+        self.perms = perms
+        self.children: dict[bytes, None] | None = None
+        #: bytes of the child list as DIRECTORY sends it (names NUL-terminated)
+        self.childlen = 0
+        self.dircache: bytes | None = None
+        self.gen = gen
+
+    def copy(self) -> Node:
+        """A private copy for a transaction (the child list is copied)."""
+        node = Node(self.value, self.perms, self.gen)
+        if self.children:
+            node.children = self.children.copy()
+            node.childlen = self.childlen
+            node.dircache = self.dircache
+        return node
+
+    def add_child(self, name: bytes) -> None:
+        if self.children is None:
+            self.children = {}
+        self.children[name] = None
+        self.childlen += len(name) + 1
+        self.dircache = None
+
+    def remove_child(self, name: bytes) -> None:
+        children = self.children
+        if children is not None and name in children:
+            del children[name]
+            self.childlen -= len(name) + 1
+            self.dircache = None
+            if not children:
+                self.children = None
+
+    def listing(self) -> bytes:
+        """The child names, each NUL-terminated, in creation order."""
+        cached = self.dircache
+        if cached is None:
+            cached = self.dircache = b"".join(n + b"\0" for n in self.children or ())
+        return cached
+
+
+def node_size(node: Node) -> int:
+    """``data.dsize`` of ``write_node_raw``: what the node-size quota limits."""
+    return _HDR_SIZE + _PERM_SIZE * len(node.perms.entries) + len(node.value) + node.childlen
+
+
+def parent_of(path: bytes) -> bytes:
+    """``get_parent``: ``/a/b`` -> ``/a``; ``/a`` -> ``/``."""
+    cut = path.rfind(b"/")
+    return path[:cut] if cut > 0 else b"/"
+
+
+def basename(path: bytes) -> bytes:
+    return path[path.rfind(b"/") + 1 :]
+
+
+def child_path(path: bytes, name: bytes) -> bytes:
+    return path + b"/" + name if path != b"/" else b"/" + name
+
+
+def canonicalize(path: bytes, home: bytes) -> bytes:
+    """Relative paths (not ``/``, not ``@``) live under the caller's home."""
+    first = path[:1]
+    if first == b"/" or first == b"@":
+        return path
+    return home + b"/" + path
+
+
+def _local_offset(path: bytes) -> int:
+    """``sscanf(path, "/local/domain/%5u/%n", ...)``: where the 2048 count starts."""
+    if not path.startswith(_LOCAL):
+        return 0
+    rest = path[14:20]
+    i = 1 if rest[:1] in (b"+", b"-") else 0
+    j = i
+    while j < len(rest) and j < 5 and 48 <= rest[j] <= 57:
+        j += 1
+    if j == i or rest[j : j + 1] != b"/":
+        return 0
+    return 14 + j + 1
+
+
+def is_valid_nodename(path: bytes, path_max: int) -> bool:
+    """The real daemon's node-name rule (the 2048 counts after /local/domain/N/)."""
+    if path[:1] != b"/":
+        return False
+    if path[-1:] == b"/" and path != b"/":
+        return False
+    if b"//" in path:
+        return False
+    if len(path) > path_max and len(path) > _local_offset(path) + path_max:
+        return False
+    return _VALID_CHARS(path) is not None
+
+
+class Requester(Protocol):
+    """Who is asking: what the tree operations need to know of a connection."""
+
+    @property
+    def domid(self) -> int: ...
+
+    @property
+    def privileged(self) -> bool: ...
+
+    @property
+    def target(self) -> int | None: ...
+
+
+class Access(Protocol):
+    """How the tree operations reach nodes: the store itself or a transaction."""
+
+    #: whether reads have side effects (a transaction records them)
+    records: bool
+
+    def read(self, path: bytes) -> Node | None: ...
+
+    def write(self, path: bytes, node: Node, old_owner: int | None) -> None:
+        """Store ``node`` at ``path`` after a change; it takes a new generation.
+
+        ``old_owner`` is the owner before the change (None: a new node)."""
+
+    def delete(self, path: bytes, node: Node) -> None: ...
+
+    def fire(self, path: bytes, node: Node | None, exact: bool, old_perms: Perms | None) -> None: ...
+
+    def node_count(self, domid: int) -> int:
+        """How many nodes ``domid`` owns, as seen through this access."""
+
+    def consume(self, count: int) -> None:
+        """Use up ``count`` generations (writes the real daemon began, then undid)."""
+
+
+class Store:
+    """The global tree (implements :class:`Access` for changes outside transactions)."""
+
+    __slots__ = ("domains", "fire_hook", "generation", "node_counts", "nodes", "records")
+
+    def __init__(self) -> None:
+        self.nodes: dict[bytes, Node] = {}
+        self.generation = 0
+        self.records = False
+        #: nodes per owner domid (the "nodes" quota)
+        self.node_counts: dict[int, int] = {}
+        self.fire_hook: Callable[[bytes, Node | None, bool, Perms | None], None] | None = None
+        self.domains: Domains | None = None
+        # manual_node() of setup_structure(): /, /tool, /tool/xenstored, n0.
+        for path, child in ((b"/", b"tool"), (b"/tool", b"xenstored"), (b"/tool/xenstored", None)):
+            node = Node(b"", PERMS_N0, self.next_generation())
+            if child is not None:
+                node.add_child(child)
+            self.nodes[path] = node
+        self.node_counts[0] = 3
+
+    def next_generation(self) -> int:
+        self.generation += 1
+        return self.generation
+
+    # -- Access ------------------------------------------------------------
+    def read(self, path: bytes) -> Node | None:
+        return self.nodes.get(path)
+
+    def write(self, path: bytes, node: Node, old_owner: int | None) -> None:
+        self.generation += 1
+        node.gen = self.generation
+        owner = node.perms.owner
+        if old_owner != owner:
+            counts = self.node_counts
+            counts[owner] = counts.get(owner, 0) + 1
+            if old_owner is not None:
+                counts[old_owner] -= 1
+            else:
+                self.nodes[path] = node
+
+    def delete(self, path: bytes, node: Node) -> None:
+        self.generation += 1
+        if self.nodes.pop(path, None) is not None:
+            self.node_counts[node.perms.owner] -= 1
+
+    def fire(self, path: bytes, node: Node | None, exact: bool, old_perms: Perms | None) -> None:
+        hook = self.fire_hook
+        if hook is not None:
+            hook(path, node, exact, old_perms)
+
+    def node_count(self, domid: int) -> int:
+        return self.node_counts.get(domid, 0)
+
+    def consume(self, count: int) -> None:
+        self.generation += count
+
+    # -- committing a transaction -----------------------------------------
+    def install(self, path: bytes, node: Node | None) -> None:
+        """Replace (or with None remove) the node at ``path``, with accounting."""
+        nodes = self.nodes
+        counts = self.node_counts
+        old = nodes.get(path)
+        if old is not None:
+            counts[old.perms.owner] -= 1
+        if node is None:
+            if old is not None:
+                del nodes[path]
+        else:
+            nodes[path] = node
+            owner = node.perms.owner
+            counts[owner] = counts.get(owner, 0) + 1
+
+    def walk(self, root: bytes = b"/") -> Iterator[tuple[bytes, Node]]:
+        """Pre-order walk in creation order (for checks and domain cleanup)."""
+        node = self.nodes.get(root)
+        if node is None:
+            return
+        stack = [(root, node)]
+        while stack:
+            path, node = stack.pop()
+            yield path, node
+            if node.children:
+                kids = []
+                for name in node.children:
+                    cpath = child_path(path, name)
+                    child = self.nodes.get(cpath)
+                    if child is not None:
+                        kids.append((cpath, child))
+                stack.extend(reversed(kids))
+
+    def memory_of(self, domid: int) -> int:
+        """Bytes the real daemon would account to ``domid`` for its nodes."""
+        total = 0
+        for path, node in self.nodes.items():
+            if node.perms.owner == domid:
+                total += node_size(node) + len(path)
+        return total
+
+    def check(self) -> list[str]:
+        """Consistency problems (an empty list when the tree is sound)."""
+        problems = []
+        reachable = set()
+        for path, node in self.walk():
+            reachable.add(path)
+            for name in node.children or ():
+                if child_path(path, name) not in self.nodes:
+                    problems.append(f"{path!r} lists missing child {name!r}")
+            if node.childlen != sum(len(n) + 1 for n in node.children or ()):
+                problems.append(f"{path!r} has a wrong child length")
+        for path in self.nodes:
+            if path not in reachable:
+                problems.append(f"{path!r} is unreachable")
+        counts: dict[int, int] = {}
+        for node in self.nodes.values():
+            counts[node.perms.owner] = counts.get(node.perms.owner, 0) + 1
+        for domid, count in self.node_counts.items():
+            if counts.get(domid, 0) != count:
+                problems.append(f"domain {domid} counted {count} nodes, owns {counts.get(domid, 0)}")
+        return problems
+
+
+# ---------------------------------------------------------------------------
+# Tree operations, written once over Access (order of reads/writes as in
+# tools/xenstore/xenstored_core.c).
+
+
+def perm_for(who: Requester, node: Node, domains: Domains | None) -> int:
+    if who.privileged or domains is None:
+        return _ALL
+    return domains.perm_for(who, node.perms, node.gen)
+
+
+def ask_parents(acc: Access, who: Requester, path: bytes, domains: Domains | None) -> int:
+    """The permission the nearest existing ancestor grants (``ask_parents``)."""
+    name = path
+    while True:
+        name = parent_of(name)
+        node = acc.read(name)
+        if node is not None:
+            return perm_for(who, node, domains)
+        if name == b"/":
+            return PERM_NONE
+
+
+def lookup_node(
+    acc: Access, who: Requester, path: bytes, perm: int, domains: Domains | None
+) -> Node | None:
+    """``get_node``: the node if ``who`` may access it with ``perm``, None if missing.
+
+    A missing node counts as missing only if the nearest existing ancestor
+    grants ``perm``; otherwise it is EACCES, so that ENOENT does not leak
+    through unreadable nodes.
+    """
+    node = acc.read(path)
+    if node is not None:
+        if who.privileged or (perm_for(who, node, domains) & perm) == perm:
+            return node
+        error: Fail | None = EACCES
+    else:
+        error = None
+    if who.privileged and not acc.records:
+        if error is not None:
+            raise error
+        return None
+    if ask_parents(acc, who, path, domains) & perm:
+        if error is not None:
+            raise error
+        return None
+    raise EACCES
+
+
+def get_node(acc: Access, who: Requester, path: bytes, perm: int, domains: Domains | None) -> Node:
+    """Like :func:`lookup_node`, but a missing node is ENOENT."""
+    node = lookup_node(acc, who, path, perm, domains)
+    if node is None:
+        raise ENOENT
+    return node
+
+
+class Quota(Protocol):
+    @property
+    def nodes(self) -> int: ...
+
+    @property
+    def node_size(self) -> int: ...
+
+
+def create_node(
+    acc: Access,
+    who: Requester,
+    path: bytes,
+    value: bytes,
+    quota: Quota,
+    on_fail: Callable[[], None] | None = None,
+) -> Node:
+    """``create_node``: create ``path`` and its missing ancestors (empty).
+
+    New nodes copy the permissions of the nearest existing ancestor; an
+    unprivileged creator becomes their owner. Quotas (nodes per domain,
+    node size) apply to unprivileged creators; on failure nothing changes
+    but the generations the real daemon consumed are consumed too.
+    """
+    new_paths = [path]
+    name = path
+    while True:
+        name = parent_of(name)
+        parent = acc.read(name)
+        if parent is not None:
+            break
+        if name == b"/":
+            raise ENOENT
+        new_paths.append(name)
+    perms = parent.perms if who.privileged else parent.perms.with_owner(who.domid)
+
+    if not who.privileged:
+        # The real daemon writes bottom-up and undoes on failure; check first.
+        base = acc.node_count(who.domid)
+        attempted = 0
+        failed = False
+        for index, new in enumerate(new_paths):
+            if base + index >= quota.nodes:
+                failed = True
+                break
+            attempted += 1
+            size = _HDR_SIZE + _PERM_SIZE * len(perms.entries)
+            size += len(value) if index == 0 else len(basename(new_paths[index - 1])) + 1
+            if size >= quota.node_size:
+                failed = True
+                break
+        else:
+            attempted += 1
+            if node_size(parent) + len(basename(new_paths[-1])) + 1 >= quota.node_size:
+                failed = True
+        if failed:
+            acc.consume(attempted)
+            if on_fail is not None and attempted:
+                on_fail()
+            raise ENOSPC
+
+    node = Node(value, perms, 0)
+    acc.write(path, node, None)
+    child_name = basename(path)
+    for new in new_paths[1:]:
+        inter = Node(b"", perms, 0)
+        inter.add_child(child_name)
+        acc.write(new, inter, None)
+        child_name = basename(new)
+    old_owner = parent.perms.owner
+    parent.add_child(child_name)
+    acc.write(name, parent, old_owner)
+    return node
+
+
+def set_node_value(
+    acc: Access,
+    who: Requester,
+    path: bytes,
+    node: Node,
+    value: bytes,
+    quota: Quota,
+    on_fail: Callable[[], None] | None = None,
+) -> None:
+    """Give an existing node a new value (node-size quota for the unprivileged)."""
+    if not who.privileged:
+        size = _HDR_SIZE + _PERM_SIZE * len(node.perms.entries) + len(value) + node.childlen
+        if size >= quota.node_size:
+            acc.consume(1)
+            if on_fail is not None:
+                on_fail()
+            raise ENOSPC
+    node.value = value
+    acc.write(path, node, node.perms.owner)
+
+
+def rm_node(acc: Access, path: bytes) -> None:
+    """``rm_node``: remove ``path`` and its subtree (post-order).
+
+    Each removed node fires watches: exactly-matching watches for the
+    descendants, the removed root for watches on it and its ancestors.
+    """
+    parent_path = parent_of(path)
+    parent = acc.read(parent_path)
+    root = acc.read(path)
+    if parent is None or root is None:
+        raise EINVAL
+    # Iterative post-order walk: (path, node, iterator over child names)
+    stack: list[tuple[bytes, Node, Iterator[bytes]]] = [(path, root, iter(list(root.children or ())))]
+    while stack:
+        cpath, cnode, kids = stack[-1]
+        for name in kids:
+            child = acc.read(child_path(cpath, name))
+            if child is not None:
+                stack.append((child_path(cpath, name), child, iter(list(child.children or ()))))
+                break
+        else:
+            stack.pop()
+            acc.delete(cpath, cnode)
+            acc.fire(cpath, cnode, cpath != path, None)
+            if stack:
+                ppath, pnode, _ = stack[-1]
+                pnode.remove_child(basename(cpath))
+                acc.write(ppath, pnode, pnode.perms.owner)
+    parent.remove_child(basename(path))
+    acc.write(parent_path, parent, parent.perms.owner)

@@ -1,0 +1,188 @@
+"""Transactions: a copy-on-write overlay over the store, and the conflict rule.
+
+Theory of operation
+-------------------
+A transaction sees the global tree, except for the nodes it has touched:
+the first time it reads a node it keeps a private copy of it (and the
+node's generation), the way ``access_node`` in
+``tools/xenstore/xenstored_transaction.c`` copies it into the
+transaction's part of the TDB. From then on the transaction reads and
+writes its copy; nobody else sees it. Reading a node that does not exist
+is remembered too (as ``NO_GENERATION``).
+
+Only touched nodes are copied (a copy shares the value and permissions and
+copies the child-name list), never the tree.
+
+**Conflict rule.** At commit, every node whose first access in the
+transaction was a read must still have the generation it had then, in the
+global tree (``NO_GENERATION`` if it was missing and must still be).
+Otherwise the commit fails with EAGAIN and nothing is applied. Since a
+write or a creation first reads the node (and a creation the nodes above
+it), in practice any node the transaction read or wrote that was changed
+outside it since makes the commit fail.
+
+**Commit.** The modified nodes are installed in the order the
+transaction first touched them, each taking a new generation; a node that
+was removed is removed. Watches fire per installed node, in that order,
+for the events the transaction's operations queued (a removed subtree's
+descendants fire only for exactly matching watches). An abort discards the
+overlay and fires nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from ..protocol import XsdError
+from .store import NO_GENERATION, Fail, Node, Perms, Store
+
+if TYPE_CHECKING:
+    from .core import Connection
+
+__all__ = ["Transaction"]
+
+FireFunc = Callable[[bytes, "Node | None", bool, "Perms | None"], None]
+
+
+class _Entry:
+    """One touched node (``struct accessed_node``)."""
+
+    __slots__ = ("check_gen", "exact", "fire", "generation", "modified", "node", "perms")
+
+    def __init__(self, node: Node | None, generation: int, check_gen: bool) -> None:
+        #: the transaction's copy of the node (None: missing in the transaction)
+        self.node = node
+        #: generation of the global node at first access
+        self.generation = generation
+        self.check_gen = check_gen
+        self.modified = False
+        #: permissions before the transaction touched it (for watch filtering)
+        self.perms: Perms | None = node.perms if node is not None else None
+        self.fire = False
+        self.exact = True
+
+
+class Transaction:
+    """A transaction of one connection; implements :class:`~pyxs.server.store.Access`."""
+
+    __slots__ = ("conn", "entries", "failed", "generation", "id", "limit", "store")
+
+    records = True
+
+    def __init__(self, tx_id: int, conn: Connection, store: Store, limit: int | None) -> None:
+        self.id = tx_id
+        self.conn = conn
+        self.store = store
+        #: the generation the transaction started at
+        self.generation = store.next_generation()
+        self.entries: dict[bytes, _Entry] = {}
+        #: set when an operation failed half-way: the commit must fail
+        self.failed = False
+        #: transaction-nodes quota (None: unlimited)
+        self.limit = limit
+
+    def _introduce(self, path: bytes, entry: _Entry) -> None:
+        if self.limit is not None and len(self.entries) >= self.limit:
+            self.failed = True
+            raise Fail(XsdError.ENOSPC)
+        self.entries[path] = entry
+
+    # -- Access ------------------------------------------------------------
+    def read(self, path: bytes) -> Node | None:
+        entry = self.entries.get(path)
+        if entry is not None:
+            return entry.node
+        node = self.store.nodes.get(path)
+        if node is None:
+            self._introduce(path, _Entry(None, NO_GENERATION, True))
+            return None
+        copy = node.copy()
+        self._introduce(path, _Entry(copy, node.gen, True))
+        return copy
+
+    def write(self, path: bytes, node: Node, old_owner: int | None) -> None:
+        node.gen = self.store.next_generation()
+        entry = self.entries.get(path)
+        if entry is None:
+            entry = _Entry(node, 0, False)
+            self._introduce(path, entry)
+        entry.node = node
+        entry.modified = True
+
+    def delete(self, path: bytes, node: Node) -> None:
+        self.store.next_generation()
+        entry = self.entries.get(path)
+        if entry is None:
+            return
+        entry.node = None
+        entry.modified = True
+
+    def fire(self, path: bytes, node: Node | None, exact: bool, old_perms: Perms | None) -> None:
+        entry = self.entries.get(path)
+        if entry is None:
+            self.failed = True
+            return
+        if not entry.fire:
+            entry.fire = True
+            entry.exact = exact
+        elif not exact:
+            entry.exact = False
+
+    def node_count(self, domid: int) -> int:
+        return self.store.node_counts.get(domid, 0) + self.count_deltas().get(domid, 0)
+
+    def consume(self, count: int) -> None:
+        self.store.generation += count
+
+    # -- commit ------------------------------------------------------------
+    def count_deltas(self) -> dict[int, int]:
+        """Per owner domid: nodes the transaction adds (or removes), if any
+        changed hands; ``created`` tells whether a node was created."""
+        deltas: dict[int, int] = {}
+        nodes = self.store.nodes
+        for path, entry in self.entries.items():
+            if not entry.modified:
+                continue
+            old = nodes.get(path)
+            new = entry.node
+            old_owner = old.perms.owner if old is not None else None
+            new_owner = new.perms.owner if new is not None else None
+            if old_owner == new_owner:
+                continue
+            if old_owner is not None:
+                deltas[old_owner] = deltas.get(old_owner, 0) - 1
+            if new_owner is not None:
+                deltas[new_owner] = deltas.get(new_owner, 0) + 1
+        return deltas
+
+    def created_nodes(self) -> bool:
+        nodes = self.store.nodes
+        return any(
+            entry.modified and entry.node is not None and path not in nodes
+            for path, entry in self.entries.items()
+        )
+
+    def conflicts(self) -> bool:
+        nodes = self.store.nodes
+        for path, entry in self.entries.items():
+            if entry.check_gen:
+                node = nodes.get(path)
+                if (node.gen if node is not None else NO_GENERATION) != entry.generation:
+                    return True
+        return False
+
+    def commit(self, fire: FireFunc) -> None:
+        """Install the changes and fire their watches (the caller checked conflicts)."""
+        store = self.store
+        for path, entry in self.entries.items():
+            if not entry.modified:
+                continue
+            node = entry.node
+            if node is not None:
+                node.gen = store.next_generation()
+                store.install(path, node)
+            elif entry.generation != NO_GENERATION:
+                store.install(path, None)
+            if entry.fire:
+                fire(path, None, entry.exact, entry.perms)
+        self.entries = {}
