@@ -12,9 +12,8 @@ Importing pyxs does no I/O: nothing is read or connected until you ask.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from .aio import AsyncClient
 from .client import Client, Event, Monitor, RequestTimeout, Router
 from .compat import Error, xs
 from .exceptions import (
@@ -44,6 +43,9 @@ from .exceptions import (
     XenStoreIOError,
 )
 from .protocol import Op
+
+if TYPE_CHECKING:
+    from .aio import AsyncClient
 
 __version__ = "0.5.0"
 
@@ -99,3 +101,14 @@ def monitor(*args: Any, **kwargs: Any) -> Iterator[Monitor]:
     """
     with Client(*args, **kwargs) as client, client.monitor() as m:
         yield m
+
+
+def __getattr__(name: str) -> Any:
+    # AsyncClient is imported on first use: importing asyncio costs ~50 ms,
+    # which every short-lived process (the pyxs command) would pay otherwise.
+    if name == "AsyncClient":
+        from .aio import AsyncClient
+
+        globals()["AsyncClient"] = AsyncClient
+        return AsyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
