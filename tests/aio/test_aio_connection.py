@@ -10,9 +10,11 @@ import struct
 import pytest
 from aio_support import run
 
+from conftest import start_real_xenstored, stop_real_xenstored
 from pyxs.aio import AsyncClient
 from pyxs.exceptions import ConnectionError, UnexpectedPacket
 from pyxs.protocol import Op, encode
+from pyxs.server import Server
 
 
 def test_close_fails_pending_calls_promptly(xs_server, unique_path) -> None:
@@ -43,29 +45,42 @@ def test_close_fails_pending_calls_promptly(xs_server, unique_path) -> None:
     run(main)
 
 
-def _pause_and_kill(server):  # type: ignore[no-untyped-def]
-    """Stop a server from answering, then kill it; returns (pause, kill)."""
-    if server.name == "real":
-        pid = server.daemon.pid
-        return (lambda: os.kill(pid, signal.SIGSTOP), lambda: os.kill(pid, signal.SIGKILL))
-    embedded = server.server
-    return (embedded.pause, embedded.kill)
-
-
-def test_server_killed_fails_pending_calls(fresh_xs_server) -> None:
-    pause, kill = _pause_and_kill(fresh_xs_server)
-
+@pytest.mark.parametrize("kind", ["embedded", "real"])
+def test_server_killed_fails_pending_calls(kind, request) -> None:
     async def main() -> None:
-        async with AsyncClient(fresh_xs_server.socket_path) as c:
+        if kind == "real":  # a daemon of its own: SIGSTOP it, then SIGKILL it
+            daemon = start_real_xenstored()
+            request.addfinalizer(lambda: stop_real_xenstored(daemon))
+            socket_path = daemon.socket_path
+
+            async def pause() -> None:
+                os.kill(daemon.pid, signal.SIGSTOP)
+
+            async def kill() -> None:
+                os.kill(daemon.pid, signal.SIGKILL)
+
+        else:  # an embedded server on this loop: it reads nothing until we yield
+            server = Server()
+            await server.start()
+            socket_path = server.socket_path
+
+            async def pause() -> None:
+                pass
+
+            async def kill() -> None:
+                await server.close()  # drops every connection at once
+
+        async with AsyncClient(socket_path) as c:
             m = c.monitor()
             await m.watch(b"/", b"t")
             assert await m.next_event() == (b"/", b"t")
-            pause()
+            await pause()
             calls = [asyncio.ensure_future(c.read(b"/", b"")) for _ in range(100)]
             getter = asyncio.ensure_future(m.next_event())
-            await asyncio.sleep(0.05)
-            assert not any(call.done() for call in calls)  # the server is not answering
-            kill()
+            await asyncio.sleep(0.05 if kind == "real" else 0)
+            assert len(c._protocol.pending) == 100  # sent...
+            assert not any(call.done() for call in calls)  # ...and not answered
+            await kill()
             results = await asyncio.gather(*calls, getter, return_exceptions=True)
             assert all(isinstance(r, ConnectionError) for r in results), results
             assert "lost" in str(results[0])
