@@ -123,9 +123,9 @@ _READY = object()
 class _Session:
     """The state of one open connection."""
 
-    __slots__ = ("failure", "followers", "protocol", "read_lock", "slots")
+    __slots__ = ("failure", "followers", "protocol", "read_lock", "slots", "waker")
 
-    def __init__(self, failure: ConnectionError | None = None) -> None:
+    def __init__(self, failure: BaseException | None = None) -> None:
         self.protocol = ClientProtocol()
         #: req_id -> the waiter for its reply
         self.slots: Dict[int, _Waiter] = {}
@@ -135,6 +135,15 @@ class _Session:
         self.read_lock = threading.Lock()
         #: set when the connection failed or was closed
         self.failure = failure
+        #: the wake-up socket pair of wakeable readers, made when first needed
+        self.waker: Tuple[socket.socket, socket.socket] | None = None
+
+    def close_waker(self) -> None:
+        # Only when no reader can be in select() on it (read lock held).
+        waker, self.waker = self.waker, None
+        if waker is not None:
+            waker[0].close()
+            waker[1].close()
 
 
 def _connection_error(failure: BaseException) -> ConnectionError:
@@ -160,7 +169,6 @@ class Router:
         self._lock = threading.Lock()
         self._session = _Session(ConnectionError("not connected"))
         self._monitors: Dict[bytes, List[Monitor]] = {}
-        self._waker: Tuple[socket.socket, socket.socket] | None = None
 
     def __repr__(self) -> str:
         return f"Router({self.connection!r})"
@@ -185,9 +193,16 @@ class Router:
             # recv(); it must be gone before the connection object is opened
             # again, or it could read the new connection's bytes. Its read
             # lock is kept: nobody reads for that session any more.
-            old.read_lock.acquire(timeout=5.0)
-            self.connection.close()
-            self.connection.connect()
+            idle = old.read_lock.acquire(timeout=5.0)
+            try:
+                self.connection.close()
+                self.connection.connect()
+            except BaseException:
+                if idle:
+                    old.read_lock.release()
+                raise
+            if idle:
+                old.close_waker()
             self._session = _Session()
 
     def terminate(self) -> None:
@@ -195,9 +210,16 @@ class Router:
 
         Does nothing when it is closed already. :meth:`start` opens it again.
         """
-        self._fail(self._session, ConnectionError("connection closed"))
+        session = self._session
+        self._fail(session, ConnectionError("connection closed"))
+        # Close the wake-up pair once no reader can be using it.
+        if session.read_lock.acquire(timeout=5.0):
+            try:
+                session.close_waker()
+            finally:
+                session.read_lock.release()
 
-    def _fail(self, session: _Session, failure: ConnectionError) -> None:
+    def _fail(self, session: _Session, failure: BaseException) -> None:
         """Fail every waiter of ``session`` and close its connection."""
         with self._lock:
             if session.failure is None:
@@ -220,7 +242,7 @@ class Router:
             current = session is self._session
         if current:
             self.connection.close()
-        self._kick()
+        self._kick(session)
 
     # -- subscriptions (pyxs 0.4 names) ----------------------------------------
 
@@ -386,7 +408,7 @@ class Router:
                 if session.failure is not None:
                     return True
                 if poll:
-                    ready = self._poll(deadline)
+                    ready = self._poll(session, deadline)
                     if ready is None:
                         return False
                     if not ready:
@@ -405,10 +427,10 @@ class Router:
         except PyXSError as exc:
             # ConnectionError from the transport, or UnexpectedPacket /
             # PacketTooLarge from the protocol: the stream is unusable.
-            self._fail(session, exc if isinstance(exc, ConnectionError) else _connection_error(exc))
+            self._fail(session, exc)
             return True
         except OSError as exc:  # from select() on a closed descriptor
-            self._fail(session, _connection_error(exc))
+            self._fail(session, exc)
             return True
         return True
 
@@ -422,13 +444,13 @@ class Router:
                 if monitor._notify is not None:
                     monitor._notify()
 
-    def _poll(self, deadline: float | None) -> bool | None:
+    def _poll(self, session: _Session, deadline: float | None) -> bool | None:
         """Wait until the connection is readable (True), a wake-up (False),
         or the deadline (None)."""
         fd = self.connection.fileno()
-        waker = self._waker
+        waker = session.waker
         if waker is None:
-            waker = self._make_waker()
+            waker = self._make_waker(session)
         wake = waker[0]
         wake_fd = wake.fileno()
         timeout = None if deadline is None else max(0.0, deadline - monotonic())
@@ -446,18 +468,18 @@ class Router:
                 pass
         return fd in readable
 
-    def _make_waker(self) -> Tuple[socket.socket, socket.socket]:
+    def _make_waker(self, session: _Session) -> Tuple[socket.socket, socket.socket]:
         with self._lock:
-            if self._waker is None:
+            if session.waker is None:
                 reader, writer = socket.socketpair()
                 reader.setblocking(False)
                 writer.setblocking(False)
-                self._waker = (reader, writer)
-            return self._waker
+                session.waker = (reader, writer)
+            return session.waker
 
-    def _kick(self) -> None:
+    def _kick(self, session: _Session | None = None) -> None:
         """Wake a reader blocked in select()."""
-        waker = self._waker
+        waker = (session or self._session).waker
         if waker is not None:
             try:
                 waker[1].send(b"\0")
@@ -574,6 +596,11 @@ class Client:
     def _call(self, command: Command[T]) -> T:
         reply = self.router.roundtrip(command.op, command.payload, self._local.tx_id, self.timeout)
         return command.result(reply)
+
+    def _call_outside(self, command: Command[T]) -> T:
+        # Connection-level operations go with tx_id 0, as libxenstore sends
+        # them (cxenstored 4.17 aborts on RESET_WATCHES inside a transaction).
+        return command.result(self.router.roundtrip(command.op, command.payload, 0, self.timeout))
 
     def execute(self, operation: Operation[T], tx_id: int | None = None) -> T:
         """Run a :mod:`pyxs.commands` command or procedure on this client.
@@ -708,11 +735,11 @@ class Client:
 
     def get_domain_path(self, domid: Union[int, str, bytes]) -> bytes:
         """The home path of a domain, ``b"/local/domain/<domid>"``."""
-        return self._call(commands.get_domain_path(_domid(domid)))
+        return self._call_outside(commands.get_domain_path(_domid(domid)))
 
     def is_domain_introduced(self, domid: Union[int, str, bytes]) -> bool:
         """Whether xenstored talks to the domain (introduced, not released)."""
-        return self._call(commands.is_domain_introduced(_domid(domid)))
+        return self._call_outside(commands.is_domain_introduced(_domid(domid)))
 
     def introduce_domain(self, domid: Union[int, str, bytes], mfn: int, eventchn: int) -> None:
         """Tell xenstored about a new domain: its ring page and event channel.
@@ -722,34 +749,34 @@ class Client:
         domid = _domid(domid)
         if not domid:
             raise ValueError("domain 0 cannot be introduced.")
-        self._call(commands.introduce(domid, mfn, eventchn))
+        self._call_outside(commands.introduce(domid, mfn, eventchn))
 
     def release_domain(self, domid: Union[int, str, bytes]) -> None:
         """Tell xenstored to forget a domain (fires ``@releaseDomain``)."""
-        self._call(commands.release(_domid(domid)))
+        self._call_outside(commands.release(_domid(domid)))
 
     def resume_domain(self, domid: Union[int, str, bytes]) -> None:
         """Clear a domain's shutdown flag, so that its next shutdown fires
         the watches again."""
-        self._call(commands.resume(_domid(domid)))
+        self._call_outside(commands.resume(_domid(domid)))
 
     def set_target(self, domid: Union[int, str, bytes], target: Union[int, str, bytes]) -> None:
         """Let ``domid`` act on ``target``'s nodes with ``target``'s rights
         (stub domains)."""
-        self._call(commands.set_target(_domid(domid), _domid(target)))
+        self._call_outside(commands.set_target(_domid(domid), _domid(target)))
 
     def reset_watches(self) -> None:
         """Drop every watch and transaction of this connection (RESET_WATCHES).
 
         Monitors sharing the connection forget their watches too.
         """
-        self._call(commands.reset_watches())
+        self._call_outside(commands.reset_watches())
         self.router._unsubscribe_all()
         self.tx_id = 0
 
     def control(self, *args: PathLike) -> bytes:
         """A ``xenstore-control`` command: ``control(b"print", b"hello")``."""
-        return self._call(commands.control(*args))
+        return self._call_outside(commands.control(*args))
 
     #: The pre-Xen 4.9 name of CONTROL.
     debug = control
@@ -918,7 +945,9 @@ class Monitor:
         self.unwatch_queue.discard((path, tok))
 
     def close(self) -> None:
-        """Remove every watch of this monitor and end every :meth:`wait`.
+        """Remove every watch of this monitor, drop the events not yet
+        taken, and end every :meth:`wait` (now and later, until the next
+        :meth:`watch`).
 
         Over a closed connection the watches are gone already; they are just
         forgotten.
@@ -937,6 +966,7 @@ class Monitor:
             self.unwatch_queue.discard((path, token))
         with router._lock:
             self._closed = True
+            self._events.clear()
             self._signal(_READY)
         router._kick()
 

@@ -1,0 +1,439 @@
+"""Faults a real server cannot be asked to produce: fakes are allowed here.
+
+A scripted fake server (a thread behind a real Unix socket) plays the other
+side; a transport that hands out 5 bytes at a time runs against the real
+daemon; the real daemon is killed in the middle of calls.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import pyxs
+from pyxs.connection import UnixSocketConnection
+from pyxs.protocol import HEADER, Decoder, Op, Packet, encode
+
+
+class FakeServer:
+    """A Unix socket whose connections are handled by ``script(peer)``."""
+
+    def __init__(self, script: Callable[[Peer], None]) -> None:
+        self.dir = tempfile.mkdtemp(prefix="pyxsf", dir="/tmp")
+        self.path = os.path.join(self.dir, "socket")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(4)
+        self.script = script
+        self.peers: list[Peer] = []
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            peer = Peer(conn)
+            self.peers.append(peer)
+            threading.Thread(target=self._run, args=(peer,), daemon=True).start()
+
+    def _run(self, peer: Peer) -> None:
+        try:
+            self.script(peer)
+        except (OSError, EOFError):
+            pass
+        except BaseException as exc:
+            self.errors.append(exc)
+        finally:
+            peer.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for peer in self.peers:
+            peer.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        assert not self.errors, self.errors
+
+
+class Peer:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.decoder = Decoder()
+        self.queue: list[Packet] = []
+
+    def request(self) -> Packet:
+        while not self.queue:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError
+            self.queue.extend(self.decoder.feed(data))
+        return self.queue.pop(0)
+
+    def reply(self, request: Packet, payload: bytes, op: int | None = None) -> None:
+        op = request.op if op is None else op
+        self.sock.sendall(encode(op, request.req_id, request.tx_id, payload))
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def echo_value(request: Packet) -> bytes:
+    """READ replies with the path as value; everything else OK."""
+    if request.op == Op.READ:
+        return request.payload.rstrip(b"\0")
+    return b"OK\0"
+
+
+@pytest.fixture
+def fake() -> Iterator[Callable[[Callable[[Peer], None]], FakeServer]]:
+    servers: list[FakeServer] = []
+
+    def make(script: Callable[[Peer], None]) -> FakeServer:
+        servers.append(FakeServer(script))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def test_reply_cut_in_half(fake) -> None:
+    def script(peer: Peer) -> None:
+        while True:
+            request = peer.request()
+            wire = encode(request.op, request.req_id, request.tx_id, b"value-" * 100)
+            for cut in (7, 16, 17, len(wire) // 2):
+                peer.send(wire[:cut])
+                time.sleep(0.02)
+                peer.send(wire[cut:])
+                if cut != len(wire) // 2:
+                    request = peer.request()
+                    wire = encode(request.op, request.req_id, request.tx_id, b"value-" * 100)
+
+    server = fake(script)
+    with pyxs.Client(unix_socket_path=server.path, timeout=10) as c:
+        for _ in range(4):
+            assert c.read(b"/x") == b"value-" * 100
+
+
+def test_packets_split_and_joined_anyhow(fake) -> None:
+    # Several replies in one write, then one reply over several writes.
+    def script(peer: Peer) -> None:
+        requests = [peer.request() for _ in range(3)]
+        peer.send(b"".join(encode(r.op, r.req_id, r.tx_id, echo_value(r)) for r in requests))
+        request = peer.request()
+        for byte in encode(request.op, request.req_id, request.tx_id, echo_value(request)):
+            peer.send(bytes([byte]))
+        while True:
+            request = peer.request()
+            peer.reply(request, echo_value(request))
+
+    server = fake(script)
+    c = pyxs.Client(unix_socket_path=server.path, timeout=10)
+    c.connect()
+    results: dict[int, bytes] = {}
+    threads = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, c.read(b"/p%d" % i)))
+        for i in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == {i: b"/p%d" % i for i in range(3)}
+    assert c.read(b"/one-byte-at-a-time") == b"/one-byte-at-a-time"
+    c.close()
+
+
+class FiveBytes(UnixSocketConnection):
+    """A socket that never gives more than 5 bytes per recv()."""
+
+    def recv(self, size=None):
+        if size is None:
+            return super().recv()
+        return super().recv(min(size, 5))
+
+
+def test_five_bytes_at_a_time_on_the_real_daemon(real_xenstored, unique_path) -> None:
+    router = pyxs.Router(FiveBytes(real_xenstored.socket_path))
+    with pyxs.Client(router=router) as c:
+        c[unique_path + b"/a"] = b"x" * 1000
+        assert c[unique_path + b"/a"] == b"x" * 1000
+        assert c.list(unique_path) == [b"a"]
+        with c.monitor() as m:
+            m.watch(unique_path, b"tok")
+            assert m.next_event(5) == (unique_path, b"tok")
+            errors = []
+
+            def writer(i: int) -> None:
+                try:
+                    for n in range(20):
+                        c[unique_path + b"/%d" % i] = b"%d" % n
+                        assert c[unique_path + b"/%d" % i] == b"%d" % n
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert errors == []
+            events = list(m.wait(timeout=0.5))
+            assert len(events) == 80
+            assert set(events) == {(unique_path + b"/%d" % i, b"tok") for i in range(4)}
+
+
+def kill(server) -> None:
+    """The server dies: SIGKILL for the real daemon, shutdown for the embedded."""
+    if server.name == "real":
+        os.kill(server.daemon.pid, signal.SIGKILL)
+    else:
+        server.close()
+
+
+def test_server_killed_mid_call(fresh_xs_server, unique_path) -> None:
+    c = pyxs.Client(unix_socket_path=fresh_xs_server.socket_path)
+    c.connect()
+    m = c.monitor()
+    m.watch(unique_path, b"t")
+    assert m.next_event(5) == (unique_path, b"t")
+    outcome: list[BaseException] = []
+    started = threading.Barrier(5)
+
+    def busy() -> None:
+        started.wait()
+        try:
+            while True:
+                c.write(unique_path + b"/x", b"y" * 100)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    def waiting() -> None:
+        started.wait()
+        try:
+            list(m.wait())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    threads = [threading.Thread(target=busy) for _ in range(3)]
+    threads.append(threading.Thread(target=waiting))
+    for t in threads:
+        t.start()
+    started.wait()
+    time.sleep(0.2)
+    kill(fresh_xs_server)
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads)
+    assert len(outcome) == 4
+    assert all(isinstance(e, pyxs.ConnectionError) for e in outcome), outcome
+    with pytest.raises(pyxs.ConnectionError):
+        c.read(unique_path)
+    with pytest.raises(pyxs.ConnectionError):
+        c.connect()  # nobody listens any more
+    c.close()
+
+
+def test_unexpected_req_id_fails_the_connection(fake) -> None:
+    def script(peer: Peer) -> None:
+        request = peer.request()
+        peer.send(encode(request.op, request.req_id + 1000, 0, b"stray\0"))
+        peer.request()  # keep the connection open until the client drops it
+
+    server = fake(script)
+    c = pyxs.Client(unix_socket_path=server.path, timeout=10)
+    c.connect()
+    with pytest.raises(pyxs.ConnectionError) as info:
+        c.read(b"/a")
+    assert isinstance(info.value.__cause__, pyxs.UnexpectedPacket)
+    assert not c.router.is_connected
+    with pytest.raises(pyxs.ConnectionError):
+        c.read(b"/a")
+    c.connect()  # a new connection works again
+    deadline = time.monotonic() + 5
+    while len(server.peers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(server.peers) == 2
+    c.close()
+
+
+def test_oversized_header_fails_the_connection(fake) -> None:
+    def script(peer: Peer) -> None:
+        request = peer.request()
+        peer.send(HEADER.pack(request.op, request.req_id, 0, 5000))
+        peer.request()
+
+    server = fake(script)
+    with pyxs.Client(unix_socket_path=server.path, timeout=10) as c:
+        with pytest.raises(pyxs.ConnectionError) as info:
+            c.read(b"/a")
+        assert isinstance(info.value.__cause__, pyxs.InvalidPayload)
+
+
+def test_unknown_error_name_is_einval(fake) -> None:
+    def script(peer: Peer) -> None:
+        while True:
+            request = peer.request()
+            peer.reply(request, b"EWHATEVER\0", op=Op.ERROR)
+
+    server = fake(script)
+    with pyxs.Client(unix_socket_path=server.path, timeout=10) as c:
+        with pytest.raises(pyxs.InvalidArgumentError) as info:
+            c.read(b"/a")
+        assert info.value.args[0] == 22
+        assert c.router.is_connected
+
+
+def test_reply_of_the_wrong_type(fake) -> None:
+    def script(peer: Peer) -> None:
+        while True:
+            request = peer.request()
+            peer.reply(request, b"OK\0", op=Op.WRITE)
+
+    server = fake(script)
+    with pyxs.Client(unix_socket_path=server.path, timeout=10) as c:
+        with pytest.raises(pyxs.UnexpectedPacket):
+            c.read(b"/a")
+        c.write(b"/a", b"")  # the connection itself is fine
+
+
+def test_server_stops_answering(fake) -> None:
+    answer = threading.Event()
+
+    def script(peer: Peer) -> None:
+        while True:
+            request = peer.request()
+            if not answer.is_set():
+                # hold the reply until the client gave up on it
+                answer.wait(10)
+                time.sleep(0.1)
+            peer.reply(request, echo_value(request))
+
+    server = fake(script)
+    with pyxs.Client(unix_socket_path=server.path, timeout=0.3) as c:
+        start = time.monotonic()
+        with pytest.raises(pyxs.RequestTimeout):
+            c.read(b"/slow")
+        assert time.monotonic() - start < 5
+        assert isinstance(pyxs.RequestTimeout("x"), TimeoutError)
+        answer.set()
+        # The late reply is dropped; the connection goes on.
+        assert c.read(b"/next") == b"/next"
+        session = c.router._session
+        assert session.protocol.pending == set() and session.slots == {}
+
+
+def test_server_stops_answering_with_followers(fake) -> None:
+    # Several threads time out; none of them is left blocked.
+    def script(peer: Peer) -> None:
+        while True:
+            peer.request()
+
+    server = fake(script)
+    c = pyxs.Client(unix_socket_path=server.path, timeout=0.3)
+    c.connect()
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            c.read(b"/x")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads)
+    assert len(outcome) == 6 and all(isinstance(e, pyxs.RequestTimeout) for e in outcome)
+    assert c.router._session.slots == {}
+    c.close()
+
+
+def test_server_hangs_up_after_request(fake) -> None:
+    def script(peer: Peer) -> None:
+        peer.request()  # then the script returns and the peer is closed
+
+    server = fake(script)
+    with (
+        pyxs.Client(unix_socket_path=server.path, timeout=10) as c,
+        pytest.raises(pyxs.ConnectionError),
+    ):
+        c.read(b"/a")
+        with pytest.raises(pyxs.ConnectionError):
+            c.read(b"/a")
+
+
+def test_malformed_watch_event_fails_the_connection(fake) -> None:
+    def script(peer: Peer) -> None:
+        request = peer.request()
+        peer.send(encode(Op.WATCH_EVENT, 0, 0, b"no-token-separator"))
+        peer.reply(request, b"v")
+        peer.request()
+
+    server = fake(script)
+    with (
+        pyxs.Client(unix_socket_path=server.path, timeout=10) as c,
+        pytest.raises(pyxs.ConnectionError),
+    ):
+        c.read(b"/a")
+
+
+class Interrupting(UnixSocketConnection):
+    """recv() raises KeyboardInterrupt once, as a signal handler could."""
+
+    interrupt = False
+
+    def recv(self, size=None):
+        if self.interrupt:
+            self.interrupt = False
+            raise KeyboardInterrupt
+        return super().recv(size)
+
+
+def test_interrupted_reader_leaves_a_usable_client(real_xenstored, unique_path) -> None:
+    connection = Interrupting(real_xenstored.socket_path)
+    with pyxs.Client(router=pyxs.Router(connection)) as c:
+        c[unique_path] = b"v"
+        connection.interrupt = True
+        with pytest.raises(KeyboardInterrupt):
+            c.read(unique_path)
+        # the abandoned reply is dropped when it arrives; nothing is stuck
+        assert c.read(unique_path) == b"v"
+        assert c.read(unique_path) == b"v"
+        session = c.router._session
+        assert session.slots == {} and session.protocol.pending == set()
+        assert not session.read_lock.locked()
+
+
+def test_connect_failure() -> None:
+    with pytest.raises(pyxs.ConnectionError, match="nonexistent"):
+        pyxs.Client(unix_socket_path="/nonexistent/socket").connect()
+    with pytest.raises(pyxs.ConnectionError):
+        pyxs.Client(xen_bus_path="/nonexistent/xenbus").connect()
+    c = pyxs.Client(unix_socket_path="/nonexistent/socket")
+    with pytest.raises(pyxs.ConnectionError, match="not connected"):
+        c.read(b"/")
+    m = c.monitor()
+    with pytest.raises(pyxs.ConnectionError):
+        m.next_event(0)

@@ -1,0 +1,183 @@
+"""Many threads, one client: requests in flight together, events routed to
+their monitors whatever else is going on, no thread ever stuck."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import pyxs
+
+THREADS = 8
+ROUNDS = 60
+
+
+def run_threads(target, count=THREADS):
+    errors: list[BaseException] = []
+
+    def guarded(i: int) -> None:
+        try:
+            target(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a thread is stuck"
+    return errors
+
+
+def test_threads_share_one_client(client, unique_path) -> None:
+    def work(i: int) -> None:
+        base = unique_path + b"/%d" % i
+        for n in range(ROUNDS):
+            client[base] = b"%d-%d" % (i, n)
+            assert client[base] == b"%d-%d" % (i, n)
+        assert client.list(unique_path)  # mixed with the others
+
+    assert run_threads(work) == []
+    assert sorted(client.list(unique_path)) == sorted(b"%d" % i for i in range(THREADS))
+    # every reply was matched, nothing left behind
+    session = client.router._session
+    assert session.slots == {} and session.protocol.pending == set()
+    assert session.followers == set() and not session.read_lock.locked()
+
+
+def test_requests_really_overlap(client, unique_path) -> None:
+    # With one reader at a time and a follower sleeping on its own event,
+    # at some point several requests must be outstanding at once.
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], len(client.router._session.protocol.pending))
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        assert run_threads(lambda i: [client.exists(b"/") for _ in range(ROUNDS)]) == []
+    finally:
+        stop.set()
+        sampler.join()
+    assert peak[0] >= 2
+
+
+def test_thread_local_transactions(client, unique_path) -> None:
+    for i in range(THREADS):
+        client[unique_path + b"/%d" % i] = b"0"
+
+    def work(i: int) -> None:
+        p = unique_path + b"/%d" % i
+        for _ in range(10):
+
+            def bump(c):
+                c[p] = b"%d" % (int(c[p]) + 1)
+
+            client.transact(bump, retries=50)
+
+    assert run_threads(work) == []
+    for i in range(THREADS):
+        assert client[unique_path + b"/%d" % i] == b"10"
+
+
+def test_events_while_requests_in_flight(client, unique_path) -> None:
+    with client.monitor() as m:
+        m.watch(unique_path + b"/w", b"w")
+        assert m.next_event(5) == (unique_path + b"/w", b"w")
+        received = []
+
+        def listen() -> None:
+            for event in m.wait(timeout=5):
+                received.append(event)
+                if len(received) == ROUNDS:
+                    return
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+
+        def work(i: int) -> None:
+            for n in range(ROUNDS):
+                if i == 0:
+                    client[unique_path + b"/w/%d" % n] = b""
+                else:
+                    client.exists(unique_path + b"/other")
+
+        assert run_threads(work, 4) == []
+        listener.join(10)
+        assert not listener.is_alive()
+        assert received == [(unique_path + b"/w/%d" % n, b"w") for n in range(ROUNDS)]
+
+
+def test_monitor_waiting_does_not_block_requests(client, unique_path) -> None:
+    # A thread blocked in wait() is the reader; other threads' replies still
+    # get through it, and it still gets its events.
+    with client.monitor() as m:
+        m.watch(unique_path, b"t")
+        assert m.next_event(5) is not None
+        got = []
+        listener = threading.Thread(target=lambda: got.append(m.next_event(10)))
+        listener.start()
+        time.sleep(0.1)
+        for i in range(50):
+            client.write(unique_path + b"-x", b"%d" % i)
+        client[unique_path + b"/ping"] = b""
+        listener.join(10)
+        assert got == [(unique_path + b"/ping", b"t")]
+
+
+def test_close_fails_every_waiter_promptly(xs_server, unique_path) -> None:
+    c = pyxs.Client(unix_socket_path=xs_server.socket_path)
+    c.connect()
+    outcome: list[object] = []
+    started = threading.Barrier(THREADS + 1)
+
+    def work(i: int) -> None:
+        started.wait()
+        try:
+            while True:
+                c.exists(b"/")
+        except pyxs.ConnectionError as exc:
+            outcome.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    started.wait()
+    time.sleep(0.1)
+    c.close()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads)
+    assert len(outcome) == THREADS
+    with pytest.raises(pyxs.ConnectionError):
+        c.read(b"/")
+    # and the client can connect again
+    c.connect()
+    assert c.exists(b"/")
+    c.close()
+    c.close()  # idempotent
+
+
+def test_shared_router_between_clients(xs_server, unique_path) -> None:
+    router = pyxs.Router(pyxs.client.UnixSocketConnection(xs_server.socket_path))
+    a = pyxs.Client(router=router)
+    b = pyxs.Client(router=router)
+    a.connect()
+    b.connect()  # already open: nothing happens
+    a.transaction()
+    a[unique_path] = b"a"
+    assert b.tx_id == 0
+    assert not b.exists(unique_path)
+    assert a.commit()
+    assert b[unique_path] == b"a"
+    b.close()
+    assert not router.is_connected
+    with pytest.raises(pyxs.ConnectionError):
+        a.read(unique_path)
