@@ -11,6 +11,7 @@ may be left behind on the server.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Awaitable, Callable
 
 import pytest
@@ -237,5 +238,31 @@ def test_cancelled_monitor_get_loses_no_event(xs_server, unique_path) -> None:
             with pytest.raises(asyncio.CancelledError):
                 await getter
             assert await asyncio.wait_for(m.next_event(), 5) == (unique_path, b"t")
+
+    run(main)
+
+
+def test_timeouts_around_iteration_leave_the_monitor_usable(xs_server, unique_path) -> None:
+    async def main() -> None:
+        async with AsyncClient(xs_server.socket_path) as c, c.monitor() as m:
+            await m.watch(unique_path, b"t")
+            seen = []
+
+            async def consume() -> None:
+                async for event in m:
+                    seen.append(event)
+
+            # asyncio.wait_for everywhere; asyncio.timeout where it exists (3.11+).
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(consume(), 0.05)
+            assert seen == [(unique_path, b"t")]
+            if sys.version_info >= (3, 11):
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await consume()
+            assert await m.next_event(timeout=0.01) is None  # a timeout gives None
+            await c.write(unique_path, b"1")
+            assert await asyncio.wait_for(m.__anext__(), 5) == (unique_path, b"t")
+            await settle(c)
 
     run(main)
