@@ -789,7 +789,8 @@ class AsyncMonitor:
             self.client._unsubscribe(token, self)
 
     async def close(self) -> None:
-        """Remove every watch of this monitor and end every wait.
+        """Remove every watch of this monitor, drop the events not yet taken
+        and end every wait (now and later, until the next :meth:`watch`).
 
         The UNWATCH requests are sent at once and not waited for (so this is
         safe in a cancelled task); the server handles them before anything
@@ -800,6 +801,7 @@ class AsyncMonitor:
             client._send_nowait(commands.unwatch(path, token))
             client._unsubscribe(token, self)
         self.unwatch_queue.clear()
+        self._events.clear()
         self._closed = True
         client._monitors.discard(self)
         self._wake()

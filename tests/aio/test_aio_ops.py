@@ -315,6 +315,9 @@ def test_monitor(xs_server, unique_path) -> None:
                 assert await asyncio.wait_for(m.next_event(), 5) == (b"@introduceDomain", b"intro")
                 await m.watch(unique_path + b"/x", b"")  # an empty token is allowed
                 assert await asyncio.wait_for(m.next_event(), 5) == (unique_path + b"/x", b"")
+                await c.write(unique_path + b"/x", b"2")
+                await settle(c)  # an event is queued: close drops it
+            assert await m.next_event(0) is None
             # Iteration after close ends; the watches were dropped, so the
             # same pairs can be watched again on this connection.
             assert [e async for e in m] == []
