@@ -146,7 +146,10 @@ class XenStore:
         self.domains = Domains(self.store)
         self.watches = WatchRegistry()
         self.store.fire_hook = self.fire
-        self.special_perms: dict[bytes, Perms] = {_RELEASE_DOMAIN: PERMS_N0, _INTRODUCE_DOMAIN: PERMS_N0}
+        self.special_perms: dict[bytes, Perms] = {
+            _RELEASE_DOMAIN: PERMS_N0,
+            _INTRODUCE_DOMAIN: PERMS_N0,
+        }
         self.conns: dict[int, Connection] = {}
         self._conn_seq = 0
         #: connections with queued output (the front end flushes them)
@@ -245,9 +248,7 @@ class XenStore:
         process = self.process
         for op, req_id, tx_id, payload in packets:
             process(conn, op, req_id, tx_id, payload)
-            if conn.closed:
-                return False
-        return True
+        return not conn.closed
 
     def take_output(self, conn: Connection) -> bytes:
         """The bytes queued for ``conn`` (and forget them)."""
@@ -371,9 +372,9 @@ class XenStore:
         nodes = self.store.nodes
         if node is None:
             node = nodes.get(path)
-        if old_perms is not None:
-            if self._perm(conn, old_perms, node.gen if node is not None else 0) & PERM_READ:
-                return True
+        gen = node.gen if node is not None else 0
+        if old_perms is not None and self._perm(conn, old_perms, gen) & PERM_READ:
+            return True
         if node is None:
             return False
         if self._perm(conn, node.perms, node.gen) & PERM_READ:
@@ -521,9 +522,8 @@ class XenStore:
         if key in conn.watches:
             raise Fail(XsdError.EEXIST)
         domain = conn.domain
-        if domain is not None and not conn.privileged:
-            if domain.watch_count > self.quotas.watches:
-                raise Fail(XsdError.E2BIG)
+        if domain is not None and not conn.privileged and domain.watch_count > self.quotas.watches:
+            raise Fail(XsdError.E2BIG)
         watch = self.watches.add(conn, path, token, cut)
         conn.watches[key] = watch
         self._post = (path[cut:] if cut else path) + watch.tail
@@ -640,7 +640,9 @@ class XenStore:
     def _get_domain_path(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         return b"/local/domain/%d\0" % (c_atoi(_onearg(payload)) & 0xFFFFFFFF)
 
-    def _is_domain_introduced(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
+    def _is_domain_introduced(
+        self, conn: Connection, payload: bytes, tx: Transaction | None
+    ) -> bytes:
         domid = c_atoi(_onearg(payload)) & 0xFFFFFFFF
         if domid == DOMID_SELF or self.domains.introduced(domid) is not None:
             return b"T\0"
@@ -780,7 +782,10 @@ class XenStore:
                     problems.append(f"{conn!r}: watch {key!r} missing from the registry")
         for path, bucket in self.watches.by_path.items():
             for watch in bucket:
-                if watch.conn.closed or watch.conn.watches.get((watch.path, watch.token)) is not watch:
+                if (
+                    watch.conn.closed
+                    or watch.conn.watches.get((watch.path, watch.token)) is not watch
+                ):
                     problems.append(f"stale watch {watch!r} on {path!r}")
             if [w.order for w in bucket] != sorted(w.order for w in bucket):
                 problems.append(f"watches on {path!r} out of order")

@@ -184,8 +184,10 @@ class Server:
                 base = self._tempdir
             socket_path = os.path.join(os.fspath(base), "socket")
         self.socket_path: str = os.fspath(socket_path)
-        self.run_dir: str = os.fspath(run_dir) if run_dir is not None else os.path.dirname(
-            os.path.abspath(self.socket_path)
+        self.run_dir: str = (
+            os.fspath(run_dir)
+            if run_dir is not None
+            else os.path.dirname(os.path.abspath(self.socket_path))
         )
         self.core = XenStore(_make_quotas(quotas), soft_quotas, keep_orphans=keep_orphans)
         if logfile is not None:
@@ -291,7 +293,7 @@ class Server:
     async def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
         try:
             await self.start()
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
             ready.set_exception(exc)
             return
         ready.set_result(None)
@@ -344,7 +346,7 @@ class Server:
         def call() -> None:
             try:
                 future.set_result(func())
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 future.set_exception(exc)
 
         loop.call_soon_threadsafe(call)

@@ -31,7 +31,7 @@ newly created ancestors; a removal walks only the removed subtree.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterator, Protocol
 
 from ..protocol import XsdError
 
@@ -108,13 +108,14 @@ class Perms:
 
     __slots__ = ("entries", "owner", "wire")
 
-    _interned: dict[tuple[tuple[int, int], ...], Perms] = {}
+    _interned: ClassVar[dict[tuple[tuple[int, int], ...], Perms]] = {}
 
     def __init__(self, entries: tuple[tuple[int, int], ...]) -> None:
         self.entries = entries
         self.owner = entries[0][1]
         self.wire = b"".join(
-            b"%s%d\0" % (_BITS_LETTER[bits].encode(), domid - (1 << 32) if domid >= 1 << 31 else domid)
+            b"%s%d\0"
+            % (_BITS_LETTER[bits].encode(), domid - (1 << 32) if domid >= 1 << 31 else domid)
             for bits, domid in entries
         )
 
@@ -305,7 +306,9 @@ class Access(Protocol):
 
     def delete(self, path: bytes, node: Node) -> None: ...
 
-    def fire(self, path: bytes, node: Node | None, exact: bool, old_perms: Perms | None) -> None: ...
+    def fire(
+        self, path: bytes, node: Node | None, exact: bool, old_perms: Perms | None
+    ) -> None: ...
 
     def node_count(self, domid: int) -> int:
         """How many nodes ``domid`` owns, as seen through this access."""
@@ -432,7 +435,9 @@ class Store:
             counts[node.perms.owner] = counts.get(node.perms.owner, 0) + 1
         for domid, count in self.node_counts.items():
             if counts.get(domid, 0) != count:
-                problems.append(f"domain {domid} counted {count} nodes, owns {counts.get(domid, 0)}")
+                problems.append(
+                    f"domain {domid} counted {count} nodes, owns {counts.get(domid, 0)}"
+                )
         return problems
 
 
@@ -534,7 +539,7 @@ def create_node(
         base = acc.node_count(who.domid)
         attempted = 0
         failed = False
-        for index, new in enumerate(new_paths):
+        for index in range(len(new_paths)):
             if base + index >= quota.nodes:
                 failed = True
                 break
@@ -601,7 +606,9 @@ def rm_node(acc: Access, path: bytes) -> None:
     if parent is None or root is None:
         raise EINVAL
     # Iterative post-order walk: (path, node, iterator over child names)
-    stack: list[tuple[bytes, Node, Iterator[bytes]]] = [(path, root, iter(list(root.children or ())))]
+    stack: list[tuple[bytes, Node, Iterator[bytes]]] = [
+        (path, root, iter(list(root.children or ())))
+    ]
     while stack:
         cpath, cnode, kids = stack[-1]
         for name in kids:

@@ -1,0 +1,121 @@
+"""The ``pyxs`` command.
+
+One ``cmd_<name>(args) -> int`` function per subcommand; :func:`build_parser`
+registers each with its options. To add a subcommand, write its
+``cmd_<name>`` and an ``_add_<name>(subparsers)`` and list it in
+:data:`SUBCOMMANDS`.
+
+``pyxs serve``
+    Run an embedded XenStore server in the foreground (SIGINT/SIGTERM stop
+    it and remove its socket). It prints ``SOCKET=``, ``RUNDIR=`` and
+    ``PID=`` lines when ready.
+``pyxs run [--socket PATH] -- CMD...``
+    Run CMD against a throwaway server: CMD gets ``XENSTORED_PATH``; the
+    server stops when CMD exits; CMD's exit status is passed through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from typing import Callable
+
+__all__ = ["SUBCOMMANDS", "build_parser", "cmd_run", "cmd_serve", "main"]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``pyxs serve``: an embedded server in the foreground."""
+    from .server.options import serve, server_from_args
+
+    return serve(server_from_args(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``pyxs run -- CMD...``: CMD against a throwaway server."""
+    from .server.options import server_from_args
+
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        print("pyxs run: no command given (pyxs run [options] -- CMD...)", file=sys.stderr)
+        return 2
+    server = server_from_args(args)
+    with server:
+        env = dict(os.environ)
+        env["XENSTORED_PATH"] = server.socket_path
+        try:
+            child = subprocess.Popen(command, env=env)
+        except OSError as exc:
+            print(f"pyxs run: {command[0]}: {exc.strerror}", file=sys.stderr)
+            return 127
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            status = child.wait()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return 128 - status if status < 0 else status
+
+
+def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .server.options import add_server_arguments
+
+    parser = subparsers.add_parser(
+        "serve",
+        help="run an embedded XenStore server in the foreground",
+        description="Run an embedded XenStore server that answers like cxenstored 4.17.",
+    )
+    add_server_arguments(parser)
+    parser.set_defaults(func=cmd_serve)
+
+
+def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .server.options import add_server_arguments
+
+    parser = subparsers.add_parser(
+        "run",
+        help="run a command against a throwaway XenStore server",
+        description="Start a XenStore server, run CMD with XENSTORED_PATH set to its "
+        "socket, stop the server when CMD exits; exit with CMD's status.",
+    )
+    add_server_arguments(parser)
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    parser.set_defaults(func=cmd_run)
+
+
+#: (name, registration function) of every subcommand, in help order.
+SUBCOMMANDS: list[
+    tuple[str, Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]
+] = [
+    ("serve", _add_serve),
+    ("run", _add_run),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyxs", description="XenStore access the Python way.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"pyxs {__version__}")
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
+    for _name, add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pyxs`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
