@@ -134,7 +134,8 @@ class xs:
         except PyXSError as exc:
             raise _runtime_error(exc) from exc
         self.monitor = self.client.monitor()
-        self._tokens: Dict[str, Any] = {}
+        #: wire token -> [the token object, how many watches use it]
+        self._tokens: Dict[str, List[Any]] = {}
         self._pipe: Tuple[int, int] | None = None
         self._pump: threading.Thread | None = None
         self._closed = False
@@ -229,13 +230,15 @@ class xs:
 
     def watch(self, path: _Text, token: Any) -> None:
         """Watch ``path``; events carry ``token`` (any object)."""
+        # As xs.c: the wire token is the object's id, and the object is kept
+        # (once per watch) so that read_watch can return it.
         stub = str(id(token))
         # Register before the request: the first event may beat the reply.
-        self._tokens[stub] = token
+        self._hold(stub, token)
         try:
             self._watch_call(self.monitor.watch, path, stub)
         except BaseException:
-            self._tokens.pop(stub, None)
+            self._release(stub)
             raise
 
     def unwatch(self, path: _Text, token: Any) -> None:
@@ -244,7 +247,21 @@ class xs:
         try:
             self._watch_call(self.monitor.unwatch, path, stub)
         finally:
-            self._tokens.pop(stub, None)
+            self._release(stub)
+
+    def _hold(self, stub: str, token: Any) -> None:
+        entry = self._tokens.get(stub)
+        if entry is None:
+            self._tokens[stub] = [token, 1]
+        else:
+            entry[1] += 1
+
+    def _release(self, stub: str) -> None:
+        entry = self._tokens.get(stub)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._tokens[stub]
 
     def _watch_call(self, method: Any, path: _Text, stub: str) -> None:
         if self._closed:
@@ -270,10 +287,10 @@ class xs:
                 if timeout is None and not self._closed:
                     continue  # spurious wake-up
                 return None
-            token = self._tokens.get(_str(event.token), _MISSING)
-            if token is _MISSING:
+            entry = self._tokens.get(_str(event.token))
+            if entry is None:
                 continue  # a watch removed meanwhile: its events are dropped
-            return _str(event.path), token
+            return _str(event.path), entry[0]
 
     def read_watch(self) -> Tuple[str, Any]:
         """Block until a watch fires; ``(path, token)``."""
@@ -408,6 +425,3 @@ class xs:
                     os.close(fd)
                 except OSError:
                     pass
-
-
-_MISSING = object()
