@@ -296,7 +296,10 @@ class Router:
                 try:
                     self._lead(session, waiter, None, False)
                 finally:
-                    self._leave(session)
+                    session.read_lock.release()
+                    if session.followers:
+                        with self._lock:
+                            self._pass_role(session)
                 if waiter.reply is None:
                     self._wait(session, waiter, None, False)
             elif not self._wait(
@@ -647,8 +650,11 @@ class Client:
         :param default: returned instead of raising
             :class:`~pyxs.exceptions.NoEntryError` when ``path`` is missing.
         """
+        command = commands.read(path)
         try:
-            return self._call(commands.read(path))
+            return command.result(
+                self.router.roundtrip(command.op, command.payload, self._local.tx_id, self.timeout)
+            )
         except NoEntryError:
             if default is None:
                 raise

@@ -57,12 +57,29 @@ def _as_bytes(value: object, what: str, error: type[ValueError]) -> bytes:
     raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
 
 
+#: Paths that passed :func:`validate_path` (clients use the same few paths
+#: over and over; checking one again is a dict lookup). Bounded.
+_VALID_PATHS: dict[bytes, None] = {}
+
+
 def validate_path(path: PathLike) -> bytes:
     """Check a node path as the client sends it and return it as bytes.
 
     Relative paths are allowed (the server resolves them); ``@`` paths are
     rejected here, except through :func:`validate_watch_path`.
     """
+    if path.__class__ is bytes:
+        if path in _VALID_PATHS:
+            return path
+        checked = _validate_path(path)
+        if len(_VALID_PATHS) >= 4096:
+            _VALID_PATHS.clear()
+        _VALID_PATHS[checked] = None
+        return checked
+    return _validate_path(path)
+
+
+def _validate_path(path: PathLike) -> bytes:
     path = _as_bytes(path, "path", InvalidPath)
     if not path:
         raise InvalidPath("empty path")

@@ -184,6 +184,11 @@ class Decoder:
     def feed(self, data: bytes) -> list[Packet]:
         """Add ``data`` and return the packets it completes, in order."""
         buf = self._buffer
+        if not buf and len(data) >= HEADER_SIZE:
+            # Fast path for the common case: exactly one whole packet.
+            op, req_id, tx_id, size = _unpack_header(data)
+            if len(data) == HEADER_SIZE + size and size <= PAYLOAD_MAX:
+                return [Packet(op, req_id, tx_id, bytes(data[HEADER_SIZE:]))]
         buf += data
         end = len(buf)
         if end < HEADER_SIZE:
