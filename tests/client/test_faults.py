@@ -208,6 +208,8 @@ def kill(server) -> None:
         os.kill(server.daemon.pid, signal.SIGKILL)
     else:
         server.close()
+        # stopped for good: the fixture's own close() has nothing left to do
+        server.close = lambda: None
 
 
 def test_server_killed_mid_call(fresh_xs_server, unique_path) -> None:
