@@ -1,0 +1,864 @@
+#!/usr/bin/env python3
+"""pyxs benchmarks: this project against the real xenstored, libxenstore and pyxs 0.4.1.
+
+    python benchmarks/run.py                 # everything, about 5 minutes
+    python benchmarks/run.py --quick         # fewer, shorter rounds, under 2 minutes
+    python benchmarks/run.py --only client   # one section (server, client, aio, cli)
+    python benchmarks/run.py --rounds 7      # rounds per benchmark
+
+Sets up its peers itself (see harness.py), pins every process to a CPU,
+alternates implementations round by round (A B B A A B ...), prints the
+medians, the ratios and PASS/FAIL per target, and writes every sample to
+``benchmarks/results/<timestamp>.json``. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness
+import loadgen
+from harness import BenchError, Unavailable
+
+HERE = Path(__file__).resolve().parent
+SECTIONS = ("server", "client", "aio", "cli")
+
+
+# -- sizes -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Sizes:
+    rounds: int = 5  # rounds of every cheap benchmark
+    heavy_rounds: int = 3  # rounds of the 100,000-node creation (a fresh server each)
+    seconds: float = 0.3  # measured time per client round
+    read_conns: int = 4
+    reads_per_conn: int = 25_000
+    seq_writes: int = 20_000
+    nodes: int = 100_000
+    fan_conns: int = 10
+    fan_watches: int = 1_000
+    fan_writes: int = 1_000
+    fan_repeat: int = 10
+    aio_concurrency: int = 1_000
+    aio_tx_concurrency: int = 100
+    threads: int = 8
+    cli_nodes: int = 10_000
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            rounds=3,
+            heavy_rounds=1,
+            seconds=0.15,
+            reads_per_conn=8_000,
+            seq_writes=5_000,
+            fan_repeat=3,
+        )
+
+
+# -- results -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Measure:
+    """One benchmark: samples per implementation, collected in alternating rounds."""
+
+    id: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    impls: dict[str, str]  # key -> label, in display order
+    pinning: str
+    samples: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    details: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def median(self, impl: str) -> float | None:
+        values = self.samples.get(impl)
+        return harness.median(values) if values else None
+
+
+@dataclasses.dataclass
+class Target:
+    """``ratio(ours, peer) <op> threshold``; ``invert`` makes the ratio peer/ours."""
+
+    id: str
+    description: str
+    measure: str
+    ours: str
+    peer: str
+    op: str  # ">=" or "<="
+    threshold: float
+    invert: bool = False
+    ratio_label: str = ""
+    ratio: float | None = None
+    status: str = "SKIP"
+    reason: str = ""
+
+    def evaluate(self, measures: dict[str, Measure]) -> None:
+        m = measures.get(self.measure)
+        if m is None:
+            self.reason = self.reason or "not measured"
+            return
+        ours, peer = m.median(self.ours), m.median(self.peer)
+        if ours is None or peer is None:
+            missing = self.ours if ours is None else self.peer
+            self.reason = m.errors.get(missing, f"{m.impls.get(missing, missing)}: no samples")
+            return
+        self.ratio = peer / ours if self.invert else ours / peer
+        ok = self.ratio >= self.threshold if self.op == ">=" else self.ratio <= self.threshold
+        self.status = "PASS" if ok else "FAIL"
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.sizes = Sizes.quick() if args.quick else Sizes()
+        if args.rounds:
+            self.sizes.rounds = self.sizes.heavy_rounds = args.rounds
+        if args.seconds:
+            self.sizes.seconds = args.seconds
+        all_cpus = harness.cpus()
+        self.server_cpu = args.server_cpu if args.server_cpu is not None else all_cpus[0]
+        others = [c for c in all_cpus if c != self.server_cpu]
+        self.other_cpu = (
+            args.other_cpu
+            if args.other_cpu is not None
+            else (others[0] if others else self.server_cpu)
+        )
+        self.measures: dict[str, Measure] = {}
+        self.targets: list[Target] = []
+        self.skipped: dict[str, str] = {}
+        self.py = sys.executable
+        self.worker_env = harness.base_env()
+        self.started = time.time()
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def log(self, msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    def measure(
+        self, m: Measure, runners: dict[str, Callable[[], dict[str, Any]]], rounds: int
+    ) -> Measure:
+        """Run every implementation once per round, alternating the order."""
+        self.measures[m.id] = m
+        order = [k for k in m.impls if k in runners]
+        for k in m.impls:
+            m.samples.setdefault(k, [])
+            m.details.setdefault(k, [])
+        for r in range(rounds):
+            seq = order if r % 2 == 0 else order[::-1]
+            parts = []
+            for impl in seq:
+                if impl in m.errors:
+                    continue
+                try:
+                    result = runners[impl]()
+                except (BenchError, subprocess.TimeoutExpired, OSError) as exc:
+                    m.errors[impl] = f"failed: {exc}"
+                    self.log(f"    {m.impls[impl]}: FAILED: {exc}")
+                    continue
+                m.samples[impl].append(float(result["value"]))
+                m.details[impl].append(result)
+                parts.append(f"{m.impls[impl]} {fmt(result['value'])}")
+            self.log(f"  {m.id} round {r + 1}/{rounds}: " + ", ".join(parts))
+        return m
+
+    def target(self, *args: Any, **kwargs: Any) -> None:
+        self.targets.append(Target(*args, **kwargs))
+
+    # -- availability -----------------------------------------------------------------
+
+    def project_component(self, what: str) -> str | None:
+        """None if the project's component works, else why it is not available yet."""
+        code = {
+            "server": "import pyxs.server",
+            "client": "from pyxs import Client",
+            "aio": "from pyxs import AsyncClient",
+            "cli": "import pyxs.cli",
+        }[what]
+        why = harness.probe(code)
+        return None if why is None else f"not available yet ({why})"
+
+    # -- server ---------------------------------------------------------------------------
+
+    def section_server(self) -> None:
+        s = self.sizes
+        self.log(f"== server: pyxs.server vs real xenstored (servers on CPU {self.server_cpu}) ==")
+        why = self.project_component("server")
+        impls = {"real": "real xenstored", "pyxs": "pyxs.server"}
+        servers: dict[str, harness.Server] = {}
+        try:
+            servers["real"] = harness.RealXenstored().start(self.server_cpu)
+            if why is None:
+                try:
+                    servers["pyxs"] = harness.EmbeddedServer().start(self.server_cpu)
+                except BenchError as exc:
+                    why = f"did not start: {exc}"
+            if why:
+                self.log(f"  pyxs.server: {why}")
+
+            def gen(bench: str, cpu: int, **params: Any) -> Callable[[str], Callable[[], Any]]:
+                def make(impl: str) -> Callable[[], Any]:
+                    def runner() -> dict[str, Any]:
+                        args = {"bench": bench, "socket": servers[impl].socket_path, **params}
+                        cmd = [self.py, str(HERE / "loadgen.py"), json.dumps(args)]
+                        return harness.run_json(cmd, cpu, self.worker_env)
+
+                    return runner
+
+                return make
+
+            def runners(make: Callable[[str], Callable[[], Any]]) -> dict[str, Any]:
+                return {k: make(k) for k in servers}
+
+            m = Measure(
+                "server.read",
+                f"pipelined READ throughput, {s.read_conns} connections",
+                "reads/s",
+                True,
+                impls,
+                f"server CPU {self.server_cpu}, load generator CPU {self.other_cpu}",
+            )
+            self.measure(
+                m,
+                runners(
+                    gen(
+                        "read_pipelined",
+                        self.other_cpu,
+                        conns=s.read_conns,
+                        reads=s.reads_per_conn,
+                        chunk=64,
+                    )
+                ),
+                s.rounds,
+            )
+            m = Measure(
+                "server.write",
+                "sequential WRITE round trips, 1 connection",
+                "writes/s",
+                True,
+                impls,
+                f"server and load generator on CPU {self.server_cpu}",
+            )
+            self.measure(
+                m, runners(gen("write_seq", self.server_cpu, writes=s.seq_writes)), s.rounds
+            )
+            m = Measure(
+                "server.fanout",
+                f"watch fan-out: {s.fan_watches} watches on {s.fan_conns} connections, "
+                f"{s.fan_writes} WRITEs, until all {s.fan_writes * s.fan_conns} events arrived",
+                "s",
+                False,
+                impls,
+                f"server CPU {self.server_cpu}, load generator CPU {self.other_cpu}",
+            )
+            self.measure(
+                m,
+                runners(
+                    gen(
+                        "watch_fanout",
+                        self.other_cpu,
+                        conns=s.fan_conns,
+                        watches=s.fan_watches,
+                        writes=s.fan_writes,
+                        repeat=s.fan_repeat,
+                        window=32,
+                    )
+                ),
+                s.rounds,
+            )
+        finally:
+            for server in servers.values():
+                server.stop()
+
+        # creation and peak RSS: a fresh server for every round
+        create = Measure(
+            "server.create",
+            f"create {s.nodes:,} nodes (pipelined WRITEs, 1 connection, fresh server)",
+            "s",
+            False,
+            impls,
+            f"server CPU {self.server_cpu}, load generator CPU {self.other_cpu}",
+        )
+        rss = Measure(
+            "server.rss",
+            f"peak RSS (VmHWM) of the server after {s.nodes:,} nodes",
+            "MiB",
+            False,
+            impls,
+            create.pinning,
+        )
+        self.measures[rss.id] = rss
+        for k in impls:
+            rss.samples[k] = []
+            rss.details[k] = []
+
+        def fresh(impl: str) -> Callable[[], dict[str, Any]]:
+            def runner() -> dict[str, Any]:
+                server = (
+                    harness.RealXenstored() if impl == "real" else harness.EmbeddedServer()
+                ).start(self.server_cpu)
+                try:
+                    args = {
+                        "bench": "create_nodes",
+                        "socket": server.socket_path,
+                        "nodes": s.nodes,
+                        "chunk": 128,
+                    }
+                    cmd = [self.py, str(HERE / "loadgen.py"), json.dumps(args)]
+                    result = harness.run_json(cmd, self.other_cpu, self.worker_env, timeout=600)
+                    hwm = harness.vm_hwm_kib(server.pid)
+                finally:
+                    server.stop()
+                rss.samples[impl].append(hwm / 1024)
+                rss.details[impl].append({"value": hwm / 1024, "unit": "MiB", "kib": hwm})
+                return result
+
+            return runner
+
+        creators = {"real": fresh("real")}
+        if why is None:
+            creators["pyxs"] = fresh("pyxs")
+        self.measure(create, creators, s.heavy_rounds)
+        if why:
+            for m in (self.measures[k] for k in self.measures if k.startswith("server.")):
+                m.errors.setdefault("pyxs", why)
+
+        self.target(
+            "S1",
+            "server: pipelined READ throughput vs real",
+            "server.read",
+            "pyxs",
+            "real",
+            ">=",
+            0.5,
+            ratio_label="pyxs/real",
+        )
+        self.target(
+            "S2",
+            "server: sequential WRITE round trips vs real",
+            "server.write",
+            "pyxs",
+            "real",
+            ">=",
+            0.5,
+            ratio_label="pyxs/real",
+        )
+        self.target(
+            "S3",
+            f"server: create {s.nodes:,} nodes, speed-up over real",
+            "server.create",
+            "pyxs",
+            "real",
+            ">=",
+            2.0,
+            invert=True,
+            ratio_label="real time/pyxs time",
+        )
+        self.target(
+            "S4",
+            f"server: peak RSS after {s.nodes:,} nodes vs real",
+            "server.rss",
+            "pyxs",
+            "real",
+            "<=",
+            4.0,
+            ratio_label="pyxs/real",
+        )
+        self.target(
+            "S5",
+            "server: watch fan-out time vs real",
+            "server.fanout",
+            "pyxs",
+            "real",
+            "<=",
+            2.0,
+            ratio_label="pyxs/real",
+        )
+
+    # -- client ---------------------------------------------------------------------------
+
+    def client_impls(self) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """Interpreter command per client implementation, and why others are missing."""
+        missing: dict[str, str] = {}
+        cmds: dict[str, list[str]] = {}
+        worker = str(HERE / "clientbench.py")
+        why = self.project_component("client")
+        if why:
+            missing["pyxs"] = why
+        else:
+            cmds["pyxs"] = [self.py, worker]
+        try:
+            root = harness.xen_root()
+            self.worker_env["XS_LIBDIR"] = str(root / "usr/lib/x86_64-linux-gnu")
+            cmds["libxenstore"] = [self.py, worker]
+        except Unavailable as exc:
+            missing["libxenstore"] = str(exc)
+        try:
+            cmds["pyxs041"] = [harness.pyxs041_python(), worker]
+        except Unavailable as exc:
+            missing["pyxs041"] = str(exc)
+        cmds["bare"] = [self.py, worker]
+        return cmds, missing
+
+    def prepare_store(self, socket_path: str) -> None:
+        """The nodes clientbench.py reads."""
+        sock = loadgen.connect(socket_path)
+        payloads = [b"/bench/client/r\0" + b"0123456789abcdef"]
+        payloads += [b"/bench/dir100/c%03d\0" % i for i in range(100)]
+        payloads += [b"/bench/tx/r%d\0tx-value" % i for i in range(5)]
+        reqs = b"".join(loadgen.packet(loadgen.WRITE, i + 1, p) for i, p in enumerate(payloads))
+        reps = b"".join(
+            loadgen.packet(loadgen.WRITE, i + 1, loadgen.OK) for i in range(len(payloads))
+        )
+        sock.sendall(reqs)
+        loadgen.check(loadgen.recv_exact(sock, len(reps)), reps)
+        sock.close()
+
+    def client_runner(
+        self,
+        cmds: dict[str, list[str]],
+        impl: str,
+        bench: str,
+        socket_path: str,
+        cpu: int,
+        **params: Any,
+    ) -> Callable[[], Any]:
+        worker_impl = impl.split("-")[0]
+
+        def runner() -> dict[str, Any]:
+            args = {
+                "impl": worker_impl,
+                "bench": bench,
+                "socket": socket_path,
+                "seconds": self.sizes.seconds,
+                **params,
+            }
+            return harness.run_json(
+                [*cmds[worker_impl], json.dumps(args)], cpu, self.worker_env, timeout=120
+            )
+
+        return runner
+
+    def section_client(self) -> None:
+        s = self.sizes
+        cpu = self.server_cpu
+        self.log(f"== client: against the real xenstored, server and client on CPU {cpu} ==")
+        cmds, missing = self.client_impls()
+        for impl, why in missing.items():
+            self.log(f"  {impl}: {why}")
+        impls = {
+            "pyxs": "pyxs",
+            "libxenstore": "libxenstore",
+            "pyxs041": "pyxs 0.4.1",
+            "bare": "bare socket",
+        }
+        pinning = f"xenstored and client on CPU {cpu}"
+        benches = [
+            ("read", "sequential READ", "ops/s", True),
+            ("write", "sequential WRITE", "ops/s", True),
+            ("tx", "transaction: 5 READs + 5 WRITEs + commit", "tx/s", True),
+            ("watch", "watch latency: WRITE on one connection -> event on another", "us", False),
+            ("dir", "DIRECTORY of 100 children", "ops/s", True),
+        ]
+        with harness.RealXenstored().start(cpu) as server:
+            self.prepare_store(server.socket_path)
+            for bench, title, unit, higher in benches:
+                m = Measure(f"client.{bench}", title, unit, higher, impls, pinning)
+                for impl, why in missing.items():
+                    m.errors[impl] = why
+                self.measure(
+                    m,
+                    {
+                        k: self.client_runner(cmds, k, bench, server.socket_path, cpu)
+                        for k in impls
+                        if k in cmds
+                    },
+                    s.rounds,
+                )
+            t = s.threads
+            timpls = {
+                "pyxs-1": "pyxs, 1 thread",
+                f"pyxs-{t}": f"pyxs, {t} threads",
+                f"libxenstore-{t}": f"libxenstore, {t} threads",
+                f"pyxs041-{t}": f"pyxs 0.4.1, {t} threads",
+            }
+            m = Measure(
+                "client.threads",
+                f"READ throughput, {t} threads sharing one client",
+                "ops/s",
+                True,
+                timpls,
+                pinning,
+            )
+            runners = {}
+            for key in timpls:
+                impl, n = key.split("-")
+                if impl in cmds:
+                    runners[key] = self.client_runner(
+                        cmds, key, "threads", server.socket_path, cpu, threads=int(n)
+                    )
+                else:
+                    m.errors[key] = missing[impl]
+            self.measure(m, runners, s.rounds)
+
+        for n, bench, label in (
+            ("C1", "read", "sequential READ"),
+            ("C2", "write", "sequential WRITE"),
+            ("C3", "tx", "5-read-5-write transaction"),
+        ):
+            self.target(
+                n,
+                f"client: {label} vs libxenstore",
+                f"client.{bench}",
+                "pyxs",
+                "libxenstore",
+                ">=",
+                1.0,
+                ratio_label="pyxs/libxenstore",
+            )
+        self.target(
+            "C4",
+            "client: watch event latency vs libxenstore",
+            "client.watch",
+            "pyxs",
+            "libxenstore",
+            "<=",
+            1.0,
+            ratio_label="pyxs/libxenstore (time)",
+        )
+        self.target(
+            "C5",
+            f"client: {t} threads sharing one client vs 1 thread",
+            "client.threads",
+            f"pyxs-{t}",
+            "pyxs-1",
+            ">=",
+            1.0,
+            ratio_label=f"{t} threads/1 thread",
+        )
+
+    # -- asyncio --------------------------------------------------------------------------
+
+    def section_aio(self) -> None:
+        s = self.sizes
+        cpu, other = self.server_cpu, self.other_cpu
+        self.log(f"== asyncio: against the real xenstored, server and client on CPU {cpu} ==")
+        cmds, missing = self.client_impls()
+        why = self.project_component("aio")
+        if why:
+            missing["aio"] = why
+        else:
+            cmds["aio"] = [self.py, str(HERE / "clientbench.py")]
+        for impl, reason in missing.items():
+            self.log(f"  {impl}: {reason}")
+        pinning = f"xenstored and client on CPU {cpu} (except where a row says otherwise)"
+        c, ct = s.aio_concurrency, s.aio_tx_concurrency
+        with harness.RealXenstored().start(cpu) as server:
+            self.prepare_store(server.socket_path)
+            sock = server.socket_path
+            for bench, n, title, unit in (
+                ("read", c, f"READ throughput, {c} concurrent READs on one connection", "ops/s"),
+                ("tx", ct, f"transactions (5 READs + 5 WRITEs), {ct} concurrent", "tx/s"),
+            ):
+                # key: (label, worker impl, params, client CPU)
+                specs: dict[str, tuple[str, str, dict[str, Any], int]] = {
+                    f"aio-{n}": (f"AsyncClient, {n} concurrent", "aio", {"concurrency": n}, cpu),
+                    "aio-1": ("AsyncClient, sequential", "aio", {"concurrency": 1}, cpu),
+                    "libxenstore": ("libxenstore, sequential", "libxenstore", {}, cpu),
+                    "pyxs": ("pyxs Client, sequential", "pyxs", {}, cpu),
+                }
+                if other != cpu:
+                    specs[f"aio-{n}-cpu{other}"] = (
+                        f"AsyncClient, {n} concurrent, client on CPU {other}",
+                        "aio",
+                        {"concurrency": n},
+                        other,
+                    )
+                m = Measure(
+                    f"aio.{bench}", title, unit, True, {k: v[0] for k, v in specs.items()}, pinning
+                )
+                runners = {}
+                for key, (_, impl, params, on) in specs.items():
+                    if impl in cmds:
+                        runners[key] = self.client_runner(cmds, impl, bench, sock, on, **params)
+                    else:
+                        m.errors[key] = missing[impl]
+                self.measure(m, runners, s.rounds)
+
+        self.target(
+            "A1",
+            f"asyncio: {c} concurrent READs vs libxenstore sequential",
+            "aio.read",
+            f"aio-{c}",
+            "libxenstore",
+            ">=",
+            2.0,
+            ratio_label="AsyncClient/libxenstore, same CPU",
+        )
+        self.target(
+            "A2",
+            f"asyncio: {ct} concurrent transactions vs libxenstore sequential",
+            "aio.tx",
+            f"aio-{ct}",
+            "libxenstore",
+            ">=",
+            1.5,
+            ratio_label="AsyncClient/libxenstore, same CPU",
+        )
+
+    # -- CLI ------------------------------------------------------------------------------
+
+    def section_cli(self) -> None:
+        s = self.sizes
+        cpu = self.server_cpu
+        self.log(f"== cli: pyxs ls vs xenstore-ls, whole processes, all on CPU {cpu} ==")
+        impls = {"pyxs": "pyxs ls", "xenstore-ls": "xenstore-ls"}
+        m = Measure(
+            "cli.ls",
+            f"ls of a {s.cli_nodes:,}-node tree, whole process incl. start-up",
+            "s",
+            False,
+            impls,
+            f"xenstored and the command on CPU {cpu}",
+        )
+        self.target(
+            "L1",
+            f"cli: pyxs ls vs xenstore-ls of {s.cli_nodes:,} nodes",
+            "cli.ls",
+            "pyxs",
+            "xenstore-ls",
+            ">=",
+            1.5,
+            invert=True,
+            ratio_label="xenstore-ls time/pyxs time",
+        )
+        runners: dict[str, Callable[[], dict[str, Any]]] = {}
+        try:
+            root = harness.xen_root()
+        except Unavailable as exc:
+            m.errors["xenstore-ls"] = str(exc)
+            root = None
+        why = self.project_component("cli")
+        pyxs_cmd = self.pyxs_command()
+        if why is None and pyxs_cmd is None:
+            why = "no pyxs console script"
+        if why:
+            m.errors["pyxs"] = why
+            self.log(f"  pyxs ls: {why}")
+        with harness.RealXenstored().start(cpu) as server:
+            top = b"/bench/cli"
+            side = round(s.cli_nodes**0.5)
+            sock = loadgen.connect(server.socket_path)
+            reqs = [
+                loadgen.packet(loadgen.WRITE, 1, top + b"/a%d/b%d\0value-%d-%d" % (i, j, i, j))
+                for i in range(side)
+                for j in range(side)
+            ]
+            reps = [loadgen.packet(loadgen.WRITE, 1, loadgen.OK)] * len(reqs)
+            loadgen.run_pipelines([loadgen.Pipeline(sock, loadgen.build_chunks(reqs, reps, 128))])
+            sock.close()
+            env = harness.base_env()
+            env["XENSTORED_PATH"] = server.socket_path
+            commands: dict[str, list[str]] = {}
+            if root is not None:
+                env["LD_LIBRARY_PATH"] = str(root / "usr/lib/x86_64-linux-gnu")
+                commands["xenstore-ls"] = [str(root / "usr/bin/xenstore-ls"), top.decode()]
+            if not why and pyxs_cmd:
+                commands["pyxs"] = [*pyxs_cmd, "ls", top.decode()]
+            # both must list the same tree before either is timed
+            lines: dict[str, int] = {}
+            for key, cmd in commands.items():
+                proc = subprocess.run(cmd, env=env, capture_output=True, check=False)
+                if proc.returncode != 0:
+                    err = proc.stderr.decode(errors="replace").strip()[-200:]
+                    m.errors[key] = f"failed (exit {proc.returncode}): {err}"
+                    continue
+                lines[key] = len(proc.stdout.splitlines())
+                runners[key] = self.timed_command(cmd, env, cpu)
+            expected = side * side + side
+            for key, n in lines.items():
+                if n != expected:
+                    m.notes.append(f"{impls[key]} printed {n} lines, expected {expected}")
+            self.measure(m, runners, s.rounds)
+
+    def pyxs_command(self) -> list[str] | None:
+        script = Path(self.py).parent / "pyxs"
+        return [str(script)] if script.exists() else None
+
+    def timed_command(self, cmd: list[str], env: dict[str, str], cpu: int) -> Callable[[], Any]:
+        def runner() -> dict[str, Any]:
+            # Pin ourselves: the child inherits the CPU with no extra exec in between.
+            saved = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {cpu})
+            try:
+                t0 = time.perf_counter()
+                proc = subprocess.run(
+                    cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
+                )
+                elapsed = time.perf_counter() - t0
+            finally:
+                os.sched_setaffinity(0, saved)
+            if proc.returncode != 0:
+                raise BenchError(proc.stderr.decode(errors="replace")[-200:])
+            return {"value": elapsed, "unit": "s"}
+
+        return runner
+
+    # -- report ---------------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        for t in self.targets:
+            t.evaluate(self.measures)
+        out = sys.stdout
+        load = harness.load_average()
+        print(file=out)
+        print(
+            f"pyxs benchmarks  commit {harness.git_commit()}  python "
+            f"{platform.python_version()}  cpus {harness.cpus()}  load {load[0]:.2f}",
+            file=out,
+        )
+        print("medians of alternating rounds; 'spread' is half the interquartile range", file=out)
+        for m in self.measures.values():
+            direction = "higher is better" if m.higher_is_better else "lower is better"
+            print(f"\n{m.id}: {m.title} [{m.unit}, {direction}]", file=out)
+            print(f"  pinning: {m.pinning}", file=out)
+            w = max(28, *(len(label) for label in m.impls.values()))
+            for key, label in m.impls.items():
+                values = m.samples.get(key) or []
+                if values:
+                    med = harness.median(values)
+                    print(
+                        f"  {label:<{w}} {fmt(med):>12}   spread ±{harness.spread(values):.0%}"
+                        f"  n={len(values)}",
+                        file=out,
+                    )
+                else:
+                    print(f"  {label:<{w}} {'-':>12}   {m.errors.get(key, 'not run')}", file=out)
+            for key, runs in m.details.items():
+                conflicts = sum(r.get("conflicts", 0) for r in runs)
+                if conflicts:
+                    m.notes.append(f"{m.impls[key]}: {conflicts} transactions conflicted")
+            for note in m.notes:
+                print(f"  note: {note}", file=out)
+        print("\ntargets", file=out)
+        width = max((len(t.description) for t in self.targets), default=20)
+        for t in self.targets:
+            ratio = f"{t.ratio:.2f}x" if t.ratio is not None else "-"
+            line = f"  {t.id:<3} {t.description:<{width}}  {ratio:>7} {t.op} {t.threshold:.2f}x"
+            line += f"  {t.status}"
+            if t.status == "SKIP":
+                line += f"  ({t.reason})"
+            elif t.ratio_label:
+                line += f"  ({t.ratio_label})"
+            print(line, file=out)
+        counts = {k: sum(t.status == k for t in self.targets) for k in ("PASS", "FAIL", "SKIP")}
+        print(
+            f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped"
+            f"  ({time.time() - self.started:.0f} s)",
+            file=out,
+        )
+        return {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+            "commit": harness.git_commit(),
+            "python": platform.python_version(),
+            "machine": platform.platform(),
+            "cpus": harness.cpus(),
+            "server_cpu": self.server_cpu,
+            "other_cpu": self.other_cpu,
+            "load_average": load,
+            "options": {
+                "quick": self.args.quick,
+                "only": self.args.only,
+                "sizes": dataclasses.asdict(self.sizes),
+            },
+            "duration_s": time.time() - self.started,
+            "measures": [
+                dataclasses.asdict(m) | {"medians": {k: m.median(k) for k in m.impls}}
+                for m in self.measures.values()
+            ],
+            "targets": [dataclasses.asdict(t) for t in self.targets],
+            "skipped_sections": self.skipped,
+        }
+
+
+def fmt(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (< 2 min)")
+    parser.add_argument(
+        "--only", default="", help="comma-separated sections: " + ", ".join(SECTIONS)
+    )
+    parser.add_argument("--rounds", type=int, default=0, help="rounds per benchmark")
+    parser.add_argument(
+        "--seconds", type=float, default=0.0, help="measured seconds per client round"
+    )
+    parser.add_argument(
+        "--server-cpu",
+        type=int,
+        default=None,
+        help="CPU for servers and same-CPU clients (default: the first)",
+    )
+    parser.add_argument(
+        "--other-cpu",
+        type=int,
+        default=None,
+        help="CPU for pipelined load generators (default: the second)",
+    )
+    parser.add_argument(
+        "--output", default="", help="JSON file (default benchmarks/results/<timestamp>.json)"
+    )
+    parser.add_argument("--no-json", action="store_true", help="do not write a JSON file")
+    args = parser.parse_args(argv)
+    sections = [x.strip() for x in args.only.split(",") if x.strip()] or list(SECTIONS)
+    for name in sections:
+        if name not in SECTIONS:
+            parser.error(f"unknown section {name!r}; choose from {', '.join(SECTIONS)}")
+    run = Run(args)
+    for name in sections:
+        try:
+            getattr(run, f"section_{name}")()
+        except Unavailable as exc:
+            run.skipped[name] = str(exc)
+            run.log(f"== {name}: skipped: {exc}")
+    result = run.report()
+    if not args.no_json:
+        path = (
+            Path(args.output)
+            if args.output
+            else (
+                HERE
+                / "results"
+                / (time.strftime("%Y%m%d-%H%M%S", time.localtime(run.started)) + ".json")
+            )
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
