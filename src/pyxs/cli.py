@@ -103,11 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     for _name, add in SUBCOMMANDS:
         add(subparsers)
+    from ._cli import add_subparsers as add_xenstore_utils
+
+    add_xenstore_utils(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pyxs`` command; returns the exit status."""
+    if argv is None:
+        argv = sys.argv[1:]
+    # read, write, ls, ... parse their own arguments, as xenstore-utils do.
+    from ._cli import COMMANDS as XENSTORE_UTILS
+
+    if argv and argv[0] in XENSTORE_UTILS:
+        from ._cli import main as xenstore_utils_main
+
+        return xenstore_utils_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)

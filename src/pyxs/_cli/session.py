@@ -1,0 +1,325 @@
+"""One connection for one ``pyxs`` run: choosing it, and pipelining over it.
+
+Theory of operation
+-------------------
+A command-line run is short and single-threaded, so it does not need the
+threaded :class:`pyxs.Client`: :class:`Session` drives the sans-I/O
+:class:`~pyxs.protocol.ClientProtocol` over one transport itself. What it
+adds is *pipelining*: :meth:`Session.submit` queues an operation (a
+:class:`~pyxs.commands.Command` or a multi-step procedure such as
+``list_children``) with a callback, and the session keeps many requests in
+flight at once, so a tree walk costs one round trip per batch instead of
+one per request. Replies come back in request order on one connection;
+each is routed to its task by req_id, a procedure's next command goes to the
+front of the queue, and the callback gets ``(result, None)`` or
+``(None, error)``.
+
+Two limits keep a batch from blocking: at most :attr:`window` requests and
+:data:`MAX_INFLIGHT_BYTES` of request bytes are in flight. A server that
+stops reading while its replies pile up (the embedded server pauses reading
+when its write buffer is full) therefore never leaves ``sendall`` blocked
+while nobody reads the replies.
+
+The XenBus device takes one message per write() and answers WATCH itself,
+so over it the window is one request and every packet is its own write.
+
+Transport choice follows libxenstore's ``xs_open()``: ``$XENSTORED_PATH``
+(a socket, or a character device used as XenBus), else
+``$XENSTORED_RUNDIR/socket``, else ``/var/run/xenstored/socket``; if that
+is not there, the XenBus device. Unlike libxenstore, a path that is neither
+a socket nor a character device is refused rather than opened for writing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections import deque
+from typing import Any, Callable, Optional, TypeVar
+
+from .. import commands
+from ..commands import Command
+from ..connection import (
+    PacketConnection,
+    UnixSocketConnection,
+    XenBusConnection,
+    default_socket_path,
+    default_xenbus_path,
+)
+from ..exceptions import ConnectionError, PyXSError, TransactionConflictError, XenStoreError
+from ..protocol import ClientProtocol, Packet, WatchEvent
+
+__all__ = ["CannotConnect", "Session", "connect"]
+
+T = TypeVar("T")
+Callback = Callable[[Any, Optional[BaseException]], None]
+
+#: Requests in flight at most (sockets); measured: more gains nothing.
+WINDOW = 256
+#: Request bytes in flight at most: well under a Unix socket's buffer.
+MAX_INFLIGHT_BYTES = 64 * 1024
+
+
+class CannotConnect(ConnectionError):
+    """No XenStore could be reached (exit status 4)."""
+
+
+def _kind(path: str) -> tuple[str, str]:
+    """('socket'|'chardev'|'other'|'missing', reason) for a path."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return "missing", exc.strerror or str(exc)
+    if stat.S_ISSOCK(mode):
+        return "socket", ""
+    if stat.S_ISCHR(mode):
+        return "chardev", ""
+    return "other", "not a socket or a character device"
+
+
+def _open_socket(path: str) -> PacketConnection:
+    conn = UnixSocketConnection(path)
+    try:
+        conn.connect()
+    except ConnectionError as exc:
+        cause = exc.__cause__
+        reason = getattr(cause, "strerror", None) or str(exc)
+        raise CannotConnect(f"cannot connect to XenStore at {path}: {reason}") from None
+    return conn
+
+
+def _open_xenbus(path: str) -> PacketConnection:
+    kind, reason = _kind(path)
+    if kind != "chardev":
+        if kind == "socket":
+            reason = "a socket, not a XenBus device (use --socket)"
+        raise CannotConnect(f"cannot open XenBus device {path}: {reason}")
+    conn = XenBusConnection(path)
+    try:
+        conn.connect()
+    except ConnectionError as exc:
+        reason = getattr(exc.__cause__, "strerror", None) or str(exc)
+        raise CannotConnect(f"cannot open XenBus device {path}: {reason}") from None
+    return conn
+
+
+def connect(socket_path: str | None = None, xenbus: str | bool | None = None) -> PacketConnection:
+    """Open the transport chosen by ``--socket``/``--xenbus``, else as libxenstore does."""
+    if socket_path:
+        return _open_socket(socket_path)
+    if xenbus:
+        return _open_xenbus(xenbus if isinstance(xenbus, str) else default_xenbus_path())
+    path = default_socket_path()
+    kind, reason = _kind(path)
+    if kind == "socket":
+        return _open_socket(path)
+    if kind == "chardev":  # $XENSTORED_PATH naming the XenBus device
+        return _open_xenbus(path)
+    if kind == "other":
+        raise CannotConnect(f"cannot connect to XenStore at {path}: {reason}")
+    if not os.environ.get("XENSTORED_PATH"):
+        device = default_xenbus_path()
+        if _kind(device)[0] == "chardev":
+            return _open_xenbus(device)
+    raise CannotConnect(f"cannot connect to XenStore at {path}: {reason}")
+
+
+class _Task:
+    """One submitted operation: its current command and what to do next."""
+
+    __slots__ = ("callback", "command", "procedure", "size", "tx")
+
+    def __init__(self, command: Command[Any], procedure: Any, tx: int, callback: Callback) -> None:
+        self.command = command
+        self.procedure = procedure
+        self.tx = tx
+        self.callback = callback
+        self.size = 0
+
+
+class Session:
+    """A pipelined request engine over one transport (see the module docstring)."""
+
+    def __init__(self, conn: PacketConnection, window: int | None = None) -> None:
+        self.conn = conn
+        self.stream = not conn.needs_poll  # a socket: batches may share a write
+        self.window = window or (WINDOW if self.stream else 1)
+        self.protocol = ClientProtocol()
+        self.events: deque[WatchEvent] = deque()
+        self._queue: deque[_Task] = deque()
+        self._waiting: dict[int, _Task] = {}
+        self._inflight_bytes = 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- submitting ---------------------------------------------------------
+
+    def submit(self, operation: commands.Operation[Any], callback: Callback, tx: int = 0) -> None:
+        """Queue ``operation``; ``callback(result, error)`` runs when it is done."""
+        if isinstance(operation, Command):
+            self._queue.append(_Task(operation, None, tx, callback))
+            return
+        try:
+            first = next(operation)
+        except StopIteration as stop:
+            callback(stop.value, None)
+        except PyXSError as exc:  # a local error (bad path) from the procedure
+            callback(None, exc)
+        else:
+            self._queue.append(_Task(first, operation, tx, callback))
+
+    @property
+    def busy(self) -> bool:
+        """Whether anything is queued or in flight."""
+        return bool(self._queue or self._waiting)
+
+    # -- moving bytes -------------------------------------------------------
+
+    def _send(self) -> None:
+        queue = self._queue
+        waiting = self._waiting
+        if not queue or len(waiting) >= self.window:
+            return
+        request = self.protocol.request
+        limit = self.window
+        out = []
+        inflight = self._inflight_bytes
+        while queue and len(waiting) < limit and inflight < MAX_INFLIGHT_BYTES:
+            task = queue.popleft()
+            command = task.command
+            req_id, data = request(command.op, command.payload, task.tx)
+            task.size = len(data)
+            inflight += task.size
+            waiting[req_id] = task
+            out.append(data)
+        self._inflight_bytes = inflight
+        if self.stream:
+            self.conn.send(b"".join(out))
+        else:
+            for data in out:
+                self.conn.send(data)
+
+    def _receive(self) -> None:
+        data = self.conn.recv(1 << 18)
+        replies, events = self.protocol.receive(data)
+        if events:
+            self.events.extend(events)
+        waiting = self._waiting
+        for packet in replies:
+            task = waiting.pop(packet.req_id)
+            self._inflight_bytes -= task.size
+            self._advance(task, packet)
+
+    def _advance(self, task: _Task, packet: Packet) -> None:
+        try:
+            result = task.command.result(packet)
+        except XenStoreError as exc:
+            if task.procedure is None:
+                task.callback(None, exc)
+                return
+            self._resume(task, None, exc)
+            return
+        if task.procedure is None:
+            task.callback(result, None)
+        else:
+            self._resume(task, result, None)
+
+    def _resume(self, task: _Task, result: Any, error: BaseException | None) -> None:
+        try:
+            procedure = task.procedure
+            command = procedure.send(result) if error is None else procedure.throw(error)
+        except StopIteration as stop:
+            task.callback(stop.value, None)
+        except XenStoreError as exc:
+            task.callback(None, exc)
+        else:
+            task.command = command
+            self._queue.appendleft(task)
+
+    def step(self) -> None:
+        """Send what the window allows, then handle one read's worth of replies."""
+        self._send()
+        if not self._waiting:
+            if self._queue:  # pragma: no cover - the window is never 0
+                raise RuntimeError("nothing in flight")
+            raise RuntimeError("nothing to wait for")
+        self._receive()
+
+    def drain(self) -> None:
+        """Run until every submitted operation is done."""
+        while self._queue or self._waiting:
+            self.step()
+
+    # -- one at a time --------------------------------------------------------
+
+    def call(self, operation: commands.Operation[T], tx: int = 0) -> T:
+        """Run one operation (after everything already queued) and return its result."""
+        box: list[tuple[Any, BaseException | None]] = []
+        self.submit(operation, lambda result, error: box.append((result, error)), tx)
+        while not box:
+            self.step()
+        result, error = box[0]
+        if error is not None:
+            raise error
+        value: T = result
+        return value
+
+    def call_many(self, operations: list[commands.Operation[Any]], tx: int = 0) -> list[Any]:
+        """Run operations pipelined; a list of results or exceptions, in order."""
+        results: list[Any] = [None] * len(operations)
+
+        def done(index: int) -> Callback:
+            def callback(result: Any, error: BaseException | None) -> None:
+                results[index] = result if error is None else error
+
+            return callback
+
+        for index, operation in enumerate(operations):
+            self.submit(operation, done(index), tx)
+        self.drain()
+        return results
+
+    def transaction(self, body: Callable[[int], int], retries: int | None = None) -> int:
+        """Run ``body(tx_id) -> status`` in a transaction, as xenstore-utils does.
+
+        Status 0 commits, anything else aborts. A commit that conflicts
+        (EAGAIN) runs ``body`` again (forever by default, as the C tools do).
+        """
+        attempt = 0
+        while True:
+            tx = self.call(commands.transaction_start())
+            try:
+                status = body(tx)
+            except BaseException:
+                try:
+                    self.drain()
+                    self.call(commands.transaction_end(False), tx)
+                except PyXSError:
+                    pass
+                raise
+            self.drain()
+            try:
+                self.call(commands.transaction_end(status == 0), tx)
+            except TransactionConflictError:
+                attempt += 1
+                if status == 0 and (retries is None or attempt <= retries):
+                    continue
+                raise
+            return status
+
+    # -- watch events ---------------------------------------------------------
+
+    def next_event(self) -> WatchEvent:
+        """Block until a watch event arrives (replies are handled meanwhile)."""
+        events = self.events
+        while not events:
+            self._send()
+            self._receive()
+        return events.popleft()
