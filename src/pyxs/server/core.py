@@ -369,9 +369,9 @@ class XenStore:
         self, conn: Connection, path: bytes, node: Node | None, old_perms: Perms | None
     ) -> bool:
         """A node counts as readable if it or its parent is readable."""
-        nodes = self.store.nodes
+        lookup = self.store.lookup
         if node is None:
-            node = nodes.get(path)
+            node = lookup(path)
         gen = node.gen if node is not None else 0
         if old_perms is not None and self._perm(conn, old_perms, gen) & PERM_READ:
             return True
@@ -379,7 +379,7 @@ class XenStore:
             return False
         if self._perm(conn, node.perms, node.gen) & PERM_READ:
             return True
-        parent = nodes.get(parent_of(path))
+        parent = lookup(parent_of(path))
         return parent is not None and self._perm(conn, parent.perms, parent.gen) & PERM_READ != 0
 
     def fire_special(self, path: bytes) -> None:
@@ -672,18 +672,17 @@ class XenStore:
         store = self.store
         if not store.node_counts.get(domid):
             return
-        nodes = store.nodes
         stack = [b"/"]
         while stack and store.node_counts.get(domid):
             path = stack.pop()
-            node = nodes.get(path)
+            node = store.lookup(path)
             if node is None:
                 continue
             if node.perms.owner == domid and path != b"/":
                 if self.keep_orphans:
-                    store.install(path, None)
+                    store.node_counts[domid] -= 1
                     node.perms = node.perms.with_owner(0)
-                    store.install(path, node)
+                    store.node_counts[0] = store.node_counts.get(0, 0) + 1
                 else:
                     rm_node(store, path)
                     continue
@@ -753,7 +752,7 @@ class XenStore:
     def memreport(self) -> str:
         return (
             f"pyxs xenstored memory report {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-            f"nodes: {len(self.store.nodes)}\n"
+            f"nodes: {self.store.count_nodes()}\n"
             f"watches: {len(self.watches)}\n"
             f"connections: {len(self.conns)}\n"
             f"transactions: {sum(len(c.transactions) for c in self.conns.values())}\n"

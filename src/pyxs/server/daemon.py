@@ -1,37 +1,46 @@
-"""The asyncio server: sockets, connections, and the :class:`Server` API.
+"""Sockets and connections: the :class:`Server` API and its two I/O loops.
 
 Theory of operation
 -------------------
-One event loop serves every socket. The privileged socket
-(:attr:`Server.socket_path`, mode 0600) accepts dom0 connections. When a
-dom0 client INTRODUCEs a new domain, the server starts listening on
-``<run_dir>/domain-<domid>.sock`` (mode 0600, :meth:`Server.guest_socket_path`):
-connections there act as that unprivileged domain. When the domain is
-released or dies, that socket and its connections are closed.
+The privileged socket (:attr:`Server.socket_path`, mode 0600) accepts dom0
+connections. When a dom0 client INTRODUCEs a new domain, the server starts
+listening on ``<run_dir>/domain-<domid>.sock`` (mode 0600,
+:meth:`Server.guest_socket_path`): connections there act as that
+unprivileged domain. When the domain is released or dies, that socket and
+its connections are closed.
 
-Each connection's bytes go to the sans-I/O core
-(:class:`~pyxs.server.core.XenStore`); after every read the replies and
-events it queued for any connection are written out, one
-``transport.write`` per connection per batch. A connection whose client
-does not read is paused (no more requests are read from it) until its
-output drains; the server never blocks.
+All protocol work happens in the sans-I/O core
+(:class:`~pyxs.server.core.XenStore`). An I/O loop only moves bytes: it
+feeds what a connection sent to the core, then writes out what the core
+queued for every connection (one write per connection per batch). A
+connection whose client does not read is no longer read from until its
+output drains, so the server never blocks and its memory stays bounded.
 
-**Domain states from outside.** Besides :meth:`Server.set_domain_state`,
-an out-of-process server (``pyxs serve``, ``pyxs run``,
-``python -m pyxs.server``) reacts exactly as the realxs shim makes the real
-daemon react: write lines ``<domid> <state>`` (running, shutdown, crashed,
-dying, gone) to ``<run_dir>/domains``, then write the 4-byte little-endian
-port number 1 (VIRQ_DOM_EXC) into the FIFO ``<run_dir>/evtchn``. The server
-re-reads the file and acts as on the VIRQ. Any request sent after the
-FIFO write is answered after the VIRQ was handled.
+Two loops, equally thin:
+
+* a plain :mod:`selectors` loop, used by ``with Server()`` (in a background
+  thread) and by ``pyxs serve`` / ``python -m pyxs.server`` (in the
+  foreground). It does not import :mod:`asyncio`, which alone costs a
+  dozen megabytes;
+* an :mod:`asyncio` loop, used by ``async with Server()`` (on the running
+  event loop).
+
+**Domain states from outside.** Besides :meth:`Server.set_domain_state`, a
+server reacts as the realxs shim makes the real daemon react: write lines
+``<domid> <state>`` (running, shutdown, crashed, dying, gone) to
+``<run_dir>/domains``, then write the 4-byte little-endian port number 1
+(VIRQ_DOM_EXC) into the FIFO ``<run_dir>/evtchn``. The server re-reads the
+file and acts as on the VIRQ. Requests read after the FIFO write are
+answered after the VIRQ was handled (the FIFO is checked before each batch
+of requests).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
+import collections
 import contextlib
 import os
+import selectors
 import shutil
 import socket
 import stat
@@ -39,18 +48,22 @@ import struct
 import tempfile
 import threading
 from types import TracebackType
-from typing import Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
 from .core import Connection, XenStore
 from .domains import DOMAIN_STATES, Quotas, SoftQuotas
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Server"]
 
 T = TypeVar("T")
 
 _VIRQ_DOM_EXC = 1
+#: stop reading from a connection whose unsent output exceeds this
 _HIGH_WATER = 1 << 20
-_LOW_WATER = 1 << 18
+_READ_SIZE = 1 << 16
 
 
 def _make_quotas(quotas: Quotas | Mapping[str, int] | None) -> Quotas:
@@ -81,74 +94,360 @@ def _listen_unix(path: str) -> socket.socket:
     return sock
 
 
-class _Protocol(asyncio.Protocol):
-    """One client connection."""
+class _Future:
+    """A minimal thread-safe result holder (concurrent.futures costs imports)."""
 
-    def __init__(self, server: Server, domid: int) -> None:
-        self.server = server
-        self.domid = domid
-        self.conn: Connection | None = None
-        self.transport: asyncio.Transport | None = None
-        self.paused = False
+    __slots__ = ("_done", "_error", "_value")
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def run(self, func: Callable[[], Any]) -> None:
         try:
-            self.conn = self.server.core.connect(self.domid)
-        except LookupError:
-            transport.abort()
-            return
-        self.server._protocols[self.conn.seq] = self
+            self._value = func()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self._error = exc
+        self._done.set()
 
-    def data_received(self, data: bytes) -> None:
-        conn = self.conn
-        if conn is None:
+    def result(self) -> Any:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+# ---------------------------------------------------------------------------
+# the selectors loop
+
+
+class _SelConn:
+    __slots__ = ("conn", "out", "reading", "sock")
+
+    def __init__(self, sock: socket.socket, conn: Connection) -> None:
+        self.sock = sock
+        self.conn = conn
+        self.out = bytearray()
+        self.reading = True
+
+
+class _SelectorLoop:
+    """A single-threaded selectors loop serving one :class:`Server`."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.core = server.core
+        self.sel = selectors.DefaultSelector()
+        self.conns: dict[int, _SelConn] = {}
+        self.listeners: dict[int, socket.socket] = {}
+        self.running = False
+        self.thread_id: int | None = None
+        self.calls: collections.deque[Callable[[], None]] = collections.deque()
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_wake)
+
+    # -- cross-thread ------------------------------------------------------
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self.wake_w.send(b"\0")
+
+    def call_soon(self, func: Callable[[], None]) -> None:
+        self.calls.append(func)
+        self.wake()
+
+    def _on_wake(self, _mask: int) -> None:
+        with contextlib.suppress(OSError):
+            while self.wake_r.recv(4096):
+                pass
+        calls = self.calls
+        while calls:
+            calls.popleft()()
+
+    # -- listening -------------------------------------------------------------
+    def listen(self, domid: int, sock: socket.socket) -> None:
+        self.listeners[domid] = sock
+        self.sel.register(sock, selectors.EVENT_READ, lambda mask: self._accept(sock, domid))
+
+    def unlisten(self, domid: int) -> None:
+        sock = self.listeners.pop(domid, None)
+        if sock is not None:
+            with contextlib.suppress(Exception):
+                self.sel.unregister(sock)
+            sock.close()
+
+    def _accept(self, listener: socket.socket, domid: int) -> None:
+        for _ in range(64):
+            try:
+                sock, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            try:
+                conn = self.core.connect(domid)
+            except LookupError:
+                sock.close()
+                continue
+            sock.setblocking(False)
+            entry = _SelConn(sock, conn)
+            self.conns[conn.seq] = entry
+            self.sel.register(
+                sock, selectors.EVENT_READ, lambda mask, e=entry: self._on_event(e, mask)
+            )
+
+    # -- connections -----------------------------------------------------------
+    def _on_event(self, entry: _SelConn, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._send_pending(entry)
+        if mask & selectors.EVENT_READ and entry.reading:
+            self._on_read(entry)
+
+    def _on_read(self, entry: _SelConn) -> None:
+        try:
+            data = entry.sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(entry.conn.seq)
+            self.flush()
             return
         server = self.server
         if server._virq_fd is not None:
             server._poll_virq()
-        if not server.core.receive(conn, data):
-            self.close()
-        server._flush()
+        if not self.core.receive(entry.conn, data):
+            self.drop(entry.conn.seq)
+        self.flush()
 
-    def eof_received(self) -> bool | None:
-        return None
+    def write(self, seq: int, data: bytes) -> None:
+        entry = self.conns.get(seq)
+        if entry is None:
+            return
+        if entry.out:
+            entry.out += data
+        else:
+            try:
+                sent = entry.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.drop(seq)
+                return
+            if sent == len(data):
+                return
+            entry.out += data[sent:]
+        self._update(entry)
 
-    def pause_writing(self) -> None:
-        if self.transport is not None and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
+    def _send_pending(self, entry: _SelConn) -> None:
+        try:
+            sent = entry.sock.send(entry.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.drop(entry.conn.seq)
+            return
+        del entry.out[:sent]
+        self._update(entry)
 
-    def resume_writing(self) -> None:
-        if self.transport is not None and self.paused:
-            self.paused = False
-            with contextlib.suppress(Exception):
-                self.transport.resume_reading()
+    def _update(self, entry: _SelConn) -> None:
+        entry.reading = len(entry.out) < _HIGH_WATER
+        mask = selectors.EVENT_WRITE if entry.out else 0
+        if entry.reading:
+            mask |= selectors.EVENT_READ
+        if mask == 0:
+            mask = selectors.EVENT_READ  # keep it registered; reading is off
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.modify(entry.sock, mask, self.sel.get_key(entry.sock).data)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        conn = self.conn
-        if conn is not None:
-            self.server._protocols.pop(conn.seq, None)
-            self.server.core.disconnect(conn)
-            self.conn = None
+    def flush(self) -> None:
+        core = self.core
+        if not core.dirty:
+            return
+        for seq, conn in list(core.dirty.items()):
+            data = core.take_output(conn)
+            if data:
+                self.write(seq, data)
+
+    def drop(self, seq: int) -> None:
+        """Close a connection now; the core forgets it."""
+        entry = self.conns.pop(seq, None)
+        if entry is None:
+            return
+        self.core.disconnect(entry.conn)
+        with contextlib.suppress(Exception):
+            self.sel.unregister(entry.sock)
+        entry.sock.close()
+
+    # -- running -------------------------------------------------------------
+    def run(self) -> None:
+        self.running = True
+        self.thread_id = threading.get_ident()
+        select = self.sel.select
+        while self.running:
+            for key, mask in select():
+                key.data(mask)
+
+    def stop(self) -> None:
+        self.running = False
+        self.wake()
 
     def close(self) -> None:
-        """Drop the connection now (a bad header, or its domain is gone)."""
-        conn = self.conn
+        for seq in list(self.conns):
+            self.drop(seq)
+        for domid in list(self.listeners):
+            self.unlisten(domid)
+        with contextlib.suppress(Exception):
+            self.sel.unregister(self.wake_r)
+        self.wake_r.close()
+        self.wake_w.close()
+        self.sel.close()
+
+
+# ---------------------------------------------------------------------------
+# the asyncio loop
+
+
+class _AsyncLoop:
+    """The same duties on a running asyncio event loop."""
+
+    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self.core = server.core
+        self.loop = loop
+        self.protocols: dict[int, Any] = {}
+        self.listeners: dict[int, asyncio.AbstractServer] = {}
+        self.pending: dict[int, socket.socket] = {}
+
+    def call_soon(self, func: Callable[[], None]) -> None:
+        self.loop.call_soon_threadsafe(func)
+
+    def _protocol_factory(self, domid: int) -> Any:
+        import asyncio
+
+        frontend = self
+        core = self.core
+
+        class _Protocol(asyncio.Protocol):
+            def __init__(self) -> None:
+                self.conn: Connection | None = None
+                self.transport: asyncio.Transport | None = None
+                self.paused = False
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                assert isinstance(transport, asyncio.Transport)
+                self.transport = transport
+                try:
+                    self.conn = core.connect(domid)
+                except LookupError:
+                    transport.abort()
+                    return
+                frontend.protocols[self.conn.seq] = self
+
+            def data_received(self, data: bytes) -> None:
+                conn = self.conn
+                if conn is None:
+                    return
+                server = frontend.server
+                if server._virq_fd is not None:
+                    server._poll_virq()
+                if not core.receive(conn, data):
+                    frontend.drop(conn.seq)
+                frontend.flush()
+
+            def pause_writing(self) -> None:
+                if self.transport is not None and not self.paused:
+                    self.paused = True
+                    self.transport.pause_reading()
+
+            def resume_writing(self) -> None:
+                if self.transport is not None and self.paused:
+                    self.paused = False
+                    with contextlib.suppress(Exception):
+                        self.transport.resume_reading()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                conn = self.conn
+                if conn is not None:
+                    frontend.protocols.pop(conn.seq, None)
+                    core.disconnect(conn)
+                    self.conn = None
+                frontend.flush()
+
+        return _Protocol()
+
+    async def start_listening(self, domid: int, sock: socket.socket) -> None:
+        srv = await self.loop.create_unix_server(lambda: self._protocol_factory(domid), sock=sock)
+        if self.pending.get(domid) is sock:
+            del self.pending[domid]
+            self.listeners[domid] = srv
+        else:
+            srv.close()
+
+    def listen(self, domid: int, sock: socket.socket) -> None:
+        self.pending[domid] = sock
+        self.loop.create_task(self.start_listening(domid, sock))
+
+    def unlisten(self, domid: int) -> None:
+        srv = self.listeners.pop(domid, None)
+        if srv is not None:
+            srv.close()
+        sock = self.pending.pop(domid, None)
+        if sock is not None:
+            sock.close()
+
+    def write(self, seq: int, data: bytes) -> None:
+        proto = self.protocols.get(seq)
+        if proto is not None and proto.transport is not None:
+            proto.transport.write(data)
+
+    def flush(self) -> None:
+        core = self.core
+        if not core.dirty:
+            return
+        for seq, conn in list(core.dirty.items()):
+            data = core.take_output(conn)
+            if data:
+                self.write(seq, data)
+
+    def drop(self, seq: int) -> None:
+        proto = self.protocols.pop(seq, None)
+        if proto is None:
+            return
+        conn = proto.conn
+        proto.conn = None
         if conn is not None:
-            self.server._protocols.pop(conn.seq, None)
-            self.server.core.disconnect(conn)
-            self.conn = None
-        if self.transport is not None:
-            self.transport.abort()
+            self.core.disconnect(conn)
+        if proto.transport is not None:
+            proto.transport.abort()
+
+    async def close(self) -> None:
+        for seq in list(self.protocols):
+            self.drop(seq)
+        servers = list(self.listeners.values())
+        self.listeners.clear()
+        for sock in self.pending.values():
+            sock.close()
+        self.pending.clear()
+        for srv in servers:
+            srv.close()
+        for srv in servers:
+            with contextlib.suppress(Exception):
+                await srv.wait_closed()
+
+
+# ---------------------------------------------------------------------------
 
 
 class Server:
     """An embedded XenStore server that answers like cxenstored 4.17.
 
     ``with Server() as srv:`` serves from a background thread;
-    ``async with Server() as srv:`` serves on the running event loop.
+    ``async with Server() as srv:`` serves on the running event loop;
+    :meth:`serve_forever` serves in the calling thread.
 
     :param socket_path: the privileged (dom0) socket; default
         ``<run_dir>/socket`` in a new temporary directory.
@@ -158,10 +457,11 @@ class Server:
     :param quotas: a :class:`~pyxs.server.domains.Quotas`, or a mapping of
         quota names (``nodes``, ``watches``, ``transactions``,
         ``outstanding``, ``transaction-nodes``, ``memory``, ``node-size``,
-        ``path-max``, ``permissions``) to values; unprivileged domains only.
+        ``path-max``, ``permissions``; ``_`` works for ``-``) to values.
+        They bind unprivileged domains only.
     :param soft_quotas: a :class:`~pyxs.server.domains.SoftQuotas`.
-    :param keep_orphans: like ``xenstored -K``: nodes of a domain that goes
-        away are given to dom0 instead of being removed.
+    :param keep_orphans: like ``xenstored -K``: the nodes of a domain that
+        goes away are given to dom0 instead of being removed.
     :param logfile: like ``xenstored -T``: where ``CONTROL print`` and
         friends write.
     """
@@ -178,66 +478,105 @@ class Server:
     ) -> None:
         self._tempdir: str | None = None
         if socket_path is None:
-            base = run_dir if run_dir is not None else None
-            if base is None:
+            if run_dir is None:
                 self._tempdir = tempfile.mkdtemp(prefix="pyxs-", dir="/tmp")
-                base = self._tempdir
-            socket_path = os.path.join(os.fspath(base), "socket")
+                run_dir = self._tempdir
+            socket_path = os.path.join(os.fspath(run_dir), "socket")
+        #: the privileged (dom0) socket
         self.socket_path: str = os.fspath(socket_path)
+        #: where guest sockets, ``domains`` and ``evtchn`` live
         self.run_dir: str = (
             os.fspath(run_dir)
             if run_dir is not None
             else os.path.dirname(os.path.abspath(self.socket_path))
         )
+        #: the sans-I/O server state (touch it only from the server's loop)
         self.core = XenStore(_make_quotas(quotas), soft_quotas, keep_orphans=keep_orphans)
         if logfile is not None:
             self.core.set_logfile(logfile)
         self.core.on_introduce = self._on_introduce
         self.core.on_destroy = self._on_destroy
         self.core.on_close = self._on_close
-        self._protocols: dict[int, _Protocol] = {}
-        self._servers: dict[int, asyncio.AbstractServer] = {}
-        self._guest_paths: dict[int, str] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._frontend: _SelectorLoop | _AsyncLoop | None = None
         self._thread: threading.Thread | None = None
-        self._stop: asyncio.Event | None = None
+        self._guest_paths: dict[int, str] = {}
         self._virq_fd: int | None = None
         self._virq_path: str | None = None
         self._virq_buf = b""
         self._file_states: dict[int, str] = {}
-        self._started = False
+        self._stopped: Any = None  # an asyncio.Event in async mode
 
     # ------------------------------------------------------------------
-    # lifecycle
-    async def start(self, *, virq_fifo: bool = True) -> None:
-        """Start serving on the running loop."""
-        if self._started:
-            raise RuntimeError("server already started")
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        os.makedirs(self.run_dir, exist_ok=True)
-        sock = _listen_unix(self.socket_path)
-        self._servers[0] = await self._loop.create_unix_server(
-            lambda: _Protocol(self, 0), sock=sock
-        )
-        if virq_fifo:
-            self._open_virq_fifo()
-        self._started = True
+    # running in a thread / in the foreground (selectors)
+    def __enter__(self) -> Server:
+        self._start_selector()
+        frontend = self._frontend
+        assert isinstance(frontend, _SelectorLoop)
 
-    async def close(self) -> None:
-        """Stop serving: close every socket and connection, remove socket files."""
-        if not self._started:
-            return
-        self._started = False
-        for proto in list(self._protocols.values()):
-            proto.close()
-        servers = list(self._servers.values())
-        self._servers.clear()
-        for srv in servers:
-            srv.close()
-        for srv in servers:
-            with contextlib.suppress(Exception):
-                await srv.wait_closed()
+        def run() -> None:
+            try:
+                frontend.run()
+            finally:
+                self._teardown()
+
+        self._thread = threading.Thread(target=run, name="pyxs-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def serve_forever(self, ready: Callable[[], None] | None = None) -> None:
+        """Serve in the calling thread until :meth:`stop` (call it from another
+        thread or a signal handler). ``ready()`` is called once the sockets
+        exist."""
+        self._start_selector()
+        frontend = self._frontend
+        assert isinstance(frontend, _SelectorLoop)
+        try:
+            if ready is not None:
+                ready()
+            frontend.run()
+        finally:
+            self._teardown()
+
+    def stop(self) -> None:
+        """Stop serving (from any thread, or a signal handler)."""
+        frontend = self._frontend
+        if isinstance(frontend, _SelectorLoop):
+            frontend.stop()
+        elif isinstance(frontend, _AsyncLoop) and self._stopped is not None:
+            frontend.loop.call_soon_threadsafe(self._stopped.set)
+
+    def _start_selector(self) -> None:
+        if self._frontend is not None:
+            raise RuntimeError("server already started")
+        frontend = _SelectorLoop(self)
+        self._frontend = frontend
+        try:
+            os.makedirs(self.run_dir, exist_ok=True)
+            frontend.listen(0, _listen_unix(self.socket_path))
+            self._open_virq_fifo()
+        except BaseException:
+            self._teardown()
+            raise
+
+    def _teardown(self) -> None:
+        frontend = self._frontend
+        if isinstance(frontend, _SelectorLoop):
+            frontend.close()
+        self._frontend = None
+        self._close_files()
+
+    def _close_files(self) -> None:
         self._close_virq_fifo()
         for path in [self.socket_path, *self._guest_paths.values()]:
             with contextlib.suppress(OSError):
@@ -246,22 +585,44 @@ class Server:
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
             self._tempdir = None
-        if self._stop is not None:
-            self._stop.set()
 
-    async def serve_forever(self) -> None:
-        """Serve until :meth:`close` (or :meth:`request_stop`)."""
-        if not self._started:
-            await self.start()
-        assert self._stop is not None
-        await self._stop.wait()
+    # ------------------------------------------------------------------
+    # running on an asyncio loop
+    async def start(self) -> None:
+        """Start serving on the running asyncio loop."""
+        import asyncio
+
+        if self._frontend is not None:
+            raise RuntimeError("server already started")
+        frontend = _AsyncLoop(self, asyncio.get_running_loop())
+        self._frontend = frontend
+        self._stopped = asyncio.Event()
+        try:
+            os.makedirs(self.run_dir, exist_ok=True)
+            sock = _listen_unix(self.socket_path)
+            frontend.pending[0] = sock
+            await frontend.start_listening(0, sock)
+            self._open_virq_fifo()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Stop serving on the asyncio loop; remove the socket files."""
+        frontend = self._frontend
+        if not isinstance(frontend, _AsyncLoop):
+            return
+        self._frontend = None
+        await frontend.close()
+        self._close_files()
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def wait_closed(self) -> None:
+        """Serve until :meth:`stop` is called, then close."""
+        if self._stopped is not None:
+            await self._stopped.wait()
         await self.close()
-
-    def request_stop(self) -> None:
-        """Ask a server running :meth:`serve_forever` to stop (thread-safe)."""
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None:
-            loop.call_soon_threadsafe(stop.set)
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -275,104 +636,67 @@ class Server:
     ) -> None:
         await self.close()
 
-    def __enter__(self) -> Server:
-        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self._thread_main(ready))
-            finally:
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="pyxs-server", daemon=True)
-        self._thread.start()
-        ready.result()
-        return self
-
-    async def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
-        try:
-            await self.start()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            ready.set_exception(exc)
-            return
-        ready.set_result(None)
-        await self.serve_forever()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.request_stop()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
     # ------------------------------------------------------------------
     # public API
     def guest_socket_path(self, domid: int) -> str:
-        """The socket whose connections act as (introduced) domain ``domid``."""
+        """The socket whose connections act as domain ``domid``.
+
+        It exists from the first INTRODUCE of ``domid`` until the domain is
+        released or dies."""
         return os.path.join(self.run_dir, f"domain-{domid}.sock")
 
     def set_domain_state(self, domid: int, state: str) -> None:
-        """Say what the hypervisor reports about ``domid`` and act as on VIRQ_DOM_EXC.
+        """Say what the hypervisor reports about ``domid``; act as on VIRQ_DOM_EXC.
 
         ``shutdown``/``crashed`` fire ``@releaseDomain`` (the domain stays
         introduced); ``dying``/``gone`` destroy it (its nodes are removed,
-        ``@releaseDomain`` fires). Synchronous: done when this returns.
+        ``@releaseDomain`` fires); ``running`` makes a domain exist for
+        permissions without introducing it. Synchronous: done when this
+        returns.
         """
         if state not in DOMAIN_STATES:
             raise ValueError(f"unknown domain state {state!r}; expected one of {DOMAIN_STATES}")
-        self._call(lambda: self._set_state(domid, state))
 
-    def _set_state(self, domid: int, state: str) -> None:
-        self.core.set_domain_state(domid, state)
-        self._flush()
+        def apply() -> None:
+            self.core.set_domain_state(domid, state)
+            self._flush()
 
-    def _call(self, func: Callable[[], T]) -> T:
-        loop = self._loop
-        if loop is None or not self._started:
-            return func()
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            return func()
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def call() -> None:
-            try:
-                future.set_result(func())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                future.set_exception(exc)
-
-        loop.call_soon_threadsafe(call)
-        return future.result()
+        self._call(apply)
 
     def call(self, func: Callable[[XenStore], T]) -> T:
-        """Run ``func(core)`` in the server's loop and return its result (tests)."""
-        return self._call(lambda: func(self.core))
+        """Run ``func(core)`` in the server's loop and return its result."""
+        result: T = self._call(lambda: func(self.core))
+        return result
+
+    def _call(self, func: Callable[[], Any]) -> Any:
+        frontend = self._frontend
+        if frontend is None:
+            return func()
+        if isinstance(frontend, _SelectorLoop):
+            if frontend.thread_id in (None, threading.get_ident()) or not frontend.running:
+                return func()
+        else:
+            import asyncio
+
+            try:
+                if asyncio.get_running_loop() is frontend.loop:
+                    return func()
+            except RuntimeError:
+                pass
+        future = _Future()
+        frontend.call_soon(lambda: future.run(func))
+        return future.result()
 
     # ------------------------------------------------------------------
-    # internals
+    # glue between the core and the loops
     def _flush(self) -> None:
-        core = self.core
-        dirty = core.dirty
-        if not dirty:
-            return
-        protocols = self._protocols
-        for seq, conn in list(dirty.items()):
-            data = core.take_output(conn)
-            proto = protocols.get(seq)
-            if proto is not None and data and proto.transport is not None:
-                proto.transport.write(data)
+        frontend = self._frontend
+        if frontend is not None:
+            frontend.flush()
 
     def _on_introduce(self, domid: int) -> None:
-        loop = self._loop
-        if loop is None or not self._started:
+        frontend = self._frontend
+        if frontend is None:
             return
         path = self.guest_socket_path(domid)
         try:
@@ -380,31 +704,21 @@ class Server:
         except OSError:
             return
         self._guest_paths[domid] = path
-
-        async def serve() -> None:
-            srv = await loop.create_unix_server(lambda: _Protocol(self, domid), sock=sock)
-            if self._guest_paths.get(domid) == path and self._started:
-                self._servers[domid] = srv
-            else:
-                srv.close()
-
-        loop.create_task(serve())
+        frontend.listen(domid, sock)
 
     def _on_destroy(self, domid: int) -> None:
-        srv = self._servers.pop(domid, None)
-        if srv is not None:
-            srv.close()
+        frontend = self._frontend
+        if frontend is not None:
+            frontend.unlisten(domid)
         path = self._guest_paths.pop(domid, None)
         if path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
     def _on_close(self, conn: Connection) -> None:
-        proto = self._protocols.pop(conn.seq, None)
-        if proto is not None:
-            proto.conn = None
-            if proto.transport is not None:
-                proto.transport.abort()
+        frontend = self._frontend
+        if frontend is not None:
+            frontend.drop(conn.seq)
 
     # -- the VIRQ FIFO ----------------------------------------------------
     def _open_virq_fifo(self) -> None:
@@ -418,17 +732,21 @@ class Server:
             return
         self._virq_fd = fd
         self._virq_path = path
-        assert self._loop is not None
-        self._loop.add_reader(fd, self._poll_virq)
+        frontend = self._frontend
+        if isinstance(frontend, _SelectorLoop):
+            frontend.sel.register(fd, selectors.EVENT_READ, lambda mask: self._poll_virq())
+        elif isinstance(frontend, _AsyncLoop):
+            frontend.loop.add_reader(fd, self._poll_virq)
 
     def _close_virq_fifo(self) -> None:
         fd = self._virq_fd
         if fd is None:
             return
         self._virq_fd = None
-        if self._loop is not None:
+        frontend = self._frontend
+        if isinstance(frontend, _AsyncLoop):
             with contextlib.suppress(Exception):
-                self._loop.remove_reader(fd)
+                frontend.loop.remove_reader(fd)
         os.close(fd)
         if self._virq_path is not None:
             with contextlib.suppress(OSError):
@@ -440,8 +758,6 @@ class Server:
             return
         try:
             data = os.read(fd, 4096)
-        except BlockingIOError:
-            return
         except OSError:
             return
         buf = self._virq_buf + data

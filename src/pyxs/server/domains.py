@@ -27,7 +27,6 @@ defaults and option names of cxenstored 4.17.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Iterator
 
 from .store import PERM_OWNER, PERM_READ, PERM_WRITE, Perms, Requester, Store
@@ -53,25 +52,26 @@ DOMID_SELF = 0x7FF0
 DOMAIN_STATES = ("running", "shutdown", "crashed", "dying", "gone")
 
 
-@dataclass
 class Quotas:
     """Hard quotas for unprivileged domains (cxenstored 4.17 defaults).
 
-    The field names are the ``CONTROL quota`` names with ``-`` as ``_``.
-    Command-line equivalents: ``-E`` nodes, ``-W`` watches, ``-t``
+    The attribute names are the ``CONTROL quota`` names with ``-`` as
+    ``_``. Command-line equivalents: ``-E`` nodes, ``-W`` watches, ``-t``
     transactions, ``-A`` permissions, ``-S`` node_size, ``-M`` path_max,
     ``-Q name=value`` any of them.
     """
 
-    nodes: int = 1000
-    watches: int = 128
-    transactions: int = 10
-    outstanding: int = 20
-    transaction_nodes: int = 1024
-    memory: int = 2 * 1024 * 1024 + 512 * 1024
-    node_size: int = 2048
-    path_max: int = 2048
-    permissions: int = 5
+    __slots__ = (
+        "memory",
+        "node_size",
+        "nodes",
+        "outstanding",
+        "path_max",
+        "permissions",
+        "transaction_nodes",
+        "transactions",
+        "watches",
+    )
 
     #: (name, description) in the order ``CONTROL quota`` lists them.
     DESCRIPTIONS = (
@@ -86,24 +86,53 @@ class Quotas:
         ("permissions", "Max. number of permissions per node"),
     )
 
+    def __init__(
+        self,
+        nodes: int = 1000,
+        watches: int = 128,
+        transactions: int = 10,
+        outstanding: int = 20,
+        transaction_nodes: int = 1024,
+        memory: int = 2 * 1024 * 1024 + 512 * 1024,
+        node_size: int = 2048,
+        path_max: int = 2048,
+        permissions: int = 5,
+    ) -> None:
+        self.nodes = nodes
+        self.watches = watches
+        self.transactions = transactions
+        self.outstanding = outstanding
+        self.transaction_nodes = transaction_nodes
+        self.memory = memory
+        self.node_size = node_size
+        self.path_max = path_max
+        self.permissions = permissions
+
     def get(self, name: str) -> int:
         return int(getattr(self, name.replace("-", "_")))
 
     def set(self, name: str, value: int) -> bool:
+        """Set a quota by name (``node-size`` or ``node_size``); False if unknown."""
         attr = name.replace("-", "_")
-        if attr not in {f.name for f in fields(self)}:
+        if attr not in self.__slots__:
             return False
         setattr(self, attr, value)
         return True
 
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={getattr(self, name)}" for name in self.__slots__)
+        return f"Quotas({args})"
 
-@dataclass
+
 class SoftQuotas:
     """Soft quotas: exceeding them is only logged."""
 
-    memory: int = 2 * 1024 * 1024
+    __slots__ = ("memory",)
 
     DESCRIPTIONS = (("memory", "Total Xenstore memory per domain (warning level)"),)
+
+    def __init__(self, memory: int = 2 * 1024 * 1024) -> None:
+        self.memory = memory
 
     def get(self, name: str) -> int:
         return int(getattr(self, name))

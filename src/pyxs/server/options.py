@@ -6,7 +6,6 @@ Shared by ``python -m pyxs.server`` and ``pyxs serve`` / ``pyxs run``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
@@ -100,26 +99,27 @@ def server_from_args(args: argparse.Namespace, socket_path: str | None = None) -
 
 
 def serve(server: Server, *, announce: bool = True) -> int:
-    """Serve in the foreground until SIGINT or SIGTERM; 0 on a clean stop."""
+    """Serve in the foreground until SIGINT or SIGTERM; 0 on a clean stop.
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        await server.start()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, server.request_stop)
+    When ready it prints ``SOCKET=<path>``, ``RUNDIR=<dir>`` and
+    ``PID=<pid>`` lines (like realxs's start.sh)."""
+
+    def stop(signum: int, frame: object) -> None:
+        server.stop()
+
+    def ready() -> None:
         if announce:
             print(f"SOCKET={server.socket_path}", flush=True)
             print(f"RUNDIR={server.run_dir}", flush=True)
             print(f"PID={os.getpid()}", flush=True)
-        try:
-            await server.serve_forever()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
 
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        asyncio.run(main())
+        server.serve_forever(ready)
     except OSError as exc:
         print(f"pyxs: cannot serve on {server.socket_path}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0

@@ -31,7 +31,7 @@ newly created ancestors; a removal walks only the removed subtree.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable, ClassVar, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, ClassVar, Dict, Iterator, Protocol
 
 from ..protocol import XsdError
 
@@ -177,50 +177,73 @@ def _strtol0(text: bytes) -> int:
 PERMS_N0 = Perms.get(((PERM_NONE, 0),))
 
 
-class Node:
-    """One node. ``children`` maps child name -> None in creation order."""
+class Children(Dict[bytes, "Node"]):
+    """A node's children, name -> node, in creation order.
 
-    __slots__ = ("childlen", "children", "dircache", "gen", "perms", "value")
+    ``length`` is the size of the child list as DIRECTORY sends it (each
+    name NUL-terminated); ``cache`` holds that listing once built."""
+
+    __slots__ = ("cache", "length")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.length = 0
+        self.cache: bytes | None = None
+
+
+class Node:
+    """One node. Only nodes with children carry a :class:`Children` map."""
+
+    __slots__ = ("children", "gen", "perms", "value")
 
     def __init__(self, value: bytes, perms: Perms, gen: int) -> None:
         self.value = value
         self.perms = perms
-        self.children: dict[bytes, None] | None = None
-        #: bytes of the child list as DIRECTORY sends it (names NUL-terminated)
-        self.childlen = 0
-        self.dircache: bytes | None = None
+        self.children: Children | None = None
         self.gen = gen
 
+    @property
+    def childlen(self) -> int:
+        children = self.children
+        return children.length if children is not None else 0
+
     def copy(self) -> Node:
-        """A private copy for a transaction (the child list is copied)."""
+        """A private copy for a transaction (the child map is copied)."""
         node = Node(self.value, self.perms, self.gen)
-        if self.children:
-            node.children = self.children.copy()
-            node.childlen = self.childlen
-            node.dircache = self.dircache
+        children = self.children
+        if children:
+            copy = node.children = Children()
+            copy.update(children)
+            copy.length = children.length
+            copy.cache = children.cache
         return node
 
-    def add_child(self, name: bytes) -> None:
-        if self.children is None:
-            self.children = {}
-        self.children[name] = None
-        self.childlen += len(name) + 1
-        self.dircache = None
+    def add_child(self, name: bytes, child: Node) -> None:
+        children = self.children
+        if children is None:
+            children = self.children = Children()
+        children[name] = child
+        children.length += len(name) + 1
+        children.cache = None
 
     def remove_child(self, name: bytes) -> None:
         children = self.children
         if children is not None and name in children:
             del children[name]
-            self.childlen -= len(name) + 1
-            self.dircache = None
             if not children:
                 self.children = None
+            else:
+                children.length -= len(name) + 1
+                children.cache = None
 
     def listing(self) -> bytes:
         """The child names, each NUL-terminated, in creation order."""
-        cached = self.dircache
+        children = self.children
+        if children is None:
+            return b""
+        cached = children.cache
         if cached is None:
-            cached = self.dircache = b"".join(n + b"\0" for n in self.children or ())
+            cached = children.cache = b"".join([n + b"\0" for n in children])
         return cached
 
 
@@ -318,12 +341,16 @@ class Access(Protocol):
 
 
 class Store:
-    """The global tree (implements :class:`Access` for changes outside transactions)."""
+    """The global tree (implements :class:`Access` for changes outside transactions).
 
-    __slots__ = ("domains", "fire_hook", "generation", "node_counts", "nodes", "records")
+    Nodes link to their children; a path is looked up from the root. A
+    change links or unlinks a node in its parent's :class:`Children`, so
+    :meth:`write` and :meth:`delete` only count generations and owners.
+    """
+
+    __slots__ = ("domains", "fire_hook", "generation", "node_counts", "records", "root")
 
     def __init__(self) -> None:
-        self.nodes: dict[bytes, Node] = {}
         self.generation = 0
         self.records = False
         #: nodes per owner domid (the "nodes" quota)
@@ -331,20 +358,34 @@ class Store:
         self.fire_hook: Callable[[bytes, Node | None, bool, Perms | None], None] | None = None
         self.domains: Domains | None = None
         # manual_node() of setup_structure(): /, /tool, /tool/xenstored, n0.
-        for path, child in ((b"/", b"tool"), (b"/tool", b"xenstored"), (b"/tool/xenstored", None)):
-            node = Node(b"", PERMS_N0, self.next_generation())
-            if child is not None:
-                node.add_child(child)
-            self.nodes[path] = node
+        self.root = Node(b"", PERMS_N0, self.next_generation())
+        tool = Node(b"", PERMS_N0, self.next_generation())
+        xenstored = Node(b"", PERMS_N0, self.next_generation())
+        tool.add_child(b"xenstored", xenstored)
+        self.root.add_child(b"tool", tool)
         self.node_counts[0] = 3
 
     def next_generation(self) -> int:
         self.generation += 1
         return self.generation
 
+    def lookup(self, path: bytes) -> Node | None:
+        """The node at an absolute, valid ``path`` (None if missing)."""
+        node = self.root
+        if path == b"/":
+            return node
+        for name in path[1:].split(b"/"):
+            children = node.children
+            if children is None:
+                return None
+            child = children.get(name)
+            if child is None:
+                return None
+            node = child
+        return node
+
     # -- Access ------------------------------------------------------------
-    def read(self, path: bytes) -> Node | None:
-        return self.nodes.get(path)
+    read = lookup
 
     def write(self, path: bytes, node: Node, old_owner: int | None) -> None:
         self.generation += 1
@@ -355,13 +396,10 @@ class Store:
             counts[owner] = counts.get(owner, 0) + 1
             if old_owner is not None:
                 counts[old_owner] -= 1
-            else:
-                self.nodes[path] = node
 
     def delete(self, path: bytes, node: Node) -> None:
         self.generation += 1
-        if self.nodes.pop(path, None) is not None:
-            self.node_counts[node.perms.owner] -= 1
+        self.node_counts[node.perms.owner] -= 1
 
     def fire(self, path: bytes, node: Node | None, exact: bool, old_perms: Perms | None) -> None:
         hook = self.fire_hook
@@ -374,69 +412,57 @@ class Store:
     def consume(self, count: int) -> None:
         self.generation += count
 
-    # -- committing a transaction -----------------------------------------
-    def install(self, path: bytes, node: Node | None) -> None:
-        """Replace (or with None remove) the node at ``path``, with accounting."""
-        nodes = self.nodes
-        counts = self.node_counts
-        old = nodes.get(path)
-        if old is not None:
-            counts[old.perms.owner] -= 1
-        if node is None:
-            if old is not None:
-                del nodes[path]
-        else:
-            nodes[path] = node
-            owner = node.perms.owner
-            counts[owner] = counts.get(owner, 0) + 1
-
+    # -- walking -------------------------------------------------------------
     def walk(self, root: bytes = b"/") -> Iterator[tuple[bytes, Node]]:
         """Pre-order walk in creation order (for checks and domain cleanup)."""
-        node = self.nodes.get(root)
+        node = self.lookup(root)
         if node is None:
             return
         stack = [(root, node)]
         while stack:
             path, node = stack.pop()
             yield path, node
-            if node.children:
-                kids = []
-                for name in node.children:
-                    cpath = child_path(path, name)
-                    child = self.nodes.get(cpath)
-                    if child is not None:
-                        kids.append((cpath, child))
-                stack.extend(reversed(kids))
+            children = node.children
+            if children:
+                base = path if path != b"/" else b""
+                stack.extend(
+                    (base + b"/" + name, child) for name, child in reversed(children.items())
+                )
 
     def memory_of(self, domid: int) -> int:
         """Bytes the real daemon would account to ``domid`` for its nodes."""
-        total = 0
-        for path, node in self.nodes.items():
-            if node.perms.owner == domid:
-                total += node_size(node) + len(path)
-        return total
+        return sum(
+            node_size(node) + len(path) for path, node in self.walk() if node.perms.owner == domid
+        )
+
+    def count_nodes(self) -> int:
+        return sum(self.node_counts.values())
 
     def check(self) -> list[str]:
         """Consistency problems (an empty list when the tree is sound)."""
         problems = []
-        reachable = set()
-        for path, node in self.walk():
-            reachable.add(path)
-            for name in node.children or ():
-                if child_path(path, name) not in self.nodes:
-                    problems.append(f"{path!r} lists missing child {name!r}")
-            if node.childlen != sum(len(n) + 1 for n in node.children or ()):
-                problems.append(f"{path!r} has a wrong child length")
-        for path in self.nodes:
-            if path not in reachable:
-                problems.append(f"{path!r} is unreachable")
         counts: dict[int, int] = {}
-        for node in self.nodes.values():
+        seen: set[int] = set()
+        for path, node in self.walk():
+            if id(node) in seen:
+                problems.append(f"{path!r} is linked twice")
+            seen.add(id(node))
             counts[node.perms.owner] = counts.get(node.perms.owner, 0) + 1
-        for domid, count in self.node_counts.items():
-            if counts.get(domid, 0) != count:
+            children = node.children
+            if children is not None:
+                if not children:
+                    problems.append(f"{path!r} has an empty child map")
+                if children.length != sum(len(n) + 1 for n in children):
+                    problems.append(f"{path!r} has a wrong child length")
+                if children.cache is not None and children.cache != b"".join(
+                    n + b"\0" for n in children
+                ):
+                    problems.append(f"{path!r} has a stale listing")
+        for domid in set(counts) | set(self.node_counts):
+            if counts.get(domid, 0) != self.node_counts.get(domid, 0):
                 problems.append(
-                    f"domain {domid} counted {count} nodes, owns {counts.get(domid, 0)}"
+                    f"domain {domid} counted {self.node_counts.get(domid, 0)} nodes, "
+                    f"owns {counts.get(domid, 0)}"
                 )
         return problems
 
@@ -561,15 +587,14 @@ def create_node(
 
     node = Node(value, perms, 0)
     acc.write(path, node, None)
-    child_name = basename(path)
+    child, child_name = node, basename(path)
     for new in new_paths[1:]:
         inter = Node(b"", perms, 0)
-        inter.add_child(child_name)
+        inter.add_child(child_name, child)
         acc.write(new, inter, None)
-        child_name = basename(new)
-    old_owner = parent.perms.owner
-    parent.add_child(child_name)
-    acc.write(name, parent, old_owner)
+        child, child_name = inter, basename(new)
+    parent.add_child(child_name, child)
+    acc.write(name, parent, parent.perms.owner)
     return node
 
 

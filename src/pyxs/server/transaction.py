@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from ..protocol import XsdError
-from .store import NO_GENERATION, Fail, Node, Perms, Store
+from .store import NO_GENERATION, Fail, Node, Perms, Store, basename, parent_of
 
 if TYPE_CHECKING:
     from .core import Connection
@@ -92,7 +92,7 @@ class Transaction:
         entry = self.entries.get(path)
         if entry is not None:
             return entry.node
-        node = self.store.nodes.get(path)
+        node = self.store.lookup(path)
         if node is None:
             self._introduce(path, _Entry(None, NO_GENERATION, True))
             return None
@@ -139,11 +139,11 @@ class Transaction:
         """Per owner domid: nodes the transaction adds (or removes), if any
         changed hands; ``created`` tells whether a node was created."""
         deltas: dict[int, int] = {}
-        nodes = self.store.nodes
+        lookup = self.store.lookup
         for path, entry in self.entries.items():
             if not entry.modified:
                 continue
-            old = nodes.get(path)
+            old = lookup(path)
             new = entry.node
             old_owner = old.perms.owner if old is not None else None
             new_owner = new.perms.owner if new is not None else None
@@ -156,33 +156,80 @@ class Transaction:
         return deltas
 
     def created_nodes(self) -> bool:
-        nodes = self.store.nodes
+        lookup = self.store.lookup
         return any(
-            entry.modified and entry.node is not None and path not in nodes
+            entry.modified and entry.node is not None and lookup(path) is None
             for path, entry in self.entries.items()
         )
 
     def conflicts(self) -> bool:
-        nodes = self.store.nodes
+        lookup = self.store.lookup
         for path, entry in self.entries.items():
             if entry.check_gen:
-                node = nodes.get(path)
+                node = lookup(path)
                 if (node.gen if node is not None else NO_GENERATION) != entry.generation:
                     return True
         return False
 
     def commit(self, fire: FireFunc) -> None:
-        """Install the changes and fire their watches (the caller checked conflicts)."""
+        """Install the changes and fire their watches (the caller checked conflicts).
+
+        The transaction's node objects replace the global ones. Each
+        installed node's child map is re-pointed at the nodes that are
+        current after the commit: the transaction's own for the children it
+        changed, the global ones for the others.
+        """
         store = self.store
-        for path, entry in self.entries.items():
-            if not entry.modified:
-                continue
+        lookup = store.lookup
+        counts = store.node_counts
+        modified = [(path, entry) for path, entry in self.entries.items() if entry.modified]
+        old = {path: lookup(path) for path, _ in modified}
+        new = {path: entry.node for path, entry in modified}
+        for path, entry in modified:
             node = entry.node
+            previous = old[path]
             if node is not None:
+                self._relink(path, node, previous, new)
                 node.gen = store.next_generation()
-                store.install(path, node)
-            elif entry.generation != NO_GENERATION:
-                store.install(path, None)
+                if path == b"/":
+                    store.root = node
+                else:
+                    parent_path = parent_of(path)
+                    if parent_path not in new:
+                        parent = lookup(parent_path)
+                        if parent is not None and parent.children is not None:
+                            parent.children[basename(path)] = node
+                owner = node.perms.owner
+                counts[owner] = counts.get(owner, 0) + 1
+                if previous is not None:
+                    counts[previous.perms.owner] -= 1
+            elif previous is not None and entry.generation != NO_GENERATION:
+                counts[previous.perms.owner] -= 1
+                parent_path = parent_of(path)
+                if parent_path not in new:
+                    parent = lookup(parent_path)
+                    if parent is not None:
+                        parent.remove_child(basename(path))
             if entry.fire:
                 fire(path, None, entry.exact, entry.perms)
         self.entries = {}
+
+    @staticmethod
+    def _relink(
+        path: bytes, node: Node, previous: Node | None, new: dict[bytes, Node | None]
+    ) -> None:
+        children = node.children
+        if not children:
+            return
+        current = previous.children if previous is not None else None
+        base = path if path != b"/" else b""
+        for name in list(children):
+            child_path = base + b"/" + name
+            if child_path in new:
+                child = new[child_path]
+            else:
+                child = current.get(name) if current is not None else None
+            if child is None:
+                node.remove_child(name)
+            else:
+                children[name] = child
