@@ -216,3 +216,24 @@ def test_many_events_in_order(client, unique_path) -> None:
             client[unique_path + b"/%d" % i] = b""
         got = [m.next_event(5) for _ in range(200)]
         assert got == [(unique_path + b"/%d" % i, b"t") for i in range(200)]
+
+
+def test_guest_monitor_relative_paths(client, guest_client, unique_domid) -> None:
+    home = b"/local/domain/%d" % unique_domid
+    guest = guest_client(unique_domid)  # introduced: it may own nodes now
+    client.mkdir(home)
+    client.set_perms(home, [b"b%d" % unique_domid])
+    with guest.monitor() as m:
+        m.watch(b"data", b"g")
+        assert m.next_event(5) == (b"data", b"g")
+        client[home + b"/data/x"] = b"1"
+        assert m.next_event(5) == (b"data/x", b"g")
+        guest[b"data/y"] = b"2"
+        assert m.next_event(5) == (b"data/y", b"g")
+
+
+def test_domain_specific_special_path(client) -> None:
+    with client.monitor() as m:
+        m.watch(b"@releaseDomain/5", b"r5")
+        assert m.watched == {b"@releaseDomain/5"}
+        assert m.next_event(5) == (b"@releaseDomain/5", b"r5")
