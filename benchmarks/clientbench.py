@@ -387,29 +387,31 @@ HEADER = struct.Struct("<IIII")
 
 
 class Bare:
-    """The least a Python client can do: pack, send, read the header, read the body."""
+    """The least a Python client can do: pack, send, recv, unpack the header."""
 
     def __init__(self, sock: str) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(sock)
         self.req_id = 0
+        self.buf = b""
 
     def recv_packet(self) -> tuple[int, int, int, bytes]:
+        buf = self.buf
         recv = self.sock.recv
-        head = recv(16)
-        while len(head) < 16:
-            more = recv(16 - len(head))
+        while len(buf) < 16:
+            more = recv(65536)
             if not more:
                 raise ConnectionError("closed")
-            head += more
-        op, req_id, tx_id, size = HEADER.unpack(head)
-        body = recv(size) if size else b""
-        while len(body) < size:
-            more = recv(size - len(body))
+            buf += more
+        op, req_id, tx_id, size = HEADER.unpack_from(buf)
+        end = 16 + size
+        while len(buf) < end:
+            more = recv(65536)
             if not more:
                 raise ConnectionError("closed")
-            body += more
-        return op, req_id, tx_id, body
+            buf += more
+        self.buf = buf[end:]
+        return op, req_id, tx_id, buf[16:end]
 
     def call(self, op: int, payload: bytes, tx_id: int = 0) -> bytes:
         self.req_id += 1

@@ -303,6 +303,7 @@ class Run:
             impls,
             create.pinning,
         )
+        self.measures[create.id] = create
         self.measures[rss.id] = rss
         for k in impls:
             rss.samples[k] = []
@@ -682,19 +683,24 @@ class Run:
             if not why and pyxs_cmd:
                 commands["pyxs"] = [*pyxs_cmd, "ls", top.decode()]
             # both must list the same tree before either is timed
-            lines: dict[str, int] = {}
+            outputs: dict[str, bytes] = {}
             for key, cmd in commands.items():
                 proc = subprocess.run(cmd, env=env, capture_output=True, check=False)
                 if proc.returncode != 0:
                     err = proc.stderr.decode(errors="replace").strip()[-200:]
                     m.errors[key] = f"failed (exit {proc.returncode}): {err}"
                     continue
-                lines[key] = len(proc.stdout.splitlines())
+                outputs[key] = proc.stdout
                 runners[key] = self.timed_command(cmd, env, cpu)
             expected = side * side + side
-            for key, n in lines.items():
-                if n != expected:
+            for key, out in outputs.items():
+                if len(out.splitlines()) != expected:
+                    n = len(out.splitlines())
                     m.notes.append(f"{impls[key]} printed {n} lines, expected {expected}")
+            if len(set(outputs.values())) > 1:
+                m.notes.append("pyxs ls and xenstore-ls printed different output")
+            elif len(outputs) == 2:
+                m.notes.append(f"both printed the same {expected:,} lines")
             self.measure(m, runners, s.rounds)
 
     def pyxs_command(self) -> list[str] | None:
