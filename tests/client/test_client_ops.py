@@ -6,6 +6,7 @@ import errno
 import threading
 
 import pytest
+from client_support import connected_client, guest_clients
 
 import pyxs
 from pyxs import commands
@@ -18,6 +19,16 @@ from pyxs.exceptions import (
     XenStoreError,
 )
 from pyxs.paths import Permission
+
+
+@pytest.fixture
+def client(xs_server):
+    yield from connected_client(xs_server)
+
+
+@pytest.fixture
+def guest_client(xs_server):
+    yield from guest_clients(xs_server)
 
 
 def test_repr_and_default_path(monkeypatch) -> None:

@@ -6,10 +6,21 @@ import threading
 import time
 
 import pytest
+from client_support import connected_client, guest_clients
 
 import pyxs
 from pyxs import Event
 from pyxs.exceptions import NoEntryError
+
+
+@pytest.fixture
+def client(xs_server):
+    yield from connected_client(xs_server)
+
+
+@pytest.fixture
+def guest_client(xs_server):
+    yield from guest_clients(xs_server)
 
 
 def test_watch_initial_event_and_changes(client, unique_path) -> None:

@@ -7,11 +7,17 @@ import threading
 import time
 
 import pytest
+from client_support import connected_client
 
 import pyxs
 
 THREADS = 8
 ROUNDS = 60
+
+
+@pytest.fixture
+def client(xs_server):
+    yield from connected_client(xs_server)
 
 
 def run_threads(target, count=THREADS):
