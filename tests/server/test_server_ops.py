@@ -451,7 +451,8 @@ def test_control_quota(dom0: RawConn) -> None:
     ):
         assert dom0.error(Op.CONTROL, bad) == "EINVAL", bad
     assert dom0.ok(Op.CONTROL, b"quota-soft\0") == (
-        b"Quota settings:\nmemory           :  2097152 Total Xenstore memory per domain (warning level)\n\0"
+        b"Quota settings:\n"
+        b"memory           :  2097152 Total Xenstore memory per domain (warning level)\n\0"
     )
     assert dom0.ok(Op.CONTROL, b"quota-soft\0set\0memory\x00100\0") == OK
     assert b":      100 " in dom0.ok(Op.CONTROL, b"quota-soft\0")

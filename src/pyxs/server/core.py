@@ -146,9 +146,11 @@ class XenStore:
         self.domains = Domains(self.store)
         self.watches = WatchRegistry()
         self.store.fire_hook = self.fire
-        self.special_perms: dict[bytes, Perms] = {
-            _RELEASE_DOMAIN: PERMS_N0,
-            _INTRODUCE_DOMAIN: PERMS_N0,
+        #: permissions of the special watch paths, and the generation they
+        #: were set at (entries for domains younger than that do not count)
+        self.special_perms: dict[bytes, tuple[Perms, int]] = {
+            _RELEASE_DOMAIN: (PERMS_N0, 0),
+            _INTRODUCE_DOMAIN: (PERMS_N0, 0),
         }
         self.conns: dict[int, Connection] = {}
         self._conn_seq = 0
@@ -335,8 +337,11 @@ class XenStore:
                 allowed = verdict.get(conn.seq)
                 if allowed is None:
                     if special:
-                        perms = self.special_perms.get(path)
-                        allowed = perms is not None and self._perm(conn, perms, 0) & PERM_READ != 0
+                        entry = self.special_perms.get(path)
+                        allowed = (
+                            entry is not None
+                            and self._perm(conn, entry[0], entry[1]) & PERM_READ != 0
+                        )
                     else:
                         allowed = self._watch_permitted(conn, path, node, old_perms)
                     verdict[conn.seq] = allowed
@@ -478,9 +483,9 @@ class XenStore:
             if current is None:
                 raise _EINVAL
             wanted = PERM_WRITE | PERM_OWNER
-            if self._perm(conn, current, self.store.generation) & wanted != wanted:
+            if self._perm(conn, current[0], current[1]) & wanted != wanted:
                 raise _EACCES
-            self.special_perms[name] = perms
+            self.special_perms[name] = (perms, self.store.generation)
             return OK
         path = self._path(conn, name)
         acc = self._access(tx)
