@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pyxs benchmarks: this project against the real xenstored, libxenstore and pyxs 0.4.1.
 
-    python benchmarks/run.py                 # everything, about 5 minutes
+    python benchmarks/run.py                 # everything, about 4 minutes
     python benchmarks/run.py --quick         # fewer, shorter rounds, under 2 minutes
     python benchmarks/run.py --only client   # one section (server, client, aio, cli)
     python benchmarks/run.py --rounds 7      # rounds per benchmark
@@ -40,9 +40,9 @@ SECTIONS = ("server", "client", "aio", "cli")
 
 @dataclasses.dataclass
 class Sizes:
-    rounds: int = 5  # rounds of every cheap benchmark
+    rounds: int = 7  # rounds of every cheap benchmark
     heavy_rounds: int = 3  # rounds of the 100,000-node creation (a fresh server each)
-    seconds: float = 0.3  # measured time per client round
+    seconds: float = 0.4  # measured time per client round
     read_conns: int = 4
     reads_per_conn: int = 25_000
     seq_writes: int = 20_000
@@ -145,6 +145,7 @@ class Run:
         self.py = sys.executable
         self.worker_env = harness.base_env()
         self.started = time.time()
+        self.load_at_start = harness.load_average()
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -736,10 +737,18 @@ class Run:
         print(file=out)
         print(
             f"pyxs benchmarks  commit {harness.git_commit()}  python "
-            f"{platform.python_version()}  cpus {harness.cpus()}  load {load[0]:.2f}",
+            f"{platform.python_version()}  cpus {harness.cpus()}  server CPU {self.server_cpu}"
+            f"  other CPU {self.other_cpu}",
+            file=out,
+        )
+        print(
+            f"load average (1 min): {self.load_at_start[0]:.2f} at the start, {load[0]:.2f} at"
+            " the end; other work on these CPUs shows up as spread",
             file=out,
         )
         print("medians of alternating rounds; 'spread' is half the interquartile range", file=out)
+        for name, why in self.skipped.items():
+            print(f"section {name} skipped: {why}", file=out)
         for m in self.measures.values():
             direction = "higher is better" if m.higher_is_better else "lower is better"
             print(f"\n{m.id}: {m.title} [{m.unit}, {direction}]", file=out)
@@ -787,7 +796,7 @@ class Run:
             "cpus": harness.cpus(),
             "server_cpu": self.server_cpu,
             "other_cpu": self.other_cpu,
-            "load_average": load,
+            "load_average": {"start": self.load_at_start, "end": load},
             "options": {
                 "quick": self.args.quick,
                 "only": self.args.only,
@@ -846,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in sections:
         try:
             getattr(run, f"section_{name}")()
-        except Unavailable as exc:
+        except (Unavailable, BenchError) as exc:
             run.skipped[name] = str(exc)
             run.log(f"== {name}: skipped: {exc}")
     result = run.report()
