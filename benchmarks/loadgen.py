@@ -24,7 +24,7 @@ import socket
 import struct
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 HEADER = struct.Struct("<IIII")
 READ, WATCH, WATCH_EVENT, ERROR, WRITE = 2, 4, 15, 16, 11
@@ -218,8 +218,10 @@ def bench_watch_fanout(
     writer = connect(socket_path)
     roundtrip(writer, packet(WRITE, 1, b"/bench/fan\0"), packet(WRITE, 1, OK))
     for c, s in enumerate(socks):
-        reqs = b"".join(packet(WATCH, j + 1, p + b"\0" + b"t%d\0" % c) for j, p in enumerate(paths))
-        s.sendall(reqs)
+        watch_reqs = b"".join(
+            packet(WATCH, j + 1, p + b"\0" + b"t%d\0" % c) for j, p in enumerate(paths)
+        )
+        s.sendall(watch_reqs)
         # each WATCH gives OK then its initial event
         expected = b"".join(
             packet(WATCH, j + 1, OK) + packet(WATCH_EVENT, 0, p + b"\0" + b"t%d\0" % c)
@@ -259,17 +261,17 @@ def bench_watch_fanout(
                     f" watchers {progress} of {len(events_per_conn[0])} bytes each"
                 )
             for key, _ in ready:
-                s = key.fileobj
-                assert isinstance(s, socket.socket)
-                data = s.recv(1 << 20)
+                conn = key.fileobj
+                assert isinstance(conn, socket.socket)
+                data = conn.recv(1 << 20)
                 if not data:
                     raise ConnectionError("server closed a connection")
-                buf = bufs[s]
+                buf = bufs[conn]
                 buf += data
-                if len(buf) >= want[s]:
-                    sel.unregister(s)
+                if len(buf) >= want[conn]:
+                    sel.unregister(conn)
                     remaining -= 1
-                if s is writer and sent < writes:
+                if conn is writer and sent < writes:
                     upto = min(writes, len(buf) // reply_size + window)
                     if upto > sent:
                         writer.sendall(b"".join(reqs[sent:upto]))
@@ -285,7 +287,7 @@ def bench_watch_fanout(
     return {"value": mean, "unit": "s", "events_per_pass": writes * conns}
 
 
-BENCHES = {
+BENCHES: dict[str, Callable[..., dict[str, Any]]] = {
     "read_pipelined": bench_read_pipelined,
     "write_seq": bench_write_seq,
     "create_nodes": bench_create_nodes,
