@@ -27,7 +27,7 @@ import time
 from typing import Any, Callable
 
 HEADER = struct.Struct("<IIII")
-READ, WATCH, WATCH_EVENT, ERROR, WRITE = 2, 4, 15, 16, 11
+READ, WATCH, TX_START, TX_END, WATCH_EVENT, ERROR, WRITE = 2, 4, 6, 7, 15, 16, 11
 OK = b"OK\0"
 
 
@@ -287,11 +287,72 @@ def bench_watch_fanout(
     return {"value": mean, "unit": "s", "events_per_pass": writes * conns}
 
 
+def bench_tx_pipelined(socket_path: str, concurrency: int, batches: int) -> dict[str, Any]:
+    """Batches of ``concurrency`` transactions (5 READs + 5 WRITEs + commit each),
+    all pipelined on one connection; committed transactions/s.
+
+    Each batch sends the STARTs, reads the ids, then sends every transaction's
+    operations and its END at once. It is the most a client can get out of
+    one connection, so it bounds what the asyncio client can do.
+    """
+    sock = connect(socket_path)
+    reads = [b"/bench/tx/r%d\0" % i for i in range(5)]
+    value = b"tx-value"
+    writes = [[b"/bench/txp/%d/w%d\0" % (k, i) for i in range(5)] for k in range(concurrency)]
+    setup = [packet(WRITE, 1, p + value) for p in reads] + [
+        packet(WRITE, 1, p + value) for w in writes for p in w
+    ]
+    sock.sendall(b"".join(setup))
+    check(
+        recv_exact(sock, len(setup) * len(packet(WRITE, 1, OK))), packet(WRITE, 1, OK) * len(setup)
+    )
+    starts = b"".join(packet(TX_START, k + 1, b"\0") for k in range(concurrency))
+
+    def batch() -> None:
+        sock.sendall(starts)
+        got = b""
+        ids: list[int] = []
+        pos = 0
+        while len(ids) < concurrency:
+            while len(got) - pos < 16:
+                got += sock.recv(1 << 16)
+            op, _, _, size = HEADER.unpack_from(got, pos)
+            while len(got) - pos < 16 + size:
+                got += sock.recv(1 << 16)
+            if op != TX_START:
+                raise RuntimeError(f"TRANSACTION_START failed: {got[pos + 16 : pos + 16 + size]!r}")
+            ids.append(int(got[pos + 16 : pos + 15 + size]))
+            pos += 16 + size
+        reqs = []
+        reps = []
+        for k, t in enumerate(ids):
+            for i, p in enumerate(reads):
+                reqs.append(packet(READ, i + 1, p, t))
+                reps.append(packet(READ, i + 1, value, t))
+            for i, p in enumerate(writes[k]):
+                reqs.append(packet(WRITE, i + 6, p + value, t))
+                reps.append(packet(WRITE, i + 6, OK, t))
+            reqs.append(packet(TX_END, 11, b"T\0", t))
+            reps.append(packet(TX_END, 11, OK, t))
+        expected = b"".join(reps)
+        sock.sendall(b"".join(reqs))
+        check(recv_exact(sock, len(expected)), expected)
+
+    batch()
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        batch()
+    elapsed = time.perf_counter() - t0
+    sock.close()
+    return {"value": concurrency * batches / elapsed, "unit": "tx/s", "seconds": elapsed}
+
+
 BENCHES: dict[str, Callable[..., dict[str, Any]]] = {
     "read_pipelined": bench_read_pipelined,
     "write_seq": bench_write_seq,
     "create_nodes": bench_create_nodes,
     "watch_fanout": bench_watch_fanout,
+    "tx_pipelined": bench_tx_pipelined,
 }
 
 

@@ -457,6 +457,13 @@ class Run:
 
         return runner
 
+    def loadgen_runner(self, args: dict[str, Any], sock: str, cpu: int) -> Callable[[], Any]:
+        def runner() -> dict[str, Any]:
+            cmd = [self.py, str(HERE / "loadgen.py"), json.dumps({**args, "socket": sock})]
+            return harness.run_json(cmd, cpu, self.worker_env)
+
+        return runner
+
     def section_client(self) -> None:
         s = self.sizes
         cpu = self.server_cpu
@@ -601,6 +608,23 @@ class Run:
                         runners[key] = self.client_runner(cmds, impl, bench, sock, on, **params)
                     else:
                         m.errors[key] = missing[impl]
+                # What the daemon serves on one connection when the client costs
+                # next to nothing: requests built in advance, replies compared as bytes.
+                m.impls["raw"] = "raw socket, pipelined (daemon's limit)"
+                if bench == "read":
+                    raw = {
+                        "bench": "read_pipelined",
+                        "conns": 1,
+                        "chunk": 64,
+                        "reads": max(2000, int(65_000 * s.seconds)),
+                    }
+                else:
+                    raw = {
+                        "bench": "tx_pipelined",
+                        "concurrency": n,
+                        "batches": max(3, int(3_500 * s.seconds / n)),
+                    }
+                runners["raw"] = self.loadgen_runner(raw, sock, cpu)
                 self.measure(m, runners, s.rounds)
 
         self.target(
