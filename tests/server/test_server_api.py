@@ -74,9 +74,8 @@ def test_async_server() -> None:
 
 
 def test_server_cannot_start_twice(tmp_path: Path) -> None:
-    with Server(tmp_path / "s") as srv:
-        with pytest.raises(RuntimeError):
-            srv.__enter__()
+    with Server(tmp_path / "s") as srv, pytest.raises(RuntimeError):
+        srv.__enter__()
 
 
 def test_call_runs_in_server_loop(srv: Server) -> None:
@@ -187,11 +186,12 @@ def test_bad_quota_option(tmp_path: Path) -> None:
 
 
 def test_pyxs_run(tmp_path: Path) -> None:
+    here = str(Path(__file__).parent)
     script = (
-        "import os, sys; sys.path.insert(0, %r); from rawxs import RawConn; from pyxs.protocol import Op;"
-        "c = RawConn(os.environ['XENSTORED_PATH']); c.ok(Op.WRITE, b'/x\\0y');"
-        "assert c.ok(Op.READ, b'/x\\0') == b'y'; sys.exit(7)"
-    ) % str(Path(__file__).parent)
+        f"import os, sys; sys.path.insert(0, {here!r}); from rawxs import RawConn;"
+        "from pyxs.protocol import Op; c = RawConn(os.environ['XENSTORED_PATH']);"
+        "c.ok(Op.WRITE, b'/x\\0y'); assert c.ok(Op.READ, b'/x\\0') == b'y'; sys.exit(7)"
+    )
     result = subprocess.run(
         [PYTHON, "-m", "pyxs.cli", "run", "--", PYTHON, "-c", script],
         capture_output=True,

@@ -329,6 +329,11 @@ class XenStore:
         if not hits:
             return
         special = path[:1] == b"@"
+        if node is None and old_perms is None and not special:
+            # watch_permitted() cannot read a node that is gone and has no
+            # old permissions: nobody, not even dom0, gets the event (a node
+            # created and removed within one transaction)
+            return
         verdict: dict[int, bool] = {}
         queue = self._queue_event
         for watch in hits:
@@ -373,11 +378,12 @@ class XenStore:
     def _watch_permitted(
         self, conn: Connection, path: bytes, node: Node | None, old_perms: Perms | None
     ) -> bool:
-        """A node counts as readable if it or its parent is readable."""
+        """A node counts as readable if it or its parent is readable.
+
+        ``node`` is None for a node a transaction removed: then only its
+        permissions from before the transaction count."""
         lookup = self.store.lookup
-        if node is None:
-            node = lookup(path)
-        gen = node.gen if node is not None else 0
+        gen = node.gen if node is not None else self.store.generation
         if old_perms is not None and self._perm(conn, old_perms, gen) & PERM_READ:
             return True
         if node is None:
@@ -616,13 +622,25 @@ class XenStore:
         domid = c_atoi(_onearg(payload)) & 0xFFFFFFFF
         if domid == 0:
             raise _EINVAL
+        return self._connected_domain(domid)
+
+    def _connected_domain(self, domid: int) -> Domain:
+        """``find_connected_domain``: introduced (ENOENT) and connected (EINVAL)."""
         domain = self.domains.introduced(domid)
         if domain is None:
             raise _ENOENT
+        if domain.detached:
+            raise _EINVAL
         return domain
 
     def _release(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
-        self.destroy_domain(self._onearg_domain(payload))
+        domain = self._onearg_domain(payload)
+        if domain.holders:
+            # SET_TARGET made another domain hold a (talloc) reference to this
+            # domain's connection: freeing it only drops the newest reference.
+            domain.holders.pop()
+        else:
+            self.destroy_domain(domain)
         return OK
 
     def _resume(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
@@ -633,13 +651,10 @@ class XenStore:
         strings = _strings(payload)
         if len(strings) < 2:
             raise _EINVAL
-        domain = self.domains.introduced(c_atoi(strings[0]) & 0xFFFFFFFF)
-        if domain is None:
-            raise _ENOENT
-        target = self.domains.introduced(c_atoi(strings[1]) & 0xFFFFFFFF)
-        if target is None:
-            raise _ENOENT
+        domain = self._connected_domain(c_atoi(strings[0]) & 0xFFFFFFFF)
+        target = self._connected_domain(c_atoi(strings[1]) & 0xFFFFFFFF)
         domain.target = target.domid
+        target.holders.append(domain.domid)
         return OK
 
     def _get_domain_path(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
@@ -671,6 +686,12 @@ class XenStore:
             if self.on_destroy is not None:
                 self.on_destroy(domain.domid)
             self.fire_special(_RELEASE_DOMAIN)
+        # the references this domain held (SET_TARGET) go with it
+        for other in self.domains:
+            if domain.domid in other.holders:
+                other.holders = [d for d in other.holders if d != domain.domid]
+                if other.detached and not other.holders:
+                    self.destroy_domain(other)
 
     def _remove_domain_tree(self, domid: int) -> None:
         """Remove (or with keep_orphans give to dom0) the nodes ``domid`` owns."""
@@ -723,9 +744,13 @@ class XenStore:
                         notify = True
                     if state != "dying":
                         continue
-                if domain.domid == 0:
+                if domain.domid == 0 or domain.detached:
                     continue
-                self.destroy_domain(domain)
+                if domain.holders:
+                    # its connection outlives the unlink (SET_TARGET holds it)
+                    domain.detached = True
+                else:
+                    self.destroy_domain(domain)
                 notify = False
                 again = True
                 break

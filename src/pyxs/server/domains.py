@@ -147,7 +147,17 @@ class SoftQuotas:
 class Domain:
     """cxenstored's ``struct domain``."""
 
-    __slots__ = ("conns", "domid", "generation", "introduced", "port", "shutdown", "target")
+    __slots__ = (
+        "conns",
+        "detached",
+        "domid",
+        "generation",
+        "holders",
+        "introduced",
+        "port",
+        "shutdown",
+        "target",
+    )
 
     def __init__(self, domid: int, generation: int) -> None:
         self.domid = domid
@@ -159,6 +169,11 @@ class Domain:
         self.target: int | None = None
         #: guest connections acting as this domain
         self.conns: list[Connection] = []
+        #: domains whose SET_TARGET named this one (each holds a reference
+        #: that keeps this domain's connection alive, as talloc does)
+        self.holders: list[int] = []
+        #: the hypervisor killed it while a reference held it: no connection
+        self.detached = False
 
     @property
     def watch_count(self) -> int:

@@ -211,7 +211,8 @@ class Transaction:
                     if parent is not None:
                         parent.remove_child(basename(path))
             if entry.fire:
-                fire(path, None, entry.exact, entry.perms)
+                # the node as read back from the store now (None if removed)
+                fire(path, node, entry.exact, entry.perms)
         self.entries = {}
 
     @staticmethod
