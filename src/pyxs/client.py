@@ -16,7 +16,7 @@ reading (a *leader/follower* scheme):
    to its owner, following the protocol's reply-routing rule (a reply goes
    to the waiter registered for its req_id, a ``WATCH_EVENT`` goes to the
    monitors that watch with its token). If somebody is reading already, it
-   is a *follower*: it sleeps on its own event until the reader hands it its
+   is a *follower*: it sleeps on its own lock until the reader hands it its
    reply, or hands it the reader's role.
 3. When the reader has its own reply it stops reading and wakes one
    follower still waiting, who becomes the next reader. A follower that
@@ -101,20 +101,45 @@ class RequestTimeout(PyXSError, TimeoutError):
     """
 
 
+class _Parker:
+    """A thread's (or greenlet's) place to sleep: a lock it blocks on.
+
+    The lock is held while there is no wake-up to take; :func:`_unpark`
+    releases it, once (``permit``), and the sleeper takes it back. Made once
+    per thread and reused, because a lock is far cheaper to create and to
+    hand over than a ``threading.Event``.
+    """
+
+    __slots__ = ("lock", "permit")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.permit = False
+
+
 class _Waiter:
     """A thread blocked on the connection: for a reply, or for events.
 
     ``reply`` stays None until the wait is over; then it is the reply
     :class:`Packet`, :data:`_READY` (a monitor has something to look at) or
-    the exception that failed the connection. ``event`` is created only when
-    the thread has to sleep as a follower.
+    the exception that failed the connection. ``parker`` is set while the
+    thread sleeps, or may sleep, as a follower.
     """
 
-    __slots__ = ("event", "reply")
+    __slots__ = ("parker", "reply")
 
     def __init__(self) -> None:
         self.reply: Any = None
-        self.event: threading.Event | None = None
+        self.parker: _Parker | None = None
+
+
+def _unpark(waiter: _Waiter) -> None:
+    # With the state lock held: wake the thread sleeping for ``waiter``.
+    parker = waiter.parker
+    if parker is not None and not parker.permit:
+        parker.permit = True
+        parker.lock.release()
 
 
 _READY = object()
@@ -123,7 +148,16 @@ _READY = object()
 class _Session:
     """The state of one open connection."""
 
-    __slots__ = ("failure", "followers", "protocol", "read_lock", "slots", "waker")
+    __slots__ = (
+        "failure",
+        "followers",
+        "outbox",
+        "protocol",
+        "read_lock",
+        "slots",
+        "waker",
+        "write_lock",
+    )
 
     def __init__(self, failure: BaseException | None = None) -> None:
         self.protocol = ClientProtocol()
@@ -133,6 +167,9 @@ class _Session:
         self.followers: Set[_Waiter] = set()
         #: held by the reader
         self.read_lock = threading.Lock()
+        #: held by the writer; packets other threads queued for it to send
+        self.write_lock = threading.Lock()
+        self.outbox: List[bytes] = []
         #: set when the connection failed or was closed
         self.failure = failure
         #: the wake-up socket pair of wakeable readers, made when first needed
@@ -165,10 +202,13 @@ class Router:
 
     def __init__(self, connection: PacketConnection) -> None:
         self.connection = connection
+        #: guards req_id allocation and the outbox; never held across I/O
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         self._session = _Session(ConnectionError("not connected"))
         self._monitors: Dict[bytes, List[Monitor]] = {}
+        # Made now, not at import: under monkey-patching it is greenlet-local.
+        self._parkers = threading.local()
 
     def __repr__(self) -> str:
         return f"Router({self.connection!r})"
@@ -189,17 +229,21 @@ class Router:
             old = self._session
             if old.failure is None:
                 return
-            # A reader of the failed session may still be on its way out of
-            # recv(); it must be gone before the connection object is opened
-            # again, or it could read the new connection's bytes. Its read
-            # lock is kept: nobody reads for that session any more.
+            # A reader (writer) of the failed session may still be on its way
+            # out of recv() (send()); it must be gone before the connection
+            # object is opened again, or it could read (write) the new
+            # connection's bytes. The old locks are kept: nobody reads or
+            # writes for that session any more.
             idle = old.read_lock.acquire(timeout=5.0)
+            quiet = old.write_lock.acquire(timeout=5.0)
             try:
                 self.connection.close()
                 self.connection.connect()
             except BaseException:
                 if idle:
                     old.read_lock.release()
+                if quiet:
+                    old.write_lock.release()
                 raise
             if idle:
                 old.close_waker()
@@ -228,14 +272,12 @@ class Router:
             for waiter in session.slots.values():
                 if waiter.reply is None:
                     waiter.reply = failure
-                if waiter.event is not None:
-                    waiter.event.set()
+                _unpark(waiter)
             session.slots.clear()
             for waiter in session.followers:
                 if waiter.reply is None:
                     waiter.reply = failure
-                if waiter.event is not None:
-                    waiter.event.set()
+                _unpark(waiter)
             for monitors in self._monitors.values():
                 for monitor in monitors:
                     monitor._signal(failure)
@@ -285,11 +327,23 @@ class Router:
                 raise _connection_error(session.failure)
             req_id, data = session.protocol.request(op, payload, tx_id)
             session.slots[req_id] = waiter
+            if session.outbox or not session.write_lock.acquire(False):
+                # Somebody is writing: it sends ours too (no thread ever
+                # waits for a lock held across I/O).
+                session.outbox.append(data)
+                data = b""
+        if data:
             try:
                 self.connection.send(data)
             except ConnectionError as exc:
-                self._fail(session, exc)
-                raise
+                self._fail(session, exc)  # our waiter (and all) learn of it
+            finally:
+                session.write_lock.release()
+            # Queued meanwhile by a thread that found us writing?
+            if session.outbox:
+                self._flush(session)
+        else:
+            self._flush(session)
         try:
             if timeout is None and session.read_lock.acquire(False):
                 # The common case: nobody else is reading, read at once.
@@ -315,6 +369,26 @@ class Router:
         if reply.__class__ is Packet:
             return reply
         raise _connection_error(reply)
+
+    def _flush(self, session: _Session) -> None:
+        """Send the queued packets, unless somebody else is writing.
+
+        The writer looks at the outbox again after giving up the write lock,
+        and a thread queues before it tries that lock: so a packet is never
+        left behind.
+        """
+        while session.write_lock.acquire(False):
+            try:
+                with self._send_lock:
+                    batch, session.outbox = session.outbox, []
+                if batch:
+                    self.connection.send(b"".join(batch))
+            except ConnectionError as exc:
+                self._fail(session, exc)
+            finally:
+                session.write_lock.release()
+            if not session.outbox:
+                return
 
     def _abandon(self, session: _Session, req_id: int) -> bool:
         """Give up waiting for ``req_id``; False if its reply came meanwhile."""
@@ -342,30 +416,30 @@ class Router:
                 # Somebody reads: sleep as a follower, registered *before*
                 # trying the read lock again, so that a reader leaving
                 # meanwhile sees us and hands its role over.
+                parker = waiter.parker
+                if parker is None:
+                    parker = waiter.parker = self._parker()
                 with lock:
                     if waiter.reply is not None:
                         break  # type: ignore[unreachable]  # answered meanwhile
-                    event = waiter.event
-                    if event is None:
-                        event = waiter.event = threading.Event()
-                    else:
-                        event.clear()
                     session.followers.add(waiter)
                 if not read_lock.acquire(False):
                     if deadline is None:
-                        event.wait()
+                        parker.lock.acquire()
                     else:
                         remaining = deadline - monotonic()
                         if remaining > 0:
-                            event.wait(remaining)
+                            parker.lock.acquire(timeout=remaining)
                     with lock:
                         session.followers.discard(waiter)
+                        self._consume(parker)
                     if waiter.reply is None and deadline is not None and monotonic() >= deadline:
                         self._hand_over(session)
                         return False
                     continue
                 with lock:
                     session.followers.discard(waiter)
+                    self._consume(parker)
             # We hold the read lock: we are the reader.
             try:
                 done = self._lead(session, waiter, deadline, wakeable)
@@ -394,8 +468,24 @@ class Router:
         # With the state lock held: wake one follower still waiting.
         for follower in session.followers:
             if follower.reply is None:
-                follower.event.set()  # type: ignore[union-attr]
+                _unpark(follower)
                 return
+
+    def _parker(self) -> _Parker:
+        parkers = self._parkers
+        try:
+            parker: _Parker = parkers.parker
+        except AttributeError:
+            parker = parkers.parker = _Parker()
+        return parker
+
+    @staticmethod
+    def _consume(parker: _Parker) -> None:
+        # With the state lock held, after sleeping (woken or timed out): take
+        # the wake-up if there is one, so the lock is held again.
+        if parker.permit:
+            parker.permit = False
+            parker.lock.acquire(False)
 
     def _lead(
         self, session: _Session, waiter: _Waiter, deadline: float | None, wakeable: bool
@@ -423,8 +513,8 @@ class Router:
                         owner = slots.pop(packet.req_id, None)
                         if owner is not None:
                             owner.reply = packet
-                            if owner.event is not None:
-                                owner.event.set()
+                            if owner.parker is not None:
+                                _unpark(owner)
                     if events:
                         self._route(events)
         except PyXSError as exc:
@@ -989,8 +1079,7 @@ class Monitor:
         for waiter in self._waiters:
             if waiter.reply is None:
                 waiter.reply = reply
-                if waiter.event is not None:
-                    waiter.event.set()
+                _unpark(waiter)
 
     def _is_watched(self, event: WatchEvent) -> bool:
         path, token = event

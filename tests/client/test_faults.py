@@ -372,6 +372,45 @@ def test_server_stops_answering_with_followers(fake) -> None:
     c.close()
 
 
+def test_server_stops_reading(fake) -> None:
+    # The socket buffer fills up: one thread blocks in send(), the others
+    # queue their packets behind it. close() releases every one of them.
+    stop = threading.Event()
+
+    def script(peer: Peer) -> None:
+        stop.wait(30)
+
+    server = fake(script)
+    c = pyxs.Client(unix_socket_path=server.path)
+    c.connect()
+    outcome: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            while True:
+                c.write(b"/big", b"x" * 4000)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    # Each thread has one 4 KB request in flight: 100 of them overfill the
+    # socket's buffer (~200 KB).
+    threads = [threading.Thread(target=writer) for _ in range(100)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    session = c.router._session
+    while not (session.write_lock.locked() and session.outbox) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert session.write_lock.locked() and session.outbox  # a writer stuck, others queued
+    assert not outcome
+    c.close()
+    for t in threads:
+        t.join(5)
+    stop.set()
+    assert not any(t.is_alive() for t in threads)
+    assert len(outcome) == 100 and all(isinstance(e, pyxs.ConnectionError) for e in outcome)
+
+
 def test_server_hangs_up_after_request(fake) -> None:
     def script(peer: Peer) -> None:
         peer.request()  # then the script returns and the peer is closed

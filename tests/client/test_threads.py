@@ -52,6 +52,7 @@ def test_threads_share_one_client(client, unique_path) -> None:
     session = client.router._session
     assert session.slots == {} and session.protocol.pending == set()
     assert session.followers == set() and not session.read_lock.locked()
+    assert session.outbox == [] and not session.write_lock.locked()
 
 
 def test_requests_really_overlap(client, unique_path) -> None:
