@@ -734,7 +734,7 @@ class XenStore:
                 valid = state != "gone"
                 if not domain.introduced:
                     if not valid:
-                        domains.drop(domain)
+                        self.destroy_domain(domain)  # its nodes go, no event
                         again = True
                         break
                     continue

@@ -638,9 +638,12 @@ def rm_node(acc: Access, path: bytes) -> None:
         cpath, cnode, kids = stack[-1]
         for name in kids:
             child = acc.read(child_path(cpath, name))
-            if child is not None:
-                stack.append((child_path(cpath, name), child, iter(list(child.children or ()))))
-                break
+            if child is None:
+                # a transaction's copy lists a child removed outside it:
+                # cxenstored's tree walk stops with EIO
+                raise Fail(XsdError.EIO)
+            stack.append((child_path(cpath, name), child, iter(list(child.children or ()))))
+            break
         else:
             stack.pop()
             acc.delete(cpath, cnode)
@@ -649,5 +652,10 @@ def rm_node(acc: Access, path: bytes) -> None:
                 ppath, pnode, _ = stack[-1]
                 pnode.remove_child(basename(cpath))
                 acc.write(ppath, pnode, pnode.perms.owner)
-    parent.remove_child(basename(path))
+    name = basename(path)
+    if parent.children is None or name not in parent.children:
+        # a transaction's copy of the parent lacks a child created outside
+        # it: cxenstored's delete_child() finds no entry, EIO
+        raise Fail(XsdError.EIO)
+    parent.remove_child(name)
     acc.write(parent_path, parent, parent.perms.owner)
