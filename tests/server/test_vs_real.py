@@ -841,3 +841,33 @@ def test_oversized_header_drops_connection(pair: tuple[Target, Target]) -> None:
 def test_transcripts_are_not_empty(pair: tuple[Target, Target]) -> None:
     lines = check(pair, [("connect", "a"), ("a", R, b"/nope\0"), ("a", W, b"/t\0x")])
     assert lines == ["1 a <- ERROR req=1 tx=0 b'ENOENT\\x00'", "2 a <- WRITE req=2 tx=0 b'OK\\x00'"]
+
+
+def test_stale_transactions_and_vanishing_domains(pair: tuple[Target, Target]) -> None:
+    script: list[Step] = [
+        ("connect", "a"),
+        ("connect", "b"),
+        ("a", WA, b"/st\0st\0"),
+        # a transaction's copy lists a child that vanished outside: RM is EIO
+        ("a", W, b"/st/x/y\0v"),
+        ("a", TS, b"\0"),
+        ("a", W, b"/st/x\0w", 1),
+        ("b", X, b"/st/x/y\0"),
+        ("a", X, b"/st/x\0", 1),
+        ("a", TE, b"F\0", 1),
+        # ... or lacks a child created outside: RM of that child is EIO
+        ("a", W, b"/st/p\0v"),
+        ("a", TS, b"\0"),
+        ("a", M, b"/st/p\0", 2),
+        ("b", M, b"/st/p/c\0"),
+        ("a", X, b"/st/p/c\0", 2),
+        ("a", TE, b"F\0", 2),
+        # a domain that exists without being introduced loses its nodes when it goes
+        ("state", 80, "running"),
+        ("a", W, b"/st/o/a\0x"),
+        ("a", SP, b"/st/o/a\0n80\0"),
+        ("a", SP, b"/st/o\0r80\0"),
+        ("state", 80, "gone"),
+        ("a", D, b"/st\0"),
+    ]
+    check(pair, script)
