@@ -41,11 +41,9 @@ import collections
 import contextlib
 import os
 import selectors
-import shutil
 import socket
 import stat
 import struct
-import tempfile
 import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
@@ -479,6 +477,8 @@ class Server:
         self._tempdir: str | None = None
         if socket_path is None:
             if run_dir is None:
+                import tempfile  # (lazily: it costs a megabyte of RSS)
+
                 self._tempdir = tempfile.mkdtemp(prefix="pyxs-", dir="/tmp")
                 run_dir = self._tempdir
             socket_path = os.path.join(os.fspath(run_dir), "socket")
@@ -583,6 +583,8 @@ class Server:
                 os.unlink(path)
         self._guest_paths.clear()
         if self._tempdir is not None:
+            import shutil
+
             shutil.rmtree(self._tempdir, ignore_errors=True)
             self._tempdir = None
 
