@@ -871,3 +871,31 @@ def test_stale_transactions_and_vanishing_domains(pair: tuple[Target, Target]) -
         ("a", D, b"/st\0"),
     ]
     check(pair, script)
+
+
+def test_guest_transaction_quotas(pair: tuple[Target, Target]) -> None:
+    script: list[Step] = [
+        ("connect", "a"),
+        ("connect", "g", 90),
+        ("a", M, b"/local/domain/90\0"),
+        ("a", SP, b"/local/domain/90\0n90\0"),
+        ("a", Op.CONTROL, b"quota\0set\0nodes\x003\0"),
+        ("g", TS, b"\0"),
+        ("g", W, b"a\0", 1),
+        ("g", W, b"b\0", 1),
+        ("g", TE, b"T\0", 1),  # the count would reach the quota: ENOSPC
+        ("g", W, b"c\0"),
+        ("g", W, b"d\0"),
+        ("g", W, b"e\0"),
+        ("a", Op.CONTROL, b"quota\0set\0nodes\x001000\0"),
+        ("a", Op.CONTROL, b"quota\0set\0transaction-nodes\x004\0"),
+        ("g", TS, b"\0"),
+        ("g", W, b"t0\0", 2),
+        ("g", W, b"t1\0", 2),
+        ("g", W, b"t2/deeper\0", 2),
+        ("g", W, b"t3\0", 2),
+        ("g", TE, b"T\0", 2),
+        ("a", Op.CONTROL, b"quota\0set\0transaction-nodes\x001024\0"),
+        ("a", Op.CONTROL, b"quota\x0090\0"),
+    ]
+    check(pair, script)
