@@ -52,11 +52,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"pyxs run: {command[0]}: {exc.strerror}", file=sys.stderr)
             return 127
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        def forward(signum: int, frame: object) -> None:
+            child.send_signal(signum)
+
+        # Ctrl-C reaches the child from the terminal; SIGTERM/SIGHUP are passed on.
+        previous = {
+            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+            signal.SIGHUP: signal.signal(signal.SIGHUP, forward),
+        }
         try:
             status = child.wait()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     return 128 - status if status < 0 else status
 
 

@@ -250,3 +250,35 @@ def test_serve_survives_many_clients(srv: Server) -> None:
             c.close()
     with RawConn(srv.socket_path) as c:
         assert len(c.ok(Op.DIRECTORY, b"/many\0").split(b"\0")) == 51
+
+
+def test_pyxs_run_forwards_sigterm(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "pyxs.cli", "run", "--", "sh", "-c", "echo ready; exec sleep 30"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    proc.terminate()
+    proc.communicate(timeout=20)
+    assert proc.returncode == 128 + signal.SIGTERM
+
+
+def test_a_bug_drops_only_that_connection(
+    srv: Server, dom0: RawConn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    victim = RawConn(srv.socket_path)
+    victim_seq = max(srv.call(lambda core: list(core.conns)))
+    original = srv.core.receive
+
+    def buggy(conn: Any, data: bytes) -> bool:
+        if conn.seq == victim_seq:
+            raise RuntimeError("simulated bug")
+        return original(conn, data)
+
+    monkeypatch.setattr(srv.core, "receive", buggy)
+    victim.send(Op.READ, b"/\0")
+    assert victim.is_closed()
+    victim.close()
+    assert dom0.ok(Op.READ, b"/\0") == b""

@@ -92,6 +92,18 @@ def _listen_unix(path: str) -> socket.socket:
     return sock
 
 
+def _receive(core: XenStore, conn: Connection, data: bytes) -> bool:
+    """Feed the core; a bug while handling one connection's request drops
+    that connection (with a traceback on stderr), never the server."""
+    try:
+        return core.receive(conn, data)
+    except Exception:  # noqa: BLE001 - the server must survive its own bugs
+        import traceback
+
+        traceback.print_exc()
+        return False
+
+
 class _Future:
     """A minimal thread-safe result holder (concurrent.futures costs imports)."""
 
@@ -217,7 +229,7 @@ class _SelectorLoop:
         server = self.server
         if server._virq_fd is not None:
             server._poll_virq()
-        if not self.core.receive(entry.conn, data):
+        if not _receive(self.core, entry.conn, data):
             self.drop(entry.conn.seq)
         self.flush()
 
@@ -352,7 +364,7 @@ class _AsyncLoop:
                 server = frontend.server
                 if server._virq_fd is not None:
                     server._poll_virq()
-                if not core.receive(conn, data):
+                if not _receive(core, conn, data):
                     frontend.drop(conn.seq)
                 frontend.flush()
 
