@@ -426,6 +426,13 @@ class Router:
                 if not read_lock.acquire(False):
                     if deadline is None:
                         parker.lock.acquire()
+                        answer: Any = waiter.reply  # (set by another thread)
+                        if answer.__class__ is Packet:
+                            # The reader that answered us also took us out
+                            # of the followers: nobody else can wake us, so
+                            # the wake-up is ours to take without the lock.
+                            parker.permit = False
+                            break
                     else:
                         remaining = deadline - monotonic()
                         if remaining > 0:
@@ -514,6 +521,7 @@ class Router:
                         if owner is not None:
                             owner.reply = packet
                             if owner.parker is not None:
+                                session.followers.discard(owner)
                                 _unpark(owner)
                     if events:
                         self._route(events)
