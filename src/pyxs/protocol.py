@@ -248,6 +248,11 @@ class ClientProtocol:
         self.pending: set[int] = set()
         self._abandoned: set[int] = set()
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received that do not make a whole packet yet."""
+        return self._decoder.pending
+
     def next_req_id(self) -> int:
         """A 32-bit request id not in flight; ids wrap after 2**32 - 1."""
         pending = self.pending
