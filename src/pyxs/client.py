@@ -9,15 +9,20 @@ reading (a *leader/follower* scheme):
 
 1. A caller encodes its request with the connection's
    :class:`~pyxs.protocol.ClientProtocol` (which hands out a 32-bit req_id
-   not in flight), registers a *waiter* for that req_id and sends the bytes,
-   all under the send lock.
+   not in flight) and registers a *waiter* for that req_id, under the send
+   lock. Then it sends the bytes, *writes being combined*: if another thread
+   is in the middle of a send, the packet is queued and that thread sends
+   it after its own (its write lock is only ever tried, never waited for).
+   No thread waits for a lock held across I/O, which is what keeps many
+   threads on one CPU from queueing up behind a blocked send.
 2. It then waits for its reply. If nobody is reading the connection, it
    becomes the *reader*: it reads from the connection and hands every packet
    to its owner, following the protocol's reply-routing rule (a reply goes
    to the waiter registered for its req_id, a ``WATCH_EVENT`` goes to the
    monitors that watch with its token). If somebody is reading already, it
-   is a *follower*: it sleeps on its own lock until the reader hands it its
-   reply, or hands it the reader's role.
+   is a *follower*: it sleeps on its thread's *parking lock* (reused from
+   call to call, far cheaper than a ``threading.Event``) until the reader
+   hands it its reply, or hands it the reader's role.
 3. When the reader has its own reply it stops reading and wakes one
    follower still waiting, who becomes the next reader. A follower that
    finds its reply delivered by then passes the role on in the same way.
@@ -38,7 +43,9 @@ a wake-up socket pair; ``close()``, :meth:`Monitor.wake` and
 State of one open connection lives in a ``_Session``; reconnecting makes a
 new one, so a straggler from the old connection can never touch the new
 one. Lock order: the send lock, then the state lock; nothing blocks while
-holding the state lock.
+holding either. A follower registers itself *before* trying the read lock a
+second time, and a leaving reader looks for followers *after* releasing it;
+the writer's outbox works the same way: so no hand-over is ever missed.
 
 Transactions belong to the thread (or greenlet) that started them: the
 current transaction id is thread-local, so another thread sharing the
