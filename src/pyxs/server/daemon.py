@@ -486,6 +486,7 @@ class Server:
         keep_orphans: bool = False,
         logfile: str | None = None,
     ) -> None:
+        core = XenStore(_make_quotas(quotas), soft_quotas, keep_orphans=keep_orphans)
         self._tempdir: str | None = None
         if socket_path is None:
             if run_dir is None:
@@ -503,7 +504,7 @@ class Server:
             else os.path.dirname(os.path.abspath(self.socket_path))
         )
         #: the sans-I/O server state (touch it only from the server's loop)
-        self.core = XenStore(_make_quotas(quotas), soft_quotas, keep_orphans=keep_orphans)
+        self.core = core
         if logfile is not None:
             self.core.set_logfile(logfile)
         self.core.on_introduce = self._on_introduce
