@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import xsdiff
 from xsdiff import CONN_NAMES, Step, real_alive, replay
 
 from conftest import start_real_xenstored, stop_real_xenstored
@@ -148,7 +149,45 @@ CASES: dict[str, list[tuple[Any, ...]]] = {
         ("c0", "DIRECTORY", 1, b"/p\0"),
         ("c0", "TRANSACTION_END", 1, b"T\0"),
     ],
+    # CONTROL "quota <domid>": 4.17 charges the node records a live
+    # transaction has read or written to the domain's "memory" until it ends.
+    "quota-memory-counts-transaction-accesses (dom0)": [
+        ("c0", "CONTROL", 0, b"quota\x000\0"),
+        ("c1", "TRANSACTION_START", 0, b"\0"),
+        ("c1", "READ", 1, b"/tool\0"),
+        ("c0", "CONTROL", 0, b"quota\x000\0"),
+        ("c1", "READ", 1, b"/nope\0"),
+        ("c0", "CONTROL", 0, b"quota\x000\0"),
+        ("c1", "WRITE", 1, b"/new\0value"),
+        ("c0", "CONTROL", 0, b"quota\x000\0"),
+        ("c1", "RM", 1, b"/tool/xenstored\0"),
+        ("c0", "CONTROL", 0, b"quota\x000\0"),
+        ("c1", "TRANSACTION_END", 1, b"F\0"),
+        ("c0", "CONTROL", 0, b"quota\x000\0"),
+    ],
+    "quota-memory-counts-transaction-accesses (guest)": [
+        ("S", "c0", "MKDIR", 0, b"/local/domain/5\0"),
+        ("g5", "TRANSACTION_START", 0, b"\0"),
+        ("g5", "RM", 1, b"/local/domain/5/x\0"),
+        ("c0", "CONTROL", 0, b"quota\x005\0"),
+    ],
+    # Control: memory of plain writes, perms and watches agrees.
+    "quota-memory-nodes-perms-watches (control)": [
+        ("c0", "CONTROL", 0, b"quota\x000\0"),
+        ("c0", "WRITE", 0, b"/a\0hello"),
+        ("c0", "SET_PERMS", 0, b"/a\0n0\0r5\0"),
+        ("c0", "WATCH", 0, b"/a\0tok\0"),
+        ("g5", "WATCH", 0, b"/a\0tok\0"),
+        ("c0", "CONTROL", 0, b"quota\x000\0"),
+        ("c0", "CONTROL", 0, b"quota\x005\0"),
+    ],
 }
+
+
+@pytest.fixture(autouse=True)
+def _strict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These cases compare everything, known discrepancies included."""
+    monkeypatch.setattr(xsdiff, "STRICT", True)
 
 
 @pytest.mark.realxs

@@ -40,7 +40,9 @@ payloads the real daemon survives (see :func:`real_safe`).
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import select
 import socket
 import time
@@ -309,6 +311,17 @@ AT_PATHS = [b"@introduceDomain", b"@releaseDomain"]
 TOKENS = [b"t", b"u", b""]
 VALUES = [b"", b"v", b"hello", b"a\0b", b"\xff\x00\x01"]
 PERM_DOMIDS = [0, 5, 6, 7, 9]
+CONTROL_PAYLOADS = [
+    b"check\0",
+    b"print\0differential\0",
+    b"help\0",
+    b"bogus\0",
+    b"",
+    b"quota\0",
+    b"quota-soft\0",
+    *(b"quota\0%d\0" % d for d in (0, 0, 0, 5, 5, 6, 7, 9)),
+    b"quota\0set\0",
+]
 
 
 @dataclass
@@ -432,6 +445,7 @@ class Generator:
                 (2, Op.INTRODUCE),
                 (1, Op.RELEASE),
                 (1, Op.RESUME),
+                (2, Op.CONTROL),
                 (1, "unknown"),
             ],
         )
@@ -476,6 +490,10 @@ class Generator:
             payload = arg + (b"\0" if c.randint(0, 15) else b"")
             if op in (Op.RELEASE,) and arg in (b"5", b"6"):
                 payload = b"9\0"  # releasing a connected guest strands its socket
+        elif op == Op.CONTROL:
+            # never log/logfile/memreport/live-update/"quota set": they act
+            # on the daemon itself
+            payload = c.choice(CONTROL_PAYLOADS)
         elif op == Op.INTRODUCE:
             domid = c.choice([*SPARE, *SPARE, 9, *GUESTS])
             mfn = domid if c.randint(0, 5) else domid + 1
@@ -524,8 +542,33 @@ class Mismatch(AssertionError):
         self.steps = steps
 
 
+#: Known, separately proven discrepancies the random suite looks past (so they
+#: do not hide others); PYXS_DIFF_STRICT=1 compares them too. Each has a
+#: failing case in test_differential_cases.py until the server is fixed.
+STRICT = os.environ.get("PYXS_DIFF_STRICT") == "1"
+_QUOTA_MEMORY = re.compile(rb"(\nmemory +: +)\d+")
+
+
+def canon(packet: Packet | str) -> Packet | str:
+    """``packet`` as compared: exact, unless a known discrepancy is masked."""
+    if STRICT or isinstance(packet, str):
+        return packet
+    if packet.op == Op.CONTROL and packet.payload.startswith(b"Domain "):
+        # CONTROL "quota <domid>": 4.17 also charges the records a live
+        # transaction has accessed to "memory" (case quota-memory-*)
+        return packet._replace(payload=_QUOTA_MEMORY.sub(rb"\1*", packet.payload))
+    return packet
+
+
+def _streams(ref: Side, cand: Side, conn: int) -> tuple[list[Packet | str], list[Packet | str]]:
+    return (
+        [canon(p) for p in ref.wires[conn].stream],
+        [canon(p) for p in cand.wires[conn].stream],
+    )
+
+
 def _first_difference(ref: Side, cand: Side, conn: int) -> tuple[int, tuple[str, str, str]]:
-    a, b = ref.wires[conn].stream, cand.wires[conn].stream
+    a, b = _streams(ref, cand, conn)
     i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     want = show(a[i]) if i < len(a) else "(nothing)"
     have = show(b[i]) if i < len(b) else "(nothing)"
@@ -538,7 +581,7 @@ def _report(
     lines = [title, how, "", "steps (reference = real xenstored):"]
     lines += [f"  {i:3d}  {s}" for i, s in enumerate(steps)]
     for conn in conns:
-        a, b = ref.wires[conn].stream, cand.wires[conn].stream
+        a, b = _streams(ref, cand, conn)
         if a == b:
             continue
         i, _ = _first_difference(ref, cand, conn)
@@ -550,7 +593,8 @@ def _report(
 
 def _compare(steps: list[Step], ref: Side, cand: Side, conns: Sequence[int], how: str) -> None:
     for conn in conns:
-        if ref.wires[conn].stream != cand.wires[conn].stream:
+        a, b = _streams(ref, cand, conn)
+        if a != b:
             _, key = _first_difference(ref, cand, conn)
             message = _report("differential mismatch", steps, ref, cand, conns, how)
             raise Mismatch(message, key, list(steps))
