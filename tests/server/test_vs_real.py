@@ -817,6 +817,7 @@ def test_guest_transactions(pair: tuple[Target, Target]) -> None:
         ("g", X, b"t0\0", 1),
         ("g", W, b"t1/deeper\0v", 1),
         ("g", D, b"/local/domain/71\0", 1),
+        ("a", Op.CONTROL, b"quota\x0071\0"),  # memory counts the transaction's copies
         ("g", TE, b"T\0", 1),
         ("g", D, b"/local/domain/71\0"),
         ("a", GP, b"/local/domain/71/t1/deeper\0"),
@@ -894,6 +895,7 @@ def test_guest_transaction_quotas(pair: tuple[Target, Target]) -> None:
         ("g", W, b"t1\0", 2),
         ("g", W, b"t2/deeper\0", 2),
         ("g", W, b"t3\0", 2),
+        ("a", Op.CONTROL, b"quota\x0090\0"),
         ("g", TE, b"T\0", 2),
         ("a", Op.CONTROL, b"quota\0set\0transaction-nodes\x001024\0"),
         ("a", Op.CONTROL, b"quota\x0090\0"),

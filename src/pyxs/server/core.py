@@ -50,6 +50,7 @@ from .store import (
     get_node,
     is_valid_nodename,
     lookup_node,
+    node_size,
     parent_of,
     rm_node,
     set_node_value,
@@ -767,6 +768,15 @@ class XenStore:
         for conn in self.conns.values():
             if conn.domid == domid:
                 memory += sum(len(w.path) + len(w.token) for w in conn.watches.values())
+                # a transaction's node copies live in the TDB as
+                # "<generation>/<path>", accounted to the transaction's owner
+                for tx in conn.transactions.values():
+                    prefix = len(b"%d/" % tx.generation)
+                    memory += sum(
+                        node_size(entry.node) + prefix + len(path)
+                        for path, entry in tx.entries.items()
+                        if entry.node is not None
+                    )
         guest = domid != 0
         lines = (
             ("nodes", self.store.node_counts.get(domid, 0)),
