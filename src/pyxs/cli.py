@@ -16,12 +16,14 @@ registers each with its options. To add a subcommand, write its
 
 from __future__ import annotations
 
-import argparse
 import os
-import signal
-import subprocess
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+# argparse, signal and subprocess are imported where used: every run of a
+# short-lived command such as "pyxs read" would pay for them otherwise.
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["SUBCOMMANDS", "build_parser", "cmd_run", "cmd_serve", "main"]
 
@@ -35,6 +37,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``pyxs run -- CMD...``: CMD against a throwaway server."""
+    import signal
+    import subprocess
+
     from .server.options import server_from_args
 
     command = list(args.command)
@@ -83,6 +88,8 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    import argparse
+
     from .server.options import add_server_arguments
 
     parser = subparsers.add_parser(
@@ -106,6 +113,8 @@ SUBCOMMANDS: list[
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="pyxs", description="XenStore access the Python way.")
     from . import __version__
 

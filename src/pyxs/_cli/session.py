@@ -33,6 +33,7 @@ a socket nor a character device is refused rather than opened for writing.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from collections import deque
 from typing import Any, Callable, Optional, TypeVar
@@ -54,8 +55,10 @@ __all__ = ["CannotConnect", "Session", "connect"]
 T = TypeVar("T")
 Callback = Callable[[Any, Optional[BaseException]], None]
 
-#: Requests in flight at most (sockets); measured: more gains nothing.
-WINDOW = 256
+#: Requests in flight at most (sockets). Measured on a 10,000-node ls: 32-64
+#: is best; larger windows let replies pile up in the socket and cost
+#: xenstored extra polls.
+WINDOW = 64
 #: Request bytes in flight at most: well under a Unix socket's buffer.
 MAX_INFLIGHT_BYTES = 64 * 1024
 
@@ -137,6 +140,10 @@ class _Task:
         self.size = 0
 
 
+def _lost(exc: OSError) -> ConnectionError:
+    return ConnectionError(f"connection to XenStore failed: {exc.strerror or exc}")
+
+
 class Session:
     """A pipelined request engine over one transport (see the module docstring)."""
 
@@ -147,10 +154,20 @@ class Session:
         self.protocol = ClientProtocol()
         self.events: deque[WatchEvent] = deque()
         self._queue: deque[_Task] = deque()
-        self._waiting: dict[int, _Task] = {}
+        #: req_id -> the _Task waiting for it, or a raw handler(packet)
+        self._waiting: dict[int, Any] = {}
         self._inflight_bytes = 0
+        self._out: list[bytes] = []
+        self._sock: socket.socket | None = None
+        if self.stream:
+            # A socket object of our own on the same connection, for
+            # MSG_WAITALL reads (the transport's recv() takes no flags).
+            self._sock = socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
 
     def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         self.conn.close()
 
     def __enter__(self) -> Session:
@@ -175,47 +192,100 @@ class Session:
         else:
             self._queue.append(_Task(first, operation, tx, callback))
 
+    def submit_started(
+        self, procedure: Any, command: Command[Any], callback: Callback, tx: int = 0
+    ) -> None:
+        """Queue a procedure that has already yielded ``command``."""
+        self._queue.append(_Task(command, procedure, tx, callback))
+
+    def raw(self, op: int, payload: bytes, tx: int, handler: Callable[[Packet], None]) -> None:
+        """Encode a request now; ``handler(reply_packet)`` gets its reply.
+
+        For hot loops (the tree walk) that decode replies themselves. The
+        caller keeps within :attr:`window` and :data:`MAX_INFLIGHT_BYTES`.
+        """
+        req_id, data = self.protocol.request(op, payload, tx)
+        self._waiting[req_id] = handler
+        self._out.append(data)
+
     @property
     def busy(self) -> bool:
         """Whether anything is queued or in flight."""
-        return bool(self._queue or self._waiting)
+        return bool(self._queue or self._waiting or self._out)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._waiting)
 
     # -- moving bytes -------------------------------------------------------
 
     def _send(self) -> None:
         queue = self._queue
         waiting = self._waiting
-        if not queue or len(waiting) >= self.window:
+        out = self._out
+        if queue and len(waiting) < self.window:
+            request = self.protocol.request
+            limit = self.window
+            inflight = self._inflight_bytes
+            while queue and len(waiting) < limit and inflight < MAX_INFLIGHT_BYTES:
+                task = queue.popleft()
+                command = task.command
+                req_id, data = request(command.op, command.payload, task.tx)
+                task.size = len(data)
+                inflight += task.size
+                waiting[req_id] = task
+                out.append(data)
+            self._inflight_bytes = inflight
+        if not out:
             return
-        request = self.protocol.request
-        limit = self.window
-        out = []
-        inflight = self._inflight_bytes
-        while queue and len(waiting) < limit and inflight < MAX_INFLIGHT_BYTES:
-            task = queue.popleft()
-            command = task.command
-            req_id, data = request(command.op, command.payload, task.tx)
-            task.size = len(data)
-            inflight += task.size
-            waiting[req_id] = task
-            out.append(data)
-        self._inflight_bytes = inflight
-        if self.stream:
-            self.conn.send(b"".join(out))
+        sock = self._sock
+        if sock is not None:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            try:
+                sock.sendall(data)
+            except OSError as exc:
+                raise _lost(exc) from exc
         else:
             for data in out:
                 self.conn.send(data)
+            out.clear()
+
+    def _recv(self) -> bytes:
+        sock = self._sock
+        if sock is None:
+            return self.conn.recv(1 << 18)
+        # Every reply still due is at least a 16-byte header: wait for that
+        # many bytes in one system call rather than waking up per reply.
+        need = 16 * len(self._waiting) - self.protocol.buffered
+        try:
+            if need <= 16:
+                data = sock.recv(1 << 18)
+            else:
+                data = sock.recv(need, socket.MSG_WAITALL)
+                if len(data) == need:
+                    try:
+                        data += sock.recv(1 << 18, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        pass
+        except OSError as exc:
+            raise _lost(exc) from exc
+        if not data:
+            raise ConnectionError("XenStore closed the connection")
+        return data
 
     def _receive(self) -> None:
-        data = self.conn.recv(1 << 18)
-        replies, events = self.protocol.receive(data)
+        replies, events = self.protocol.receive(self._recv())
         if events:
             self.events.extend(events)
         waiting = self._waiting
         for packet in replies:
-            task = waiting.pop(packet.req_id)
-            self._inflight_bytes -= task.size
-            self._advance(task, packet)
+            entry = waiting.pop(packet.req_id)
+            if entry.__class__ is _Task:
+                self._inflight_bytes -= entry.size
+                self._advance(entry, packet)
+            else:
+                entry(packet)
 
     def _advance(self, task: _Task, packet: Packet) -> None:
         try:
@@ -247,14 +317,12 @@ class Session:
         """Send what the window allows, then handle one read's worth of replies."""
         self._send()
         if not self._waiting:
-            if self._queue:  # pragma: no cover - the window is never 0
-                raise RuntimeError("nothing in flight")
             raise RuntimeError("nothing to wait for")
         self._receive()
 
     def drain(self) -> None:
         """Run until every submitted operation is done."""
-        while self._queue or self._waiting:
+        while self._queue or self._waiting or self._out:
             self.step()
 
     # -- one at a time --------------------------------------------------------

@@ -9,31 +9,67 @@ full round trip per request, which is what makes it slow on large trees.
 
 :func:`walk` yields the same nodes in the same order, but keeps the
 :class:`~.session.Session`'s pipeline full: as soon as a node's child list
-arrives, the READ, GET_PERMS and DIRECTORY requests of all its children are
-queued. Requests are *issued* in output order (a heap keyed by each node's
-position in the depth-first order, the tuple of child indices from the
-root), so the nodes the consumer needs next are the ones being fetched, and
-nodes are *yielded*
-strictly in ``xenstore-ls`` order as soon as everything about them (and
-everything before them) is known. Memory is bounded by the part of the tree
-that has been fetched but not yet yielded.
+arrives, its children go on an *issue stack*, and requests (READ,
+GET_PERMS, DIRECTORY for each node) are sent for the top of that stack
+whenever the window has room. The stack makes the fetching roughly depth
+first, like the output, so what the consumer needs next is usually in
+flight already. Nodes are *yielded* strictly in ``xenstore-ls`` order, as
+soon as everything about them (and everything before them) is known.
+
+This is the hot loop of ``pyxs ls`` and ``pyxs dump``: requests go out
+through :meth:`Session.raw` and each reply is decoded by a method of its
+node, without a Command object per request. The starting path is checked
+by :mod:`pyxs.paths` as usual; the paths below it are made of names that
+the server gave, and are sent as they are. A child list too big for
+DIRECTORY (E2BIG) is read by the ``list_children`` procedure of
+:mod:`pyxs.commands` (DIRECTORY_PART), through the same session.
 
 Errors follow xenstore-ls: a failure to list the starting node is raised;
 a node that disappears during the walk (ENOENT on its DIRECTORY) simply has
 no children; any other failure to list a node is raised when the walk
-reaches it; a failed READ or GET_PERMS is reported on the node itself.
+reaches it; a failed READ or GET_PERMS is reported on the node itself
+(``value_error``, ``perms_error``).
 """
 
 from __future__ import annotations
 
-import heapq
-from typing import Iterator
+from typing import Any, Iterator
 
 from .. import commands
-from ..exceptions import NoEntryError, PyXSError
-from .session import Session
+from ..exceptions import NoEntryError, TooBigError, UnexpectedPacket, error_from_payload
+from ..paths import validate_path
+from ..protocol import Op, Packet, split_strings
+from .session import MAX_INFLIGHT_BYTES, Session
 
-__all__ = ["Node", "walk"]
+__all__ = ["Node", "child_path", "walk"]
+
+_READ = int(Op.READ)
+_DIRECTORY = int(Op.DIRECTORY)
+_GET_PERMS = int(Op.GET_PERMS)
+_ERROR = int(Op.ERROR)
+_OVERHEAD = 17  # header and NUL of a one-path request
+
+
+def child_path(parent: bytes, name: bytes) -> bytes:
+    """``xenstore-ls``'s ``"%s%s%s"``: no extra slash after a trailing one."""
+    return parent + name if parent.endswith(b"/") else parent + b"/" + name
+
+
+def _unexpected(expected: int, packet: Packet) -> UnexpectedPacket:
+    return UnexpectedPacket(f"expected a reply of type {expected}, got {packet!r}")
+
+
+class _Walk:
+    """State shared by the nodes of one walk."""
+
+    __slots__ = ("expected", "inflight", "issue", "session", "tx")
+
+    def __init__(self, session: Session, tx: int, expected: int) -> None:
+        self.session = session
+        self.tx = tx
+        self.expected = expected
+        self.issue: list[Node] = []
+        self.inflight = 0  # request bytes of this walk in flight
 
 
 class Node:
@@ -45,7 +81,6 @@ class Node:
         "children",
         "children_error",
         "depth",
-        "key",
         "missing",
         "name",
         "path",
@@ -53,13 +88,12 @@ class Node:
         "perms_error",
         "value",
         "value_error",
+        "walk",
     )
 
-    def __init__(
-        self, path: bytes, name: bytes, depth: int, key: tuple[int, ...], missing: int
-    ) -> None:
+    def __init__(self, walk: _Walk, path: bytes, name: bytes, depth: int, missing: int) -> None:
+        self.walk = walk
         self.path = path
-        self.key = key
         self.name = name
         self.depth = depth
         self.value: bytes | None = None
@@ -74,10 +108,61 @@ class Node:
     def __repr__(self) -> str:
         return f"Node({self.path!r})"
 
+    # -- reply handlers (Session.raw) ------------------------------------------
 
-def child_path(parent: bytes, name: bytes) -> bytes:
-    """``xenstore-ls``'s ``"%s%s%s"``: no extra slash after a trailing one."""
-    return parent + name if parent.endswith(b"/") else parent + b"/" + name
+    def on_value(self, packet: Packet) -> None:
+        self.walk.inflight -= len(self.path) + _OVERHEAD
+        op = packet.op
+        if op == _READ:
+            self.value = packet.payload
+        elif op == _ERROR:
+            self.value_error = error_from_payload(packet.payload)
+        else:
+            raise _unexpected(_READ, packet)
+        self.missing -= 1
+
+    def on_perms(self, packet: Packet) -> None:
+        self.walk.inflight -= len(self.path) + _OVERHEAD
+        op = packet.op
+        if op == _GET_PERMS:
+            self.perms = split_strings(packet.payload)
+        elif op == _ERROR:
+            self.perms_error = error_from_payload(packet.payload)
+        else:
+            raise _unexpected(_GET_PERMS, packet)
+        self.missing -= 1
+
+    def on_children(self, packet: Packet) -> None:
+        walk = self.walk
+        walk.inflight -= len(self.path) + _OVERHEAD
+        op = packet.op
+        if op == _DIRECTORY:
+            self.set_children(split_strings(packet.payload), None)
+        elif op == _ERROR:
+            error = error_from_payload(packet.payload)
+            if isinstance(error, TooBigError):
+                # Too many children for one reply: DIRECTORY_PART, by the book.
+                procedure = commands.list_children(self.path)
+                next(procedure)  # its DIRECTORY, which we just did
+                command = procedure.throw(error)
+                walk.session.submit_started(procedure, command, self.set_children, walk.tx)
+            else:
+                self.set_children([], error)
+        else:
+            raise _unexpected(_DIRECTORY, packet)
+
+    def set_children(self, names: list[bytes] | None, error: BaseException | None) -> None:
+        if error is not None or names is None:
+            self.children_error = error
+            self.children = []
+            return
+        walk = self.walk
+        depth = self.depth + 1
+        base = self.path if self.path.endswith(b"/") else self.path + b"/"
+        expected = walk.expected
+        kids = [Node(walk, base + name, name, depth, expected) for name in names]
+        self.children = kids
+        walk.issue.extend(reversed(kids))
 
 
 def walk(
@@ -91,60 +176,37 @@ def walk(
 ) -> Iterator[Node]:
     """Yield the nodes under ``path`` (not ``path`` itself unless
     ``include_root``) depth first, children in creation order."""
-    expected = int(values) + int(perms)
-    root = Node(path, b"", -1, (), expected if include_root else 0)
-    # nodes whose requests are still to be queued, by depth-first position
-    issue: list[tuple[tuple[int, ...], Node]] = []
+    path = validate_path(path)
+    state = _Walk(session, tx, int(values) + int(perms))
+    root = Node(state, path, b"", -1, state.expected if include_root else 0)
+    raw = session.raw
+    window = session.window
+    waiting = session._waiting
+    issue = state.issue
+    per_node = state.expected + 1
 
-    def fetch(node: Node) -> None:
-        """Queue the requests about ``node``."""
-        if node is not root or include_root:
+    def fetch(node: Node, own_line: bool = True) -> None:
+        payload = node.path + b"\0"
+        if own_line:
             if values:
-
-                def got_value(result: bytes, error: BaseException | None) -> None:
-                    node.value, node.value_error = result, error
-                    node.missing -= 1
-
-                session.submit(commands.read(node.path), got_value, tx)
+                raw(_READ, payload, tx, node.on_value)
             if perms:
-
-                def got_perms(result: list[bytes], error: BaseException | None) -> None:
-                    node.perms, node.perms_error = result, error
-                    node.missing -= 1
-
-                session.submit(commands.get_perms(node.path), got_perms, tx)
-
-        def got_children(result: list[bytes], error: BaseException | None) -> None:
-            if error is not None:
-                node.children_error = error
-                node.children = []
-                return
-            depth = node.depth + 1
-            base = node.path
-            key = node.key
-            kids = [
-                Node(child_path(base, name), name, depth, (*key, i), expected)
-                for i, name in enumerate(result)
-            ]
-            node.children = kids
-            push = heapq.heappush
-            for kid in kids:
-                push(issue, (kid.key, kid))
-
-        session.submit(commands.list_children(node.path), got_children, tx)
-
-    try:
-        fetch(root)
-    except PyXSError as exc:  # a bad path, found before anything was sent
-        raise exc from None
+                raw(_GET_PERMS, payload, tx, node.on_perms)
+            state.inflight += (len(payload) + 16) * per_node
+        else:
+            state.inflight += len(payload) + 16
+        raw(_DIRECTORY, payload, tx, node.on_children)
 
     def pump() -> None:
-        """Queue what is waiting to be issued, then take one batch of replies."""
-        pop = heapq.heappop
-        while issue and len(session._queue) < session.window:
-            fetch(pop(issue)[1])
+        """Issue what the window allows, then handle one batch of replies."""
+        limit = window - per_node
+        while issue and len(waiting) <= limit and state.inflight < MAX_INFLIGHT_BYTES:
+            fetch(issue.pop())
+        if not waiting and not session.busy:  # pragma: no cover - cannot happen
+            raise RuntimeError("walk stalled")
         session.step()
 
+    fetch(root, include_root)
     if include_root:
         while root.missing:
             pump()
@@ -154,20 +216,19 @@ def walk(
     if root.children_error is not None:
         raise root.children_error
 
-    # Depth-first emission: a stack of (node, index of its next child).
-    stack: list[list[object]] = [[root, 0]]
+    # Depth-first emission: a stack of [node, index of its next child].
+    stack: list[list[Any]] = [[root, 0]]
     while stack:
         top = stack[-1]
-        node: Node = top[0]  # type: ignore[assignment]
+        node: Node = top[0]
         kids = node.children
         if kids is None:
             pump()
             continue
-        if node.children_error is not None and node is not root:
-            error = node.children_error
-            if not isinstance(error, NoEntryError):
-                raise error
-        index: int = top[1]  # type: ignore[assignment]
+        error = node.children_error
+        if error is not None and node is not root and not isinstance(error, NoEntryError):
+            raise error
+        index: int = top[1]
         if index >= len(kids):
             stack.pop()
             continue
@@ -177,6 +238,4 @@ def walk(
         top[1] = index + 1
         yield child
         stack.append([child, 0])
-    # Nothing should be left in flight, but leave the session clean.
-    issue.clear()
     session.drain()
