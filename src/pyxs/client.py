@@ -546,7 +546,12 @@ class Router:
         # Called with the state lock held.
         monitors = self._monitors
         for event in events:
-            for monitor in monitors.get(event.token, ()):
+            targets = monitors.get(event.token)
+            if not targets:
+                continue
+            # A monitor watching several paths with one token is subscribed once
+            # per watch, yet must see each event once.
+            for monitor in targets if len(targets) == 1 else dict.fromkeys(targets):
                 monitor._events.append(event)
                 monitor._signal(_READY)
                 if monitor._notify is not None:

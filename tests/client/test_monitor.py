@@ -62,6 +62,17 @@ def test_events_routed_by_token(client, unique_path) -> None:
         assert a.next_event(0) is None and b.next_event(0) is None
 
 
+def test_one_token_on_two_paths_delivers_each_event_once(client, unique_path) -> None:
+    with client.monitor() as m:
+        m.watch(unique_path + b"/a", b"tok")
+        m.watch(unique_path + b"/b", b"tok")
+        assert m.next_event(5) == (unique_path + b"/a", b"tok")
+        assert m.next_event(5) == (unique_path + b"/b", b"tok")
+        client[unique_path + b"/a/x"] = b""
+        assert m.next_event(5) == (unique_path + b"/a/x", b"tok")
+        assert m.next_event(0.2) is None
+
+
 def test_unwatch_and_unwatched_events(client, unique_path) -> None:
     with client.monitor() as m:
         m.watch(unique_path, b"t")
