@@ -39,10 +39,13 @@ __all__ = [
     "REL_PATH_MAX",
     "ClientProtocol",
     "Decoder",
+    "Event",
     "Op",
     "Packet",
     "PacketTooLarge",
+    "WatchEvent",
     "XsdError",
+    "decode_watch_event",
     "encode",
     "split_strings",
 ]
@@ -209,11 +212,17 @@ class Decoder:
         return packets
 
 
-class WatchEvent(NamedTuple):
-    """A WATCH_EVENT as the client sees it: the path that changed and the token."""
+class Event(NamedTuple):
+    """A WATCH_EVENT as the client sees it: the path that changed and the token.
+
+    Named ``Event`` as in pyxs 0.4, whose repr it keeps.
+    """
 
     path: bytes
     token: bytes
+
+
+WatchEvent = Event
 
 
 def decode_watch_event(payload: bytes) -> WatchEvent:
