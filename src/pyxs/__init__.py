@@ -11,11 +11,8 @@ Importing pyxs does no I/O: nothing is read or connected until you ask.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator
 
-from .client import Client, Event, Monitor, RequestTimeout, Router
-from .compat import Error, xs
 from .exceptions import (
     AlreadyConnectedError,
     BusyError,
@@ -46,6 +43,8 @@ from .protocol import Op
 
 if TYPE_CHECKING:
     from .aio import AsyncClient
+    from .client import Client, Event, Monitor, RequestTimeout, Router
+    from .compat import Error, xs
 
 __version__ = "0.5.0"
 
@@ -88,8 +87,7 @@ __all__ = [
 ]
 
 
-@contextmanager
-def monitor(*args: Any, **kwargs: Any) -> Iterator[Monitor]:
+def monitor(*args: Any, **kwargs: Any) -> ContextManager[Monitor]:
     """A :class:`Monitor` on a client of its own, for one ``with`` block.
 
     All arguments go to :class:`Client`.
@@ -99,16 +97,42 @@ def monitor(*args: Any, **kwargs: Any) -> Iterator[Monitor]:
     ...     next(m.wait())
     Event(path=b'/vm', token=b'token')
     """
-    with Client(*args, **kwargs) as client, client.monitor() as m:
-        yield m
+    from contextlib import contextmanager
+
+    from .client import Client
+
+    @contextmanager
+    def monitoring() -> Iterator[Monitor]:
+        with Client(*args, **kwargs) as client, client.monitor() as m:
+            yield m
+
+    return monitoring()
+
+
+#: Public names imported on first use, and the module each comes from.
+#: Importing asyncio (AsyncClient) costs ~50 ms and the threaded client a few
+#: more, which every short-lived process (the pyxs command) would pay.
+_LAZY = {
+    "AsyncClient": "aio",
+    "Client": "client",
+    "Event": "client",
+    "Monitor": "client",
+    "RequestTimeout": "client",
+    "Router": "client",
+    "Error": "compat",
+    "xs": "compat",
+}
+_SUBMODULES = frozenset({"aio", "client", "compat", "connection", "cli", "server", "testing"})
 
 
 def __getattr__(name: str) -> Any:
-    # AsyncClient is imported on first use: importing asyncio costs ~50 ms,
-    # which every short-lived process (the pyxs command) would pay otherwise.
-    if name == "AsyncClient":
-        from .aio import AsyncClient
+    from importlib import import_module
 
-        globals()["AsyncClient"] = AsyncClient
-        return AsyncClient
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(import_module(f".{module}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:  # "import pyxs; pyxs.client" worked when it was eager
+        return import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
