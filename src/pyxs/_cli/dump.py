@@ -263,7 +263,7 @@ def cmd_restore(ctx: Context, ns: Any) -> int:
         session.submit(write, done(path, perms_command is None))
         if perms_command is not None:
             session.submit(perms_command, done(path, True))
-        while len(session._queue) >= session.window:
+        while session.queued >= session.window:
             session.step()
     session.drain()
     progress.finish()

@@ -155,9 +155,10 @@ class Session:
         self.events: deque[WatchEvent] = deque()
         self._queue: deque[_Task] = deque()
         #: req_id -> the _Task waiting for it, or a raw handler(packet)
-        self._waiting: dict[int, Any] = {}
+        self.waiting: dict[int, Any] = {}
         self._inflight_bytes = 0
-        self._out: list[bytes] = []
+        #: encoded requests not sent yet (see raw())
+        self.outbox: list[bytes] = []
         self._sock: socket.socket | None = None
         if self.stream:
             # A socket object of our own on the same connection, for
@@ -205,24 +206,25 @@ class Session:
         caller keeps within :attr:`window` and :data:`MAX_INFLIGHT_BYTES`.
         """
         req_id, data = self.protocol.request(op, payload, tx)
-        self._waiting[req_id] = handler
-        self._out.append(data)
+        self.waiting[req_id] = handler
+        self.outbox.append(data)
 
     @property
     def busy(self) -> bool:
         """Whether anything is queued or in flight."""
-        return bool(self._queue or self._waiting or self._out)
+        return bool(self._queue or self.waiting or self.outbox)
 
     @property
-    def in_flight(self) -> int:
-        return len(self._waiting)
+    def queued(self) -> int:
+        """Operations submitted and not sent yet."""
+        return len(self._queue)
 
     # -- moving bytes -------------------------------------------------------
 
     def _send(self) -> None:
         queue = self._queue
-        waiting = self._waiting
-        out = self._out
+        waiting = self.waiting
+        out = self.outbox
         if queue and len(waiting) < self.window:
             request = self.protocol.request
             limit = self.window
@@ -257,7 +259,7 @@ class Session:
             return self.conn.recv(1 << 18)
         # Every reply still due is at least a 16-byte header: wait for that
         # many bytes in one system call rather than waking up per reply.
-        need = 16 * len(self._waiting) - self.protocol.buffered
+        need = 16 * len(self.waiting) - self.protocol.buffered
         try:
             if need <= 16:
                 data = sock.recv(1 << 18)
@@ -278,7 +280,7 @@ class Session:
         replies, events = self.protocol.receive(self._recv())
         if events:
             self.events.extend(events)
-        waiting = self._waiting
+        waiting = self.waiting
         for packet in replies:
             entry = waiting.pop(packet.req_id)
             if entry.__class__ is _Task:
@@ -316,13 +318,13 @@ class Session:
     def step(self) -> None:
         """Send what the window allows, then handle one read's worth of replies."""
         self._send()
-        if not self._waiting:
+        if not self.waiting:
             raise RuntimeError("nothing to wait for")
         self._receive()
 
     def drain(self) -> None:
         """Run until every submitted operation is done."""
-        while self._queue or self._waiting or self._out:
+        while self._queue or self.waiting or self.outbox:
             self.step()
 
     # -- one at a time --------------------------------------------------------

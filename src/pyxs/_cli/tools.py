@@ -273,8 +273,19 @@ def _ls_widths(full: bool, stdout_fd: int) -> tuple[int, int]:
     return columns - 2, desired_width
 
 
+#: ' ' at even positions, '.' at odd ones: xenstore-ls -p's leader dots
+_DOTS = b" ." * 64
+
+
 def ls_line(node: Node, full: bool, show_perms: bool, max_width: int, desired: int) -> bytes:
     """One line of ``xenstore-ls`` (do_ls() in xenstore_client.c)."""
+    value = node.value
+    if not full and not show_perms and value is not None:
+        # the common case, with nothing to cut: indent, name, value
+        depth = node.depth
+        name = node.name
+        if depth + len(name) + len(value) + _TAG_LEN <= max_width:
+            return b'%s%s = "%s"\n' % (b" " * depth, name, sanitise(value))
     if full:
         parts = [node.path]
         width = 0
@@ -284,7 +295,6 @@ def ls_line(node: Node, full: bool, show_perms: bool, max_width: int, desired: i
         name = node.name if precision < 0 else node.name[:precision]
         parts = [b" " * depth, name]
         width = depth + len(name)
-    value = node.value
     if value is None:
         parts.append(b":\n")
     else:
@@ -298,10 +308,7 @@ def ls_line(node: Node, full: bool, show_perms: bool, max_width: int, desired: i
             if show_perms:
                 width += 1
                 limit = min(desired, max_width)
-                dots = b""
-                if width < limit:
-                    # positions width..limit-1: '.' at odd, ' ' at even
-                    dots = b"".join(b"." if i & 1 else b" " for i in range(width, limit))
+                dots = _DOTS[width:limit] if width < limit else b""
                 parts += (b" ", dots)
     if show_perms and node.perms is not None:
         parts += (b"  (", b",".join(node.perms), b")")

@@ -137,7 +137,22 @@ class Node:
         walk.inflight -= len(self.path) + _OVERHEAD
         op = packet.op
         if op == _DIRECTORY:
-            self.set_children(split_strings(packet.payload), None)
+            payload = packet.payload
+            if not payload:  # a leaf: the common case
+                self.children = []
+                return
+            names = payload.split(b"\0")
+            if names[-1] == b"":
+                names.pop()
+            depth = self.depth + 1
+            path = self.path
+            base = path if path.endswith(b"/") else path + b"/"
+            expected = walk.expected
+            kids = [Node(walk, base + name, name, depth, expected) for name in names]
+            self.children = kids
+            kids.reverse()
+            walk.issue.extend(kids)
+            kids.reverse()
         elif op == _ERROR:
             error = error_from_payload(packet.payload)
             if isinstance(error, TooBigError):
@@ -179,9 +194,11 @@ def walk(
     path = validate_path(path)
     state = _Walk(session, tx, int(values) + int(perms))
     root = Node(state, path, b"", -1, state.expected if include_root else 0)
-    raw = session.raw
+    # Session.raw() inlined: this runs for every node.
+    request = session.protocol.request
+    outbox = session.outbox
     window = session.window
-    waiting = session._waiting
+    waiting = session.waiting
     issue = state.issue
     per_node = state.expected + 1
 
@@ -189,13 +206,19 @@ def walk(
         payload = node.path + b"\0"
         if own_line:
             if values:
-                raw(_READ, payload, tx, node.on_value)
+                req_id, data = request(_READ, payload, tx)
+                waiting[req_id] = node.on_value
+                outbox.append(data)
             if perms:
-                raw(_GET_PERMS, payload, tx, node.on_perms)
+                req_id, data = request(_GET_PERMS, payload, tx)
+                waiting[req_id] = node.on_perms
+                outbox.append(data)
             state.inflight += (len(payload) + 16) * per_node
         else:
             state.inflight += len(payload) + 16
-        raw(_DIRECTORY, payload, tx, node.on_children)
+        req_id, data = request(_DIRECTORY, payload, tx)
+        waiting[req_id] = node.on_children
+        outbox.append(data)
 
     def pump() -> None:
         """Issue what the window allows, then handle one batch of replies."""
