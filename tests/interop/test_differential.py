@@ -5,8 +5,9 @@ Each sequence runs on a FRESH embedded server and a FRESH real xenstored
 reply and every watch event must be equal byte for byte, req_id and tx_id
 included. A failure prints the seed and the steps.
 
-- ``PYXS_DIFF_ROUNDS`` (default 40): sequences per run; ``PYXS_DIFF_STEPS``
-  (default 60): steps per sequence. CI keeps the defaults (about a minute).
+- ``PYXS_DIFF_ROUNDS`` (default 200): sequences per run; ``PYXS_DIFF_STEPS``
+  (default 120): steps per sequence; ``PYXS_DIFF_EXAMPLES`` (default 20): hypothesis
+  examples. CI keeps the defaults (about 40 s on two busy cores).
 - ``PYXS_DIFF_SEED``: replay one seed (the failure message gives it);
   ``PYXS_DIFF_BASE`` changes the base of the seed range (default 0: the
   same sequences in every CI run; use e.g. ``$RANDOM`` locally for new ones).
@@ -26,8 +27,8 @@ from conftest import start_real_xenstored, stop_real_xenstored
 from pyxs.protocol import Decoder, Op, Packet, encode
 from servers import EmbeddedXsServer, RealXsServer
 
-ROUNDS = int(os.environ.get("PYXS_DIFF_ROUNDS", "40"))
-STEPS = int(os.environ.get("PYXS_DIFF_STEPS", "60"))
+ROUNDS = int(os.environ.get("PYXS_DIFF_ROUNDS", "200"))
+STEPS = int(os.environ.get("PYXS_DIFF_STEPS", "120"))
 BASE = int(os.environ.get("PYXS_DIFF_BASE", "0"))
 SEEDS = (
     [int(os.environ["PYXS_DIFF_SEED"])]
@@ -44,7 +45,8 @@ def make_real() -> RealXsServer:
 def how_to_replay(seed: int) -> str:
     return (
         f"seed {seed}: replay with PYXS_DIFF_SEED={seed} "
-        f"PYXS_DIFF_STEPS={STEPS} pytest tests/interop/test_differential.py -k seeded"
+        f"PYXS_DIFF_STEPS={STEPS} pytest tests/interop/test_differential.py -k seeded; "
+        f"minimise with python tests/interop/xsdiff.py {seed} {STEPS}"
     )
 
 
@@ -76,7 +78,7 @@ def test_real_against_real_is_deterministic(seed: int) -> None:
 
 @pytest.mark.realxs
 @settings(
-    max_examples=int(os.environ.get("PYXS_DIFF_EXAMPLES", "10")),
+    max_examples=int(os.environ.get("PYXS_DIFF_EXAMPLES", "20")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,
@@ -88,7 +90,7 @@ def test_hypothesis_sequences(data: st.DataObject) -> None:
         DrawChooser(data.draw),
         make_real,
         EmbeddedXsServer,
-        25,
+        40,
         "hypothesis example (see the draws above)",
         ref_alive=real_alive,
     )

@@ -148,6 +148,29 @@ CASES: dict[str, list[tuple[Any, ...]]] = {
         ("c0", "DIRECTORY", 1, b"/p\0"),
         ("c0", "TRANSACTION_END", 1, b"T\0"),
     ],
+    # The transaction read /x, /x went away outside, the transaction wrote
+    # /x/y, then /x/y came back outside: the RM of /x in the transaction is
+    # EIO on 4.17 (seed 8238, shrunk). Without the outside MKDIR both servers
+    # answer EIO (next case).
+    "tx-rm-after-the-node-was-recreated-outside-is-EIO": [
+        ("c0", "WRITE", 0, b"/x/y\0a"),
+        ("c0", "TRANSACTION_START", 0, b"\0"),
+        ("c0", "GET_PERMS", 1, b"/x\0"),
+        ("c1", "RM", 0, b"/x\0"),
+        ("c0", "WRITE", 1, b"/x/y\0hello"),
+        ("c1", "MKDIR", 0, b"/x/y\0"),
+        ("c0", "RM", 1, b"/x\0"),
+        ("c0", "TRANSACTION_END", 1, b"T\0"),
+    ],
+    "tx-rm-after-the-node-vanished-outside-is-EIO (control)": [
+        ("c0", "WRITE", 0, b"/x/y\0a"),
+        ("c0", "TRANSACTION_START", 0, b"\0"),
+        ("c0", "GET_PERMS", 1, b"/x\0"),
+        ("c1", "RM", 0, b"/x\0"),
+        ("c0", "WRITE", 1, b"/x/y\0hello"),
+        ("c0", "RM", 1, b"/x\0"),
+        ("c0", "TRANSACTION_END", 1, b"T\0"),
+    ],
     # CONTROL "quota <domid>": 4.17 charges the node records a live
     # transaction has read or written to the domain's "memory" until it ends.
     "quota-memory-counts-transaction-accesses (dom0)": [

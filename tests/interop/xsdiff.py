@@ -746,3 +746,62 @@ __all__ = [
     "show",
     "shrink",
 ]
+
+
+def case_literal(setup: list[Step], steps: list[Step]) -> str:
+    """Steps in the notation of test_differential_cases.py."""
+    lines = []
+    for prefix, group in (('"S", ', setup), ("", steps)):
+        for step in group:
+            if step.kind == "state":
+                lines.append(f'    ("state", {step.domid}, "{step.state}"),')
+            elif step.kind == "sync":
+                lines.append('    ("sync",),')
+            else:
+                name = Op(step.op).name if step.op in Op._value2member_map_ else step.op
+                where = CONN_NAMES[step.conn]
+                op = f'"{name}"' if isinstance(name, str) else str(name)
+                lines.append(f'    ({prefix}"{where}", {op}, {step.tx_id}, {step.payload!r}),')
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python tests/interop/xsdiff.py SEED [STEPS]``: run one seed against the
+    embedded server and, on a mismatch, shrink it and print a case for
+    test_differential_cases.py."""
+    import sys
+    from pathlib import Path
+
+    sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
+    from conftest import start_real_xenstored, stop_real_xenstored
+    from servers import EmbeddedXsServer, RealXsServer
+
+    def make_real() -> Any:
+        daemon = start_real_xenstored()
+        return RealXsServer(daemon, stop=lambda: stop_real_xenstored(daemon))
+
+    seed = int(argv[0])
+    length = int(argv[1]) if len(argv) > 1 else 120
+    try:
+        run_sequence(
+            RandomChooser(seed),
+            make_real,
+            EmbeddedXsServer,
+            length,
+            f"seed {seed}",
+            ref_alive=real_alive,
+        )
+    except Mismatch as exc:
+        setup = guest_setup(RandomChooser(seed))
+        setup, steps = shrink(setup, exc.steps[len(setup) :], make_real, EmbeddedXsServer, exc.key)
+        print(f"seed {seed}: {exc.key[0]} expected {exc.key[1]}, got {exc.key[2]}")
+        print(case_literal(setup, steps))
+        return 1
+    print(f"seed {seed}: no difference in {length} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))
