@@ -237,8 +237,8 @@ class GuestBridge:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            ready, _, _ = select.select([self._listener, self._wake_r], [], [])
-            if self._listener not in ready:
+            ready, _, _ = select.select([self._listener.fileno(), self._wake_r], [], [])
+            if self._listener.fileno() not in ready:
                 continue
             try:
                 conn, _ = self._listener.accept()
@@ -278,10 +278,12 @@ class GuestBridge:
                 return
             if progressed:
                 delay = self.POLL_MIN
-            readable, _, _ = select.select([conn, self._wake_r], [], [], 0 if progressed else delay)
+            readable, _, _ = select.select(
+                [conn.fileno(), self._wake_r], [], [], 0 if progressed else delay
+            )
             if not progressed:
                 delay = min(delay * 2, self.POLL_MAX)
-            if conn in readable:
+            if conn.fileno() in readable:
                 try:
                     chunk = conn.recv(65536)
                 except OSError:

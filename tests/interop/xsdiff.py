@@ -427,35 +427,37 @@ class Generator:
                 states += ["dying", "gone"]
             return Step(kind="state", domid=domid, state=c.choice(states))
         conn = weighted(c, [(5, 0), (3, 1), (3, 2), (1, 3)])
-        op = weighted(
-            c,
-            [
-                (18, Op.WRITE),
-                (14, Op.READ),
-                (6, Op.MKDIR),
-                (7, Op.RM),
-                (7, Op.DIRECTORY),
-                (3, Op.DIRECTORY_PART),
-                (5, Op.GET_PERMS),
-                (7, Op.SET_PERMS),
-                (8, Op.WATCH),
-                (4, Op.UNWATCH),
-                (5, Op.TRANSACTION_START),
-                (9, Op.TRANSACTION_END),
-                (1, Op.RESET_WATCHES),
-                (2, Op.GET_DOMAIN_PATH),
-                (2, Op.IS_DOMAIN_INTRODUCED),
-                (2, Op.INTRODUCE),
-                (1, Op.RELEASE),
-                (1, Op.RESUME),
-                (2, Op.CONTROL),
-                (1, "unknown"),
-            ],
-        )
+        table: list[tuple[int, Op | str]] = [
+            (18, Op.WRITE),
+            (14, Op.READ),
+            (6, Op.MKDIR),
+            (7, Op.RM),
+            (7, Op.DIRECTORY),
+            (3, Op.DIRECTORY_PART),
+            (5, Op.GET_PERMS),
+            (7, Op.SET_PERMS),
+            (8, Op.WATCH),
+            (4, Op.UNWATCH),
+            (5, Op.TRANSACTION_START),
+            (9, Op.TRANSACTION_END),
+            (1, Op.RESET_WATCHES),
+            (2, Op.GET_DOMAIN_PATH),
+            (2, Op.IS_DOMAIN_INTRODUCED),
+            (2, Op.INTRODUCE),
+            (1, Op.RELEASE),
+            (1, Op.RESUME),
+            (2, Op.CONTROL),
+            (1, "unknown"),
+        ]
+        choice = weighted(c, table)
         tx = self.tx_for(conn)
         payload = b""
-        if op == "unknown":
+        unknown = choice == "unknown"
+        if unknown:
             op = c.choice([20, 23, 99, 0xFFFF, int(Op.WATCH_EVENT), int(Op.ERROR)])
+        else:
+            op = int(choice)
+        if unknown:
             payload = b"/a\0"
         elif op in (Op.READ, Op.DIRECTORY, Op.GET_PERMS, Op.MKDIR, Op.RM):
             path = self.path() if c.randint(0, 9) else c.choice(AT_PATHS)
