@@ -18,8 +18,8 @@ fires ``@releaseDomain`` like VIRQ_DOM_EXC; synchronous).
 of each kind for every test (initial tree, domain states, @introduceDomain).
 On the real daemon a guest socket serves one connection at a time; when it
 closes, the domain is re-INTRODUCEd, which resets the guest's connection
-(watches, transactions) but not its transaction-id counter. INTRODUCE uses
-``"<domid>\0<domid>\0" "1\0"`` (mfn = domid, so re-introducing works). Once a
+(watches, transactions) but not its transaction-id counter. INTRODUCE sends
+``<domid> NUL <domid> NUL 1 NUL`` (mfn = domid, so re-introducing works). Once a
 guest is released or ``dying``/``gone``, the real daemon stops serving its
 ring: requests on its socket then go unanswered (the embedded server closes
 it). Raw-packet differential testing: tests/interop/xsdiff.py.
