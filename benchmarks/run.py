@@ -787,6 +787,13 @@ class Run:
             " the end; other work on these CPUs shows up as spread",
             file=out,
         )
+        busy = max(self.load_at_start[0], load[0])
+        if busy > 0.5 * len(harness.cpus()):
+            print(
+                f"WARNING: load {busy:.1f} on {len(harness.cpus())} CPUs: other processes shared"
+                " the CPUs, expect noise (compare medians within this run only)",
+                file=out,
+            )
         print("medians of alternating rounds; 'spread' is half the interquartile range", file=out)
         for name, why in self.skipped.items():
             print(f"section {name} skipped: {why}", file=out)
