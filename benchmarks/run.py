@@ -787,8 +787,8 @@ class Run:
             " the end; other work on these CPUs shows up as spread",
             file=out,
         )
-        busy = max(self.load_at_start[0], load[0])
-        if busy > 0.5 * len(harness.cpus()):
+        busy = self.load_at_start[0]  # the end counts this run's own processes
+        if busy > 0.75 * len(harness.cpus()):
             print(
                 f"WARNING: load {busy:.1f} on {len(harness.cpus())} CPUs: other processes shared"
                 " the CPUs, expect noise (compare medians within this run only)",
