@@ -15,8 +15,8 @@ closes it.
 
 Invariant
 ---------
-The server *replies or drops only that connection, never crashes, never
-corrupts the store*:
+The server *replies, or drops only that connection (and only when the
+protocol says so), never crashes, never corrupts the store*:
 
 1. every complete request in the stream gets exactly one reply, in order,
    with its req_id and tx_id, of its own op or ERROR (a known error name);
@@ -24,8 +24,10 @@ corrupts the store*:
    req_id 0; no reply payload exceeds 4096 bytes;
 2. a header announcing more than 4096 bytes ends the connection: the
    replies are then a prefix of (1) (the real xenstored behaves alike);
-3. the server answers every case within the timeout (no hang) and its
-   thread never dies (no exception escapes);
+3. the server answers every case within the timeout (no hang), its
+   thread never dies and no request makes it hit an internal error (the
+   server drops a connection whose request raised, printing a traceback:
+   each such traceback is a failure);
 4. a checker connection, every ``check_every`` cases and at the end, finds
    the known subtree ``/keep`` intact (values, permissions, children), its
    watch on ``/keep`` silent, and ``XenStore.check()`` (the store's own
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import random
 import socket
 import sys
@@ -55,7 +58,7 @@ if __package__ in (None, ""):  # run as a script: python reliability/fuzz_server
     __package__ = "reliability"
 
 import pyxs
-from pyxs.exceptions import PyXSError
+from pyxs.exceptions import NoEntryError, PyXSError
 from pyxs.protocol import HEADER, HEADER_SIZE, PAYLOAD_MAX, Decoder, Op, Packet, PacketTooLarge
 
 from .figures import Figures
@@ -472,8 +475,11 @@ class Checker:
         try:
             c = self.client
             for path, (value, perms) in _KEEP.items():
-                if c.read(path) != value or c.get_perms(path) != perms:
-                    fig.fail(f"{path!r} changed", "lost")
+                try:
+                    if c.read(path) != value or c.get_perms(path) != perms:
+                        fig.fail(f"{path!r} changed", "lost")
+                except NoEntryError:
+                    fig.fail(f"{path!r} is gone", "lost")
             if sorted(c.list(b"/keep")) != [b"a", b"b", b"d"] or c.list(b"/keep/b") != [b"c"]:
                 fig.fail("/keep's children changed", "lost")
             event = self.monitor.next_event(0)
@@ -532,6 +538,11 @@ def fuzz_server(
         previous_hook(args)
 
     threading.excepthook = hook
+    # The server prints a traceback and drops the connection when handling a
+    # request raises: catch those tracebacks (each is an internal error).
+    stderr = io.StringIO()
+    redirect = contextlib.redirect_stderr(stderr)
+    redirect.__enter__()
     server = EmbeddedServer()
     try:
         checker = Checker(server)
@@ -548,6 +559,11 @@ def fuzz_server(
                 fig.fail(f"case {index} ({who}, seed {seed}): {problem}; stream {stream[:64]!r}", kind)
             if crashes:
                 break
+            if stderr.tell():
+                fig.fail(f"case {index} ({seed=}): the server hit an internal error: "
+                         f"{_last_line(stderr.getvalue())}; stream {stream[:64]!r}")
+                stderr.seek(0)
+                stderr.truncate()
             if (index + 1) % check_every == 0:
                 checker.verify(fig)
                 checker.cleanup()
@@ -560,9 +576,15 @@ def fuzz_server(
     finally:
         threading.excepthook = previous_hook
         server.close()
+        redirect.__exit__(None, None, None)
     for crash in crashes:
         fig.fail(f"the server crashed: {crash}")
     return fig.done()
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else text
 
 
 def _atheris_main(argv: List[str]) -> None:  # pragma: no cover - optional engine

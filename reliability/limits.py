@@ -378,7 +378,7 @@ def socket_modes(server: Any | None = None) -> Figures:
     """
     from pyxs.server import Server
 
-    fig = Figures("socket modes", "embedded" if server is None else server.name)
+    fig = Figures("socket modes", "embedded" if server is None else getattr(server, "name", "real"))
     if server is not None:
         _check_mode(fig, server.socket_path)
         return fig.done()
