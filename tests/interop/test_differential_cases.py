@@ -171,6 +171,19 @@ CASES: dict[str, list[tuple[Any, ...]]] = {
         ("c0", "RM", 1, b"/x\0"),
         ("c0", "TRANSACTION_END", 1, b"T\0"),
     ],
+    # A transaction makes a domain the owner of a node; the domain is
+    # destroyed before the commit: 4.17 fails the commit with ENOMEM and
+    # applies nothing (seed 20220 at 400 steps, shrunk).
+    "tx-commit-naming-a-destroyed-domain-as-owner-is-ENOMEM": [
+        ("c0", "INTRODUCE", 0, b"7\x007\x001\0"),
+        ("c0", "WRITE", 0, b"/d\0"),
+        ("c0", "WATCH", 0, b"/d\0w\0"),
+        ("c0", "TRANSACTION_START", 0, b"\0"),
+        ("c0", "SET_PERMS", 1, b"/d\0n7\0"),
+        ("state", 7, "gone"),
+        ("c0", "TRANSACTION_END", 1, b"T\0"),
+        ("c0", "GET_PERMS", 0, b"/d\0"),
+    ],
     # CONTROL "quota <domid>": 4.17 charges the node records a live
     # transaction has read or written to the domain's "memory" until it ends.
     "quota-memory-counts-transaction-accesses (dom0)": [
