@@ -454,14 +454,14 @@ def fake_server_faults(*, rounds: int = 50, seed: int = 5) -> Figures:
                 plan[:] = [mode] * 100
                 results: List[Tuple[int, Any, float]] = []
 
-                def call(i: int) -> None:
+                def call(i: int, r: int, results: List[Tuple[int, Any, float]]) -> None:
                     path = b"/f/%d/%d" % (r, i)
                     try:
                         results.append((i, c.read(path) == value_for(path), time.monotonic()))
                     except BaseException as exc:  # noqa: BLE001
                         results.append((i, exc, time.monotonic()))
 
-                threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+                threads = [threading.Thread(target=call, args=(i, r, results)) for i in range(6)]
                 for t in threads:
                     t.start()
                 for t in threads:

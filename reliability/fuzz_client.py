@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Tuple
 
 if __package__ in (None, ""):  # run as a script: python reliability/fuzz_client.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -92,7 +92,9 @@ class ReplyMutator:
         elif r < 0.88:
             buf = bytearray(b"\0" * rng.randint(0, 4))
         else:
-            buf = bytearray(rng.choice((b"", b"OK", b"OK\0\0", b"T\0", b"-1\0", b"0x1\0", b"\xff\0")))
+            buf = bytearray(
+                rng.choice((b"", b"OK", b"OK\0\0", b"T\0", b"-1\0", b"0x1\0", b"\xff\0"))
+            )
         return bytes(buf[:4096])
 
     def reply(self, request: Packet) -> Tuple[bytes, bool]:
@@ -175,10 +177,15 @@ def _typed(kind: str) -> Callable[[Any], bool]:
         "list": _is_bytes_list,
         "bool": lambda v: isinstance(v, bool),
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "walk": lambda v: isinstance(v, list)
-        and all(
-            isinstance(t, tuple) and len(t) == 3 and isinstance(t[0], bytes) and _is_bytes_list(t[2])
-            for t in v
+        "walk": lambda v: (
+            isinstance(v, list)
+            and all(
+                isinstance(t, tuple)
+                and len(t) == 3
+                and isinstance(t[0], bytes)
+                and _is_bytes_list(t[2])
+                for t in v
+            )
         ),
     }[kind]
 
@@ -235,7 +242,9 @@ class _Tally:
         self.allow_known = allow_known
         self.lock = threading.Lock()
 
-    def judge(self, name: str, path: bytes, kind: str, value: Any, exc: BaseException | None) -> bool:
+    def judge(
+        self, name: str, path: bytes, kind: str, value: Any, exc: BaseException | None
+    ) -> bool:
         """Record one call; True if the connection must be opened again."""
         fig = self.fig
         with self.lock:
@@ -461,12 +470,14 @@ def fuzz_client(
             for exc in fake.errors:
                 fig.fail(f"the fake server failed: {exc!r}")
         fig.faults += mutator.mutated
-        fig.note(f"{label}: {mutator.cases} replies, {mutator.mutated} broken, "
-                 f"{fake.connections} connections")
+        fig.note(
+            f"{label}: {mutator.cases} replies, {mutator.mutated} broken, "
+            f"{fake.connections} connections"
+        )
     return fig.done()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=100_000, help="calls per client")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
@@ -480,6 +491,3 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-

@@ -45,13 +45,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import random
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Tuple
 
 if __package__ in (None, ""):  # run as a script: python reliability/fuzz_server.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -59,7 +60,16 @@ if __package__ in (None, ""):  # run as a script: python reliability/fuzz_server
 
 import pyxs
 from pyxs.exceptions import NoEntryError, PyXSError
-from pyxs.protocol import HEADER, HEADER_SIZE, PAYLOAD_MAX, Decoder, Op, Packet, PacketTooLarge
+from pyxs.protocol import (
+    HEADER,
+    HEADER_SIZE,
+    PAYLOAD_MAX,
+    Decoder,
+    Op,
+    Packet,
+    PacketTooLarge,
+    XsdError,
+)
 
 from .figures import Figures
 from .harness import EmbeddedServer
@@ -87,13 +97,7 @@ _OK_OPS = frozenset(
         Op.RESET_WATCHES,
     )
 )
-_ERROR_NAMES = frozenset(
-    name.encode() + b"\0"
-    for name in (
-        "EINVAL EACCES EEXIST EISDIR ENOENT ENOMEM ENOSPC EIO ENOTEMPTY "
-        "ENOSYS EROFS EBUSY EAGAIN EISCONN E2BIG EPERM"
-    ).split()
-)
+_ERROR_NAMES = frozenset(error.payload for error in XsdError)
 
 
 # -- the grammar ---------------------------------------------------------------
@@ -116,7 +120,7 @@ class Grammar:
         b"-a", b"-c", b"-s", b"-F", b"-t", b"10", b"-f", b"/bin/sh", b"/nonexistent",
         b"set", b"nodes", b"0", b"7", b"x", b"",
     )  # fmt: skip
-    OPS = tuple(range(27)) + (0xFFFF,)
+    OPS = (*range(27), 0xFFFF)
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
@@ -173,7 +177,20 @@ class Grammar:
     def domid(self) -> bytes:
         rng = self.rng
         return rng.choice(
-            (b"0", b"1", b"2", b"5", b"7", b"9", b"65535", b"32752", b"-1", b"abc", b"", b"4294967295")
+            (
+                b"0",
+                b"1",
+                b"2",
+                b"5",
+                b"7",
+                b"9",
+                b"65535",
+                b"32752",
+                b"-1",
+                b"abc",
+                b"",
+                b"4294967295",
+            )
         )
 
     def payload(self, op: int) -> bytes:
@@ -198,7 +215,9 @@ class Grammar:
         elif op == Op.SET_TARGET:
             body = self.domid() + b"\0" + self.domid() + b"\0"
         elif op == Op.DIRECTORY_PART:
-            body = self.path() + b"\0" + rng.choice((b"0", b"1", b"3", b"99999", b"-1", b"x")) + b"\0"
+            body = (
+                self.path() + b"\0" + rng.choice((b"0", b"1", b"3", b"99999", b"-1", b"x")) + b"\0"
+            )
         elif op == Op.CONTROL:
             words = [rng.choice(self.CONTROL)]
             words += [rng.choice(self.CONTROL_ARGS) for _ in range(rng.randint(0, 3))]
@@ -360,7 +379,7 @@ class CaseResult:
     def __init__(self) -> None:
         self.replies: List[Packet] = []
         self.events: List[Packet] = []
-        self.error: Optional[str] = None
+        self.error: str | None = None
         self.timed_out = False
 
 
@@ -526,7 +545,7 @@ def fuzz_server(
     seed: int = 0,
     check_every: int = 250,
     timeout: float = 5.0,
-    progress: Optional[Callable[[int], None]] = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Figures:
     """Run ``cases`` fuzz cases against a fresh embedded server."""
     fig = Figures(f"fuzz server packets ({cases} cases, seed {seed})", "embedded")
@@ -556,12 +575,16 @@ def fuzz_server(
             for problem in judge(stream, result):
                 kind = "hangs" if problem.startswith("hang") else "failures"
                 who = "guest" if as_guest else "dom0"
-                fig.fail(f"case {index} ({who}, seed {seed}): {problem}; stream {stream[:64]!r}", kind)
+                fig.fail(
+                    f"case {index} ({who}, seed {seed}): {problem}; stream {stream[:64]!r}", kind
+                )
             if crashes:
                 break
             if stderr.tell():
-                fig.fail(f"case {index} ({seed=}): the server hit an internal error: "
-                         f"{_last_line(stderr.getvalue())}; stream {stream[:64]!r}")
+                fig.fail(
+                    f"case {index} ({seed=}): the server hit an internal error: "
+                    f"{_last_line(stderr.getvalue())}; stream {stream[:64]!r}"
+                )
                 stderr.seek(0)
                 stderr.truncate()
             if (index + 1) % check_every == 0:
@@ -588,17 +611,33 @@ def _last_line(text: str) -> str:
 
 
 def _atheris_main(argv: List[str]) -> None:  # pragma: no cover - optional engine
-    import atheris  # type: ignore[import-not-found]
+    """libFuzzer (atheris) mutates the byte streams, guided by the coverage of
+    the server's code. Input: one flag byte (odd: send as the guest), then
+    the stream. Without a corpus directory in ``argv`` a seed corpus is made
+    from the grammar. Invariant violations raise AssertionError (atheris
+    then stops and saves the input as ``crash-*``)."""
+    import tempfile
 
+    import atheris  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+    import pyxs.server.core
+    import pyxs.server.store
+    import pyxs.server.transaction  # noqa: F401 - loaded, to be instrumented
+
+    atheris.instrument_all()
     server = EmbeddedServer()
     checker = Checker(server)
     count = [0]
+    stderr = io.StringIO()
 
     def test_one_input(data: bytes) -> None:
         as_guest = bool(data[:1]) and data[0] & 1 == 1
         stream = data[1:] if as_guest else sanitize_dom0(data[1:])
         path = checker.guest_socket if as_guest else server.socket_path
-        problems = judge(stream, run_case(path, stream))
+        with contextlib.redirect_stderr(stderr):
+            problems = judge(stream, run_case(path, stream))
+        if stderr.tell():
+            problems.append(f"internal error: {_last_line(stderr.getvalue())}")
         count[0] += 1
         if count[0] % 500 == 0:
             fig = Figures("atheris")
@@ -608,11 +647,18 @@ def _atheris_main(argv: List[str]) -> None:  # pragma: no cover - optional engin
         if problems:
             raise AssertionError("; ".join(problems))
 
+    if not [a for a in argv[1:] if not a.startswith("-")]:
+        corpus = tempfile.mkdtemp(prefix="rel-corpus-")
+        for i in range(256):
+            stream, as_guest = _stream_for(0, i)
+            with open(os.path.join(corpus, f"seed{i}"), "wb") as f:
+                f.write(bytes([as_guest]) + stream)
+        argv = [*argv, corpus]
     atheris.Setup(argv, test_one_input)
     atheris.Fuzz()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000)

@@ -88,7 +88,8 @@ def quotas(kind: str, *, domid: int = 9, pipelined: int = 60) -> Figures:
     """
     fig = Figures("guest quotas reached", kind)
     with open_server(kind, quotas=QUOTAS, real_options=REAL_QUOTA_OPTIONS) as server:
-        with pyxs.Client(unix_socket_path=server.socket_path, timeout=30) as dom0:
+        dom0 = pyxs.Client(unix_socket_path=server.socket_path, timeout=30)
+        with dom0:
             guest_path = server.introduce_guest(domid)
             _guest_home(dom0, domid)
             with pyxs.Client(unix_socket_path=guest_path, timeout=30) as g:
@@ -107,17 +108,30 @@ def quotas(kind: str, *, domid: int = 9, pipelined: int = 60) -> Figures:
                 else:
                     fig.fail("40 nodes written under a 15-node quota")
                 fig.faults += 1
-                _expect(fig, "write past the node quota", QuotaExceededError,
-                        lambda: g.write(b"more", b"x"))  # fmt: skip
+                _expect(
+                    fig,
+                    "write past the node quota",
+                    QuotaExceededError,
+                    lambda: g.write(b"more", b"x"),
+                )
                 _ok(fig, "delete a node", lambda: g.delete(b"n0"))
                 _ok(fig, "write after freeing a node", lambda: g.write(b"again", b"x"))
-                _expect(fig, "a value over the node-size quota", QuotaExceededError,
-                        lambda: g.write(b"n1", b"v" * 600))  # fmt: skip
+                _expect(
+                    fig,
+                    "a value over the node-size quota",
+                    QuotaExceededError,
+                    lambda: g.write(b"n1", b"v" * 600),
+                )
                 fig.faults += 1
                 if _ok(fig, "read after the node-size error", lambda: g.read(b"n1")) != b"x":
                     fig.fail("a refused write changed the node")
-                _expect(fig, "perms over the quota", QuotaExceededError,
-                        lambda: g.set_perms(b"n1", [b"n%d" % domid, b"r1", b"r2", b"r3"]))  # fmt: skip
+                too_many = [b"n%d" % domid, b"r1", b"r2", b"r3"]
+                _expect(
+                    fig,
+                    "perms over the quota",
+                    QuotaExceededError,
+                    lambda: g.set_perms(b"n1", too_many),
+                )
                 fig.faults += 1
                 m = g.monitor()
                 watched = 0
@@ -148,8 +162,11 @@ def quotas(kind: str, *, domid: int = 9, pipelined: int = 60) -> Figures:
                     fig.fail("6 transactions under a 2-transaction quota")
                 fig.faults += 1
                 for tx_id in started:
-                    _ok(fig, "end a transaction", lambda t=tx_id: g.execute(
-                        commands.transaction_end(False), tx_id=t))  # fmt: skip
+                    _ok(
+                        fig,
+                        "end a transaction",
+                        lambda t=tx_id: g.execute(commands.transaction_end(False), tx_id=t),
+                    )
                 _ok(fig, "a guest write after the quotas", lambda: g.write(b"n1", b"y"))
                 _ok(fig, "a dom0 write after the quotas", lambda: dom0.write(b"/q", b"y" * 3000))
                 fig.note(f"{written} nodes, {watched} watches, {len(started)} transactions fit")
@@ -237,8 +254,12 @@ def payload_limits(server: Any) -> Figures:
             fig.fail("the 4096-byte write did not read back whole")
         _expect(fig, "4097-byte write", InvalidPayload, lambda: c.write(path, exact + b"y"))
         fig.faults += 1
-        _expect(fig, "4097-byte watch token", InvalidPayload,
-                lambda: c.monitor().watch(path, b"t" * 4096))  # fmt: skip
+        _expect(
+            fig,
+            "4097-byte watch token",
+            InvalidPayload,
+            lambda: c.monitor().watch(path, b"t" * 4096),
+        )
         if _ok(fig, "read after the refused write", lambda: c.read(path)) != exact:
             fig.fail("the refused write changed the node (or the stream is out of step)")
         with pyxs.Client(unix_socket_path=server.socket_path, timeout=30) as other:
@@ -289,9 +310,9 @@ def guest_isolation(server: Any, domid: int, other: int) -> Figures:
         home = _guest_home(dom0, domid)
         other_home = _guest_home(dom0, other)
         dom0.write(secret + b"/x", b"classified")
-        with pyxs.Client(unix_socket_path=guest_path, timeout=30) as g, pyxs.Client(
-            unix_socket_path=other_path, timeout=30
-        ) as o:
+        g = pyxs.Client(unix_socket_path=guest_path, timeout=30)
+        o = pyxs.Client(unix_socket_path=other_path, timeout=30)
+        with g, o:
             o.write(b"private", b"mine")
             mine = home + b"/mine"
             g.write(b"mine", b"guest")
@@ -303,25 +324,50 @@ def guest_isolation(server: Any, domid: int, other: int) -> Figures:
             fig.ops += len(watched)
             for target in (secret, secret + b"/x", other_home + b"/private"):
                 _expect(fig, f"read {target!r}", PermissionDeniedError, lambda t=target: g.read(t))
-                _expect(fig, f"write {target!r}", PermissionDeniedError,
-                        lambda t=target: g.write(t, b"pwned"))  # fmt: skip
-                _expect(fig, f"get_perms {target!r}", PermissionDeniedError,
-                        lambda t=target: g.get_perms(t))  # fmt: skip
-                _expect(fig, f"set_perms {target!r}", PermissionDeniedError,
-                        lambda t=target: g.set_perms(t, [b"b%d" % domid]))  # fmt: skip
-                _expect(fig, f"delete {target!r}", PermissionDeniedError,
-                        lambda t=target: g.delete(t))  # fmt: skip
+                _expect(
+                    fig,
+                    f"write {target!r}",
+                    PermissionDeniedError,
+                    lambda t=target: g.write(t, b"pwned"),
+                )
+                _expect(
+                    fig,
+                    f"get_perms {target!r}",
+                    PermissionDeniedError,
+                    lambda t=target: g.get_perms(t),
+                )
+                _expect(
+                    fig,
+                    f"set_perms {target!r}",
+                    PermissionDeniedError,
+                    lambda t=target: g.set_perms(t, [b"b%d" % domid]),
+                )
+                _expect(
+                    fig, f"delete {target!r}", PermissionDeniedError, lambda t=target: g.delete(t)
+                )
             _expect(fig, "list /secret", PermissionDeniedError, lambda: g.list(secret))
-            _expect(fig, "mkdir under /secret", PermissionDeniedError,
-                    lambda: g.mkdir(secret + b"/y"))  # fmt: skip
-            _expect(fig, "read a missing child of /secret (ENOENT hidden)",
-                    PermissionDeniedError, lambda: g.read(secret + b"/nope"))  # fmt: skip
-            _expect(fig, "give its node to dom0", NotPermittedError,
-                    lambda: g.set_perms(b"mine", [b"n0"]))  # fmt: skip
-            _expect(fig, "give its node to the other guest", NotPermittedError,
-                    lambda: g.set_perms(b"mine", [b"n%d" % other]))  # fmt: skip
-            _expect(fig, "INTRODUCE", PermissionDeniedError,
-                    lambda: g.introduce_domain(4242, 1, 1))  # fmt: skip
+            _expect(
+                fig, "mkdir under /secret", PermissionDeniedError, lambda: g.mkdir(secret + b"/y")
+            )
+            _expect(
+                fig,
+                "read a missing child of /secret (ENOENT hidden)",
+                PermissionDeniedError,
+                lambda: g.read(secret + b"/nope"),
+            )
+            _expect(
+                fig,
+                "give its node to dom0",
+                NotPermittedError,
+                lambda: g.set_perms(b"mine", [b"n0"]),
+            )
+            _expect(
+                fig,
+                "give its node to the other guest",
+                NotPermittedError,
+                lambda: g.set_perms(b"mine", [b"n%d" % other]),
+            )
+            _expect(fig, "INTRODUCE", PermissionDeniedError, lambda: g.introduce_domain(4242, 1, 1))
             _expect(fig, "RELEASE", PermissionDeniedError, lambda: g.release_domain(other))
             _expect(fig, "SET_TARGET", PermissionDeniedError, lambda: g.set_target(domid, other))
             fig.faults += 1
@@ -354,9 +400,10 @@ def guest_isolation(server: Any, domid: int, other: int) -> Figures:
                 if event is None or event.path not in watched:
                     fig.fail(f"unexpected initial event {event!r}")
             m.close()
-            if dom0.read(secret + b"/x") != b"changed" or dom0.read(
-                other_home + b"/private"
-            ) != b"changed":
+            if (
+                dom0.read(secret + b"/x") != b"changed"
+                or dom0.read(other_home + b"/private") != b"changed"
+            ):
                 fig.fail("a refused write changed something", "lost")
             with contextlib.suppress(NoEntryError):
                 dom0.read(secret + b"/y")

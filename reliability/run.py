@@ -24,7 +24,7 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 if __package__ in (None, ""):  # python reliability/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -79,50 +79,89 @@ def scenarios(mode: str, servers: Dict[str, Any], seed: int, allow_known: bool) 
     for kind in KINDS:
         srv = servers[kind]
         out += [
-            (f"concurrency shared {kind}", lambda s=srv: workloads.concurrency(
-                s, threads=n["threads"], ops=n["ops"], shared=True, seed=seed)),
-            (f"concurrency separate {kind}", lambda s=srv: workloads.concurrency(
-                s, threads=n["threads"], ops=n["ops"], shared=False, seed=seed)),
-            (f"concurrency asyncio {kind}", lambda s=srv: workloads.concurrency_async(
-                s, tasks=n["threads"], ops=n["ops"], seed=seed)),
-            (f"contention {kind}", lambda s=srv: workloads.contention(
-                s, workers=n["contention_workers"], increments=n["increments"])),
-            (f"contention asyncio {kind}", lambda s=srv: workloads.contention_async(
-                s, tasks=n["contention_workers"], increments=n["increments"])),
-        ]  # fmt: skip
+            (
+                f"concurrency shared {kind}",
+                lambda s=srv: workloads.concurrency(
+                    s, threads=n["threads"], ops=n["ops"], shared=True, seed=seed
+                ),
+            ),
+            (
+                f"concurrency separate {kind}",
+                lambda s=srv: workloads.concurrency(
+                    s, threads=n["threads"], ops=n["ops"], shared=False, seed=seed
+                ),
+            ),
+            (
+                f"concurrency asyncio {kind}",
+                lambda s=srv: workloads.concurrency_async(
+                    s, tasks=n["threads"], ops=n["ops"], seed=seed
+                ),
+            ),
+            (
+                f"contention {kind}",
+                lambda s=srv: workloads.contention(
+                    s, workers=n["contention_workers"], increments=n["increments"]
+                ),
+            ),
+            (
+                f"contention asyncio {kind}",
+                lambda s=srv: workloads.contention_async(
+                    s, tasks=n["contention_workers"], increments=n["increments"]
+                ),
+            ),
+        ]
     for kind in KINDS:
         srv = servers[kind]
         out += [
-            (f"faults server killed {kind}", lambda k=kind: faults.server_killed(
-                k, rounds=n["kill_rounds"])),
+            (
+                f"faults server killed {kind}",
+                lambda k=kind: faults.server_killed(k, rounds=n["kill_rounds"]),
+            ),
             (f"faults server stopped {kind}", lambda k=kind: faults.server_unresponsive(k)),
-            (f"faults fragmented io {kind}", lambda s=srv: faults.fragmented_io(
-                s, ops=n["fragment_ops"])),
-            (f"faults resets {kind}", lambda s=srv: faults.reset_connections(
-                s, resets=n["resets"], seed=seed)),
-            (f"faults client killed {kind}", lambda s=srv: faults.client_killed_mid_transaction(
-                s, rounds=n["client_kills"])),
-        ]  # fmt: skip
+            (
+                f"faults fragmented io {kind}",
+                lambda s=srv: faults.fragmented_io(s, ops=n["fragment_ops"]),
+            ),
+            (
+                f"faults resets {kind}",
+                lambda s=srv: faults.reset_connections(s, resets=n["resets"], seed=seed),
+            ),
+            (
+                f"faults client killed {kind}",
+                lambda s=srv: faults.client_killed_mid_transaction(s, rounds=n["client_kills"]),
+            ),
+        ]
     out += [
-        ("faults fake server", lambda: faults.fake_server_faults(
-            rounds=n["fake_rounds"], seed=seed)),
-        ("faults reconnect storm", lambda: faults.reconnect_storm(
-            resets=n["storm_resets"], seed=seed)),
-        ("fuzz server", lambda: fuzz_server.fuzz_server(n["fuzz_server"], seed=seed,
-                                                        progress=_progress)),
-        ("fuzz client", lambda: fuzz_client.fuzz_client(
-            n["fuzz_client"], seed=seed, allow_known=allow_known)),
+        (
+            "faults fake server",
+            lambda: faults.fake_server_faults(rounds=n["fake_rounds"], seed=seed),
+        ),
+        (
+            "faults reconnect storm",
+            lambda: faults.reconnect_storm(resets=n["storm_resets"], seed=seed),
+        ),
+        (
+            "fuzz server",
+            lambda: fuzz_server.fuzz_server(n["fuzz_server"], seed=seed, progress=_progress),
+        ),
+        (
+            "fuzz client",
+            lambda: fuzz_client.fuzz_client(n["fuzz_client"], seed=seed, allow_known=allow_known),
+        ),
         ("limits socket modes", lambda: limits.socket_modes()),
         ("limits socket modes real", lambda: limits.socket_modes(servers["real"])),
-    ]  # fmt: skip
+    ]
     for kind in KINDS:
         srv = servers[kind]
+        first, second = next(domids), next(domids)
         out += [
             (f"limits quotas {kind}", lambda k=kind: limits.quotas(k)),
             (f"limits payloads {kind}", lambda s=srv: limits.payload_limits(s)),
-            (f"limits isolation {kind}", lambda s=srv, a=next(domids), b=next(domids):
-                limits.guest_isolation(s, a, b)),
-        ]  # fmt: skip
+            (
+                f"limits isolation {kind}",
+                lambda s=srv, a=first, b=second: limits.guest_isolation(s, a, b),
+            ),
+        ]
     return out
 
 
@@ -131,16 +170,24 @@ def _progress(done: int) -> None:
         print(f"    ... {done} cases", flush=True)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python reliability/run.py", description="pyxs reliability suite"
     )
     parser.add_argument("--long", action="store_true", help="long mode (ignored when CI=true)")
-    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
-                        help="run the scenarios whose name contains TEXT (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run the scenarios whose name contains TEXT (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed (default: time-based)")
-    parser.add_argument("--allow-known", action="store_true",
-                        help="count hits of written-up bugs apart instead of as failures")  # fmt: skip
+    parser.add_argument(
+        "--allow-known",
+        action="store_true",
+        help="count hits of written-up bugs apart instead of as failures",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = parser.parse_args(argv)
@@ -182,7 +229,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"  {name} ...", flush=True)
             try:
                 fig = run()
-            except BaseException as exc:  # noqa: BLE001 - a scenario that blew up is a failure
+            except BaseException as exc:  # a scenario that blew up is a failure
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 fig = Figures(name, "-")

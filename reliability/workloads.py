@@ -262,9 +262,7 @@ def _consume(monitor: pyxs.Monitor, log: _EventLog) -> None:
         log.sentinel_seen.set()
 
 
-def _verify(
-    fig: Figures, workers: List[_Worker], log: _EventLog | None, socket_path: str
-) -> None:
+def _verify(fig: Figures, workers: List[_Worker], log: _EventLog | None, socket_path: str) -> None:
     """Every committed write readable from a fresh connection; every write evented."""
     for w in workers:
         fig.ops += w.ops

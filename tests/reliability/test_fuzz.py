@@ -19,6 +19,7 @@ import asyncio
 
 import _relpath  # noqa: F401  (the repository root on sys.path)
 import pytest
+from reliability.fakeserver import FakeServer, Peer, answer
 
 import pyxs
 import pyxs.commands
@@ -26,7 +27,6 @@ from pyxs.protocol import Op, encode
 from pyxs.server import core as server_core
 from pyxs.server import store as server_store
 from reliability import fuzz_client, fuzz_server
-from reliability.fakeserver import FakeServer, Peer, answer
 
 SERVER_CASES = 2500
 CLIENT_CALLS = 1500

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-import _relpath  # noqa: F401  (the repository root on sys.path)
+import _relpath  # the repository root on sys.path
 
 from reliability import run
 
