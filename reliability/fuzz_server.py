@@ -49,6 +49,7 @@ import os
 import random
 import socket
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -616,8 +617,6 @@ def _atheris_main(argv: List[str]) -> None:  # pragma: no cover - optional engin
     the stream. Without a corpus directory in ``argv`` a seed corpus is made
     from the grammar. Invariant violations raise AssertionError (atheris
     then stops and saves the input as ``crash-*``)."""
-    import tempfile
-
     import atheris  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     import pyxs.server.core
@@ -656,6 +655,39 @@ def _atheris_main(argv: List[str]) -> None:  # pragma: no cover - optional engin
         argv = [*argv, corpus]
     atheris.Setup(argv, test_one_input)
     atheris.Fuzz()
+
+
+def atheris_session(runs: int = 100_000, timeout: float = 1800.0) -> Figures:
+    """Run the atheris engine (``--atheris -runs=N``) in a subprocess; its
+    figures: ``runs`` executions, and a failure if it found an input that
+    breaks the invariant (its report is in the notes)."""
+    import subprocess
+
+    fig = Figures(f"fuzz server packets, atheris ({runs} runs)", "embedded")
+    try:
+        import atheris  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: F401
+    except ImportError:
+        fig.note("atheris is not installed (pip install pyxs[fuzz]): skipped")
+        return fig.done()
+    with tempfile.TemporaryDirectory(prefix="rel-atheris-") as work:
+        try:
+            out = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--atheris", f"-runs={runs}"],
+                cwd=work,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            fig.fail(f"atheris did not finish {runs} runs in {timeout} s", "hangs")
+            return fig.done()
+    text = out.stdout + out.stderr
+    done = [line for line in text.splitlines() if line.startswith("Done ")]
+    if out.returncode == 0 and done:
+        fig.ops = fig.faults = int(done[-1].split()[1])
+    else:
+        fig.fail(f"atheris exit {out.returncode}: " + " | ".join(text.splitlines()[-15:]))
+    return fig.done()
 
 
 def main(argv: List[str] | None = None) -> int:

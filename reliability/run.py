@@ -51,6 +51,7 @@ SIZES: Dict[str, Dict[str, int]] = {
         "fuzz_server": 3000,
         "fuzz_client": 2000,
         "fragment_ops": 100,
+        "atheris_runs": 0,
     },
     "long": {
         "threads": 16,
@@ -65,6 +66,7 @@ SIZES: Dict[str, Dict[str, int]] = {
         "fuzz_server": 100_000,
         "fuzz_client": 100_000,
         "fragment_ops": 2000,
+        "atheris_runs": 100_000,  # when atheris is installed (pip install pyxs[fuzz])
     },
 }
 
@@ -148,6 +150,10 @@ def scenarios(mode: str, servers: Dict[str, Any], seed: int, allow_known: bool) 
             "fuzz client",
             lambda: fuzz_client.fuzz_client(n["fuzz_client"], seed=seed, allow_known=allow_known),
         ),
+    ]
+    if n["atheris_runs"]:
+        out.append(("fuzz server atheris", lambda: fuzz_server.atheris_session(n["atheris_runs"])))
+    out += [
         ("limits socket modes", lambda: limits.socket_modes()),
         ("limits socket modes real", lambda: limits.socket_modes(servers["real"])),
     ]
