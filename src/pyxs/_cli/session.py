@@ -159,6 +159,8 @@ class Session:
         self._inflight_bytes = 0
         #: encoded requests not sent yet (see raw())
         self.outbox: list[bytes] = []
+        #: raw requests waiting for room in the window: (op, payload, tx, handler)
+        self._raw_queue: deque[tuple[int, bytes, int, Callable[[Packet], None]]] = deque()
         self._sock: socket.socket | None = None
         if self.stream:
             # A socket object of our own on the same connection, for
@@ -209,10 +211,16 @@ class Session:
         self.waiting[req_id] = handler
         self.outbox.append(data)
 
+    def raw_later(
+        self, op: int, payload: bytes, tx: int, handler: Callable[[Packet], None]
+    ) -> None:
+        """As :meth:`raw`, but sent when the window has room."""
+        self._raw_queue.append((op, payload, tx, handler))
+
     @property
     def busy(self) -> bool:
         """Whether anything is queued or in flight."""
-        return bool(self._queue or self.waiting or self.outbox)
+        return bool(self._queue or self.waiting or self.outbox or self._raw_queue)
 
     @property
     def queued(self) -> int:
@@ -225,6 +233,12 @@ class Session:
         queue = self._queue
         waiting = self.waiting
         out = self.outbox
+        raw_queue = self._raw_queue
+        while raw_queue and len(waiting) < self.window:
+            op, payload, tx, handler = raw_queue.popleft()
+            req_id, data = self.protocol.request(op, payload, tx)
+            waiting[req_id] = handler
+            out.append(data)
         if queue and len(waiting) < self.window:
             request = self.protocol.request
             limit = self.window
@@ -324,7 +338,7 @@ class Session:
 
     def drain(self) -> None:
         """Run until every submitted operation is done."""
-        while self._queue or self.waiting or self.outbox:
+        while self.busy:
             self.step()
 
     # -- one at a time --------------------------------------------------------

@@ -202,7 +202,20 @@ def walk(
     issue = state.issue
     per_node = state.expected + 1
 
+    def fetch_later(node: Node, own_line: bool = True) -> None:
+        # a window too small for a node's requests (XenBus): the session
+        # sends them one by one
+        payload = node.path + b"\0"
+        if own_line and values:
+            session.raw_later(_READ, payload, tx, node.on_value)
+        if own_line and perms:
+            session.raw_later(_GET_PERMS, payload, tx, node.on_perms)
+        session.raw_later(_DIRECTORY, payload, tx, node.on_children)
+
     def fetch(node: Node, own_line: bool = True) -> None:
+        if window < per_node:
+            fetch_later(node, own_line)
+            return
         payload = node.path + b"\0"
         if own_line:
             if values:
@@ -223,10 +236,10 @@ def walk(
     def pump() -> None:
         """Issue what the window allows, then handle one batch of replies."""
         limit = window - per_node
-        while issue and len(waiting) <= limit and state.inflight < MAX_INFLIGHT_BYTES:
+        while issue and (len(waiting) <= limit or not session.busy):
+            if state.inflight >= MAX_INFLIGHT_BYTES and session.busy:
+                break
             fetch(issue.pop())
-        if not waiting and not session.busy:  # pragma: no cover - cannot happen
-            raise RuntimeError("walk stalled")
         session.step()
 
     fetch(root, include_root)
