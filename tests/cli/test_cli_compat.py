@@ -420,3 +420,31 @@ def test_terminal_width(xs_server: Any, base: str) -> None:
         outputs.append(b"".join(chunks))
     assert outputs[0] == outputs[1]
     assert re.search(rb"\\\.\.\.\"", outputs[1])  # something was cut
+
+
+def test_as_a_guest(xs_server: Any, base: str, unique_domid: int) -> None:
+    """An unprivileged domain: unreadable nodes. Same output; where 4.17 exits
+    1 on EACCES, pyxs exits 3 (and ls/chmod already name the reason)."""
+    s = xs_server.socket_path
+    guest = xs_server.introduce_guest(unique_domid)
+    dom = unique_domid
+    assert pyxs(["write", f"{base}/top/a/b", "hidden", f"{base}/top/c", "seen"], s).rc == 0
+    assert pyxs(["chmod", "-r", f"{base}/top", "n0", f"r{dom}"], s).rc == 0
+    assert pyxs(["chmod", f"{base}/top/a", "n0"], s).rc == 0
+    for tool, args in (
+        ("ls", [f"{base}/top"]),  # "a:" then xs_directory (.../a): Permission denied
+        ("ls", ["-p", f"{base}/top"]),  # and "could not access permissions for a"
+        ("ls", ["-p", f"{base}/top/c"]),
+        ("read", [f"{base}/top/c"]),
+        ("list", [f"{base}/top"]),
+        ("ls", ["-f", f"{base}/top/c", f"{base}/top/a"]),
+    ):
+        expected, got = run_both(f"xenstore-{tool}", args, [tool, *args], guest)
+        want_err = expected.stderr.replace(f"xenstore-{tool}:".encode(), b"pyxs:")
+        want_rc = 3 if b"Permission denied" in want_err else expected.rc
+        assert (got.rc, got.stdout, got.stderr) == (want_rc, expected.stdout, want_err), (
+            tool,
+            args,
+            expected,
+            got,
+        )

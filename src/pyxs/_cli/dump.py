@@ -39,7 +39,7 @@ from ..exceptions import NoEntryError, PyXSError
 from .context import Context, UserError, exit_status, is_fatal
 from .escape import from_json_value, json_value
 from .tools import set_perms_command
-from .walk import child_path, walk
+from .walk import ListFailed, child_path, walk
 
 __all__ = ["FORMAT", "VERSION", "cmd_dump", "cmd_restore", "read_dump"]
 
@@ -141,12 +141,13 @@ def cmd_dump(ctx: Context, ns: Any) -> int:
                     out.write(("\n".join(lines) + "\n").encode("utf-8"))
                     lines.clear()
                 progress.advance()
-        except PyXSError as exc:
-            if is_fatal(exc):
-                raise
+        except (ListFailed, PyXSError) as exc:
+            where, error = (exc.path, exc.error) if isinstance(exc, ListFailed) else (root, exc)
+            if is_fatal(error):
+                raise error from None
             progress.finish()
-            ctx.error(f"could not dump path {ctx.show(root)}", exc)
-            return exit_status(exc)
+            ctx.error(f"could not dump path {ctx.show(where)}", error)
+            return exit_status(error)
         if lines:
             out.write(("\n".join(lines) + "\n").encode("utf-8"))
         progress.finish()

@@ -23,7 +23,7 @@ from ..protocol import Op
 from .context import Context, UserError, describe, exit_status, is_fatal
 from .escape import json_value, sanitise, unsanitise
 from .session import Session
-from .walk import Node, walk
+from .walk import ListFailed, Node, walk
 
 __all__ = [
     "cmd_chmod",
@@ -334,13 +334,20 @@ def cmd_ls(ctx: Context, ns: Any) -> int:
                         node.perms_error,
                     )
                 out.write(ls_line(node, full, show_perms, max_width, desired))
-        except PyXSError as exc:
-            if is_fatal(exc):
-                raise
-            out.flush()
-            ctx.error(f"xs_directory ({ctx.show(path)})", exc, always_reason=True)
-            return exit_status(exc)
+        except (ListFailed, PyXSError) as exc:
+            return _list_failed(ctx, path, exc)
     return 0
+
+
+def _list_failed(ctx: Context, path: bytes, exc: BaseException) -> int:
+    """xenstore-ls's ``err(1, "xs_directory (%s)", path)``, with our statuses."""
+    if isinstance(exc, ListFailed):
+        path, exc = exc.path, exc.error
+    if is_fatal(exc):
+        raise exc
+    ctx.out.flush()
+    ctx.error(f"xs_directory ({ctx.show(path)})", exc, always_reason=True)
+    return exit_status(exc)
 
 
 def _ls_json(ctx: Context, ns: Any, paths: list[bytes]) -> int:
@@ -350,11 +357,8 @@ def _ls_json(ctx: Context, ns: Any, paths: list[bytes]) -> int:
         try:
             for node in walk(session, path, perms=bool(ns.prefix)):
                 records.append(_node_record(ctx, node))
-        except PyXSError as exc:
-            if is_fatal(exc):
-                raise
-            ctx.error(f"xs_directory ({ctx.show(path)})", exc, always_reason=True)
-            return exit_status(exc)
+        except (ListFailed, PyXSError) as exc:
+            return _list_failed(ctx, path, exc)
     ctx.write_json(records)
     return 0
 
@@ -445,8 +449,8 @@ def cmd_chmod(ctx: Context, ns: Any) -> int:
                     if failure:
                         break
                     session.submit(set_perms_command(node.path, modes), done(node), tx)
-            except NoEntryError:
-                pass  # 4.17 ignores a failure to list
+            except ListFailed:
+                pass  # 4.17 does not recurse where it cannot list
             session.drain()
             if failure:
                 target, error = failure[0]

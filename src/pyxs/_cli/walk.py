@@ -24,11 +24,11 @@ the server gave, and are sent as they are. A child list too big for
 DIRECTORY (E2BIG) is read by the ``list_children`` procedure of
 :mod:`pyxs.commands` (DIRECTORY_PART), through the same session.
 
-Errors follow xenstore-ls: a failure to list the starting node is raised;
-a node that disappears during the walk (ENOENT on its DIRECTORY) simply has
-no children; any other failure to list a node is raised when the walk
-reaches it; a failed READ or GET_PERMS is reported on the node itself
-(``value_error``, ``perms_error``).
+Errors follow xenstore-ls: a failure to list the starting node raises
+:class:`ListFailed`; a node that disappears during the walk (ENOENT on its
+DIRECTORY) simply has no children; any other failure to list a node raises
+:class:`ListFailed` when the walk reaches it; a failed READ or GET_PERMS is
+reported on the node itself (``value_error``, ``perms_error``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from ..paths import validate_path
 from ..protocol import Op, Packet, split_strings
 from .session import MAX_INFLIGHT_BYTES, Session
 
-__all__ = ["Node", "child_path", "walk"]
+__all__ = ["ListFailed", "Node", "child_path", "walk"]
 
 _READ = int(Op.READ)
 _DIRECTORY = int(Op.DIRECTORY)
@@ -57,6 +57,15 @@ def child_path(parent: bytes, name: bytes) -> bytes:
 
 def _unexpected(expected: int, packet: Packet) -> UnexpectedPacket:
     return UnexpectedPacket(f"expected a reply of type {expected}, got {packet!r}")
+
+
+class ListFailed(Exception):
+    """Listing a node failed: ``path`` and the ``error`` the server gave."""
+
+    def __init__(self, path: bytes, error: BaseException) -> None:
+        super().__init__(path, error)
+        self.path = path
+        self.error = error
 
 
 class _Walk:
@@ -250,7 +259,7 @@ def walk(
     while root.children is None:
         pump()
     if root.children_error is not None:
-        raise root.children_error
+        raise ListFailed(path, root.children_error)
 
     # Depth-first emission: a stack of [node, index of its next child].
     stack: list[list[Any]] = [[root, 0]]
@@ -263,7 +272,7 @@ def walk(
             continue
         error = node.children_error
         if error is not None and node is not root and not isinstance(error, NoEntryError):
-            raise error
+            raise ListFailed(node.path, error)
         index: int = top[1]
         if index >= len(kids):
             stack.pop()
