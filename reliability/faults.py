@@ -513,7 +513,9 @@ def client_killed_mid_transaction(server: Any, *, rounds: int = 3, writes: int =
     incrementing through ``transact`` and writes ``writes`` new nodes in it,
     then is killed without committing. Invariants: the transaction's writes
     never appear (before or after the kill); the workers go on, none fails,
-    and the counter ends at exactly the number of increments they made.
+    and the counter ends at exactly the number of increments they made; on
+    the embedded server, the killed client's connection (and so its
+    transaction) is gone from the server's state.
     """
     fig = Figures(f"client killed mid-transaction ({rounds} rounds)", server.name)
     base = unique_base("ckill")
@@ -534,6 +536,11 @@ def client_killed_mid_transaction(server: Any, *, rounds: int = 3, writes: int =
         except BaseException as exc:  # noqa: BLE001
             problems.append(f"worker: {exc!r}")
 
+    embedded = getattr(server, "server", None)  # a pyxs.server.Server: look inside
+
+    def connections() -> int:
+        return int(embedded.call(lambda core: len(core.conns)))
+
     with pyxs.Client(unix_socket_path=server.socket_path, timeout=30) as checker:
         checker.write(base + b"/counter", b"0")
         workers = [threading.Thread(target=worker) for _ in range(2)]
@@ -541,6 +548,7 @@ def client_killed_mid_transaction(server: Any, *, rounds: int = 3, writes: int =
             t.start()
         try:
             for _ in range(rounds):
+                before = connections() if embedded is not None else 0
                 child = subprocess.Popen(
                     [sys.executable, "-c", _CHILD, server.socket_path, base.decode(), str(writes)],
                     stdout=subprocess.PIPE,
@@ -567,6 +575,8 @@ def client_killed_mid_transaction(server: Any, *, rounds: int = 3, writes: int =
                 time.sleep(0.05)
                 if checker.exists(base + b"/tx"):
                     fig.fail("a killed client's transaction was applied", "lost")
+                if embedded is not None and not wait_until(lambda b=before: connections() <= b, 2):
+                    fig.fail("the server still holds the killed client's connection")
         finally:
             stop.set()
             for t in workers:
