@@ -589,3 +589,16 @@ def test_startup_stays_lean() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
     assert proc.returncode == 0
     assert proc.stderr == b"\n", proc.stderr
+
+
+def test_request_too_big(xs_server: Any, base: str) -> None:
+    """Over XenStore's 4096-byte payload: refused before sending (E2BIG), as
+    libxenstore does; xenstore-write says just "could not write path"."""
+    s = xs_server.socket_path
+    big = "x" * 5000
+    r = pyxs(["write", f"{base}/big", big, f"{base}/ok", "1"], s)
+    assert (r.rc, r.stdout) == (1, b"")
+    assert r.stderr == f"pyxs: could not write path {base}/big: Argument list too long\n".encode()
+    c = real_tool("xenstore-write", [f"{base}/big", big], s)
+    assert (c.rc, c.stderr) == (1, f"xenstore-write: could not write path {base}/big\n".encode())
+    assert pyxs(["exists", f"{base}/ok"], s).rc == 1  # one transaction: nothing written

@@ -96,6 +96,10 @@ def main(argv: Sequence[str], prog: str = "pyxs") -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 141
+    except OSError as exc:  # a local file or terminal, not XenStore
+        _silence_stdout_flush(ctx)
+        ctx.error(exc.strerror or str(exc), None)
+        return 1
     except Exception as exc:
         from ..exceptions import ConnectionError
 

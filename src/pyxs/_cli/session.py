@@ -32,6 +32,7 @@ a socket nor a character device is refused rather than opened for writing.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -47,8 +48,14 @@ from ..connection import (
     default_socket_path,
     default_xenbus_path,
 )
-from ..exceptions import ConnectionError, PyXSError, TransactionConflictError, XenStoreError
-from ..protocol import ClientProtocol, Packet, WatchEvent
+from ..exceptions import (
+    ConnectionError,
+    PyXSError,
+    TransactionConflictError,
+    XenStoreError,
+    error_for_errno,
+)
+from ..protocol import PAYLOAD_MAX, ClientProtocol, Packet, WatchEvent
 
 __all__ = ["CannotConnect", "Session", "connect"]
 
@@ -182,8 +189,15 @@ class Session:
     # -- submitting ---------------------------------------------------------
 
     def submit(self, operation: commands.Operation[Any], callback: Callback, tx: int = 0) -> None:
-        """Queue ``operation``; ``callback(result, error)`` runs when it is done."""
+        """Queue ``operation``; ``callback(result, error)`` runs when it is done.
+
+        A request too big for XenStore fails as libxenstore fails it: E2BIG,
+        without being sent.
+        """
         if isinstance(operation, Command):
+            if len(operation.payload) > PAYLOAD_MAX:
+                callback(None, error_for_errno(errno.E2BIG))
+                return
             self._queue.append(_Task(operation, None, tx, callback))
             return
         try:
@@ -193,6 +207,10 @@ class Session:
         except PyXSError as exc:  # a local error (bad path) from the procedure
             callback(None, exc)
         else:
+            if len(first.payload) > PAYLOAD_MAX:
+                operation.close()
+                callback(None, error_for_errno(errno.E2BIG))
+                return
             self._queue.append(_Task(first, operation, tx, callback))
 
     def submit_started(
