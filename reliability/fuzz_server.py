@@ -614,7 +614,7 @@ def _last_line(text: str) -> str:
 def _atheris_main(argv: List[str]) -> None:  # pragma: no cover - optional engine
     """libFuzzer (atheris) mutates the byte streams, guided by the coverage of
     the server's code. Input: one flag byte (odd: send as the guest), then
-    the stream. Without a corpus directory in ``argv`` a seed corpus is made
+    the stream. An empty (or no) corpus directory in ``argv`` is seeded
     from the grammar. Invariant violations raise AssertionError (atheris
     then stops and saves the input as ``crash-*``)."""
     import atheris  # type: ignore[import-not-found,import-untyped,unused-ignore]
@@ -646,13 +646,17 @@ def _atheris_main(argv: List[str]) -> None:  # pragma: no cover - optional engin
         if problems:
             raise AssertionError("; ".join(problems))
 
-    if not [a for a in argv[1:] if not a.startswith("-")]:
-        corpus = tempfile.mkdtemp(prefix="rel-corpus-")
+    dirs = [a for a in argv[1:] if not a.startswith("-")]
+    if not dirs:
+        dirs = [tempfile.mkdtemp(prefix="rel-corpus-")]
+        argv = [*argv, dirs[0]]
+    corpus = dirs[0]
+    os.makedirs(corpus, exist_ok=True)
+    if not os.listdir(corpus):
         for i in range(256):
             stream, as_guest = _stream_for(0, i)
             with open(os.path.join(corpus, f"seed{i}"), "wb") as f:
                 f.write(bytes([as_guest]) + stream)
-        argv = [*argv, corpus]
     atheris.Setup(argv, test_one_input)
     atheris.Fuzz()
 
@@ -672,7 +676,13 @@ def atheris_session(runs: int = 100_000, timeout: float = 1800.0) -> Figures:
     with tempfile.TemporaryDirectory(prefix="rel-atheris-") as work:
         try:
             out = subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), "--atheris", f"-runs={runs}"],
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--atheris",
+                    f"-runs={runs}",
+                    os.path.join(work, "corpus"),
+                ],
                 cwd=work,
                 capture_output=True,
                 text=True,
