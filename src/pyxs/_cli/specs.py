@@ -14,7 +14,7 @@ def _count(text: str) -> int:
 JSON = Opt(None, "json", "json", "print JSON instead (see 'JSON output' below)")
 
 JSON_NOTE = """\
-JSON output: values are {"value": TEXT} when they are valid UTF-8, else
+In JSON, a value is {"value": TEXT} when its bytes are valid UTF-8, else
 {"value_base64": BASE64}; permissions are lists such as ["n0", "r5"]."""
 
 ESCAPES = """\
@@ -42,7 +42,7 @@ _add(
         ),
         1,
         replaces="xenstore-read",
-        epilog=JSON_NOTE,
+        epilog='JSON output: [{"path": KEY, "value": ...}, ...]\n' + JSON_NOTE,
     )
 )
 _add(
@@ -122,7 +122,7 @@ _add(
         0,
         replaces="xenstore-ls",
         epilog='JSON output: [{"path": PATH, "value": ..., "perms": [...]}, ...], '
-        "depth first;\n" + JSON_NOTE,
+        "depth first.\n" + JSON_NOTE,
     )
 )
 _add(
