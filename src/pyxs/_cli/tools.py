@@ -3,11 +3,17 @@ plus mkdir and perms.
 
 Each ``cmd_<name>(ctx, ns) -> int`` does what the xenstore-* tool of 4.17
 does (see ``tools/xenstore/xenstore_client.c``): the same output bytes, the
-same messages on stderr (with ``pyxs`` for the program name), the same
-transactions. What 4.17 gets wrong in ways no script can want (a stack
-buffer of 256 bytes for ``chmod -r`` paths, ``//child`` under ``/``, a blank
-line after a watch error) is done right; everything else, quirks included,
-is kept. Exit statuses are those of :mod:`pyxs._cli.status`.
+same messages on stderr (with ``pyxs`` for the program name), and the same
+all-or-nothing transaction wherever a command makes several requests. What
+4.17 gets wrong in ways no script can want (a stack buffer of 256 bytes for
+``chmod -r`` paths, ``//child`` under ``/``, a blank line after a watch
+error) is done right; everything else, quirks included, is kept. Where 4.17
+exits with 1, pyxs may say why more precisely (see :mod:`.context` for the
+exit statuses) and adds the reason to a message when it is not "no such
+node" or "invalid argument".
+
+Requests go out pipelined through the :class:`~.session.Session`; several
+paths cost one round trip, not one each.
 """
 
 from __future__ import annotations
