@@ -421,6 +421,7 @@ def fake_server_faults(*, rounds: int = 50, seed: int = 5) -> Figures:
     fig = Figures(f"fake server: split/reordered replies, resets ({rounds})", "fake")
     rng = random.Random(seed)
     plan: List[str] = []
+    reset_at = [0.0]
 
     def handler(peer: Peer) -> None:
         while True:
@@ -432,6 +433,7 @@ def fake_server_faults(*, rounds: int = 50, seed: int = 5) -> Figures:
             wire = b"".join(answer(r) for r in requests)
             if mode == "reset":
                 peer.send(wire[: max(1, len(wire) // 2)])
+                reset_at[0] = time.monotonic()
                 peer.reset()
                 return
             if mode == "split":
@@ -466,7 +468,6 @@ def fake_server_faults(*, rounds: int = 50, seed: int = 5) -> Figures:
                     t.start()
                 for t in threads:
                     t.join(15)
-                reset_at = time.monotonic()
                 if any(t.is_alive() for t in threads):
                     fig.fail(f"round {r} ({mode}): calls stuck", "hangs")
                     continue
@@ -474,7 +475,7 @@ def fake_server_faults(*, rounds: int = 50, seed: int = 5) -> Figures:
                     fig.ops += 1
                     if mode == "reset" and isinstance(outcome, XsConnectionError):
                         fig.errors += 1
-                        if when - reset_at > PROMPT:
+                        if when - reset_at[0] > PROMPT:
                             fig.fail(f"round {r}: ConnectionError came late", "hangs")
                     elif outcome is not True:
                         fig.fail(f"round {r} ({mode}) call {i}: {outcome!r}")
