@@ -15,7 +15,8 @@ JSON = Opt(None, "json", "json", "print JSON instead (see 'JSON output' below)")
 
 JSON_NOTE = """\
 In JSON, a value is {"value": TEXT} when its bytes are valid UTF-8, else
-{"value_base64": BASE64}; permissions are lists such as ["n0", "r5"]."""
+{"value_base64": BASE64}; permissions are lists such as ["n0", "r5"]. A command
+that fails prints no JSON, only its error."""
 
 ESCAPES = """\
 Values are printed escaped as xenstore-read does: printable ASCII as is, \\t \\n \\r
