@@ -80,10 +80,20 @@ def test_server_fuzz_catches_a_corruption(monkeypatch) -> None:
 
 def test_client_fuzz_catches_a_decoder_crash(monkeypatch) -> None:
     def fragile(payload: bytes) -> bytes:
-        return payload[:1] + payload[len(payload) - 1 : len(payload)][0:1] * (payload[0] // 256)
+        # a READ decoder that indexes past the end of any mangled value
+        if payload.startswith(b"v:"):
+            return payload
+        return bytes([payload[4096]])  # IndexError: payloads are at most 4096 bytes
 
-    monkeypatch.setattr(pyxs.commands, "_raw", fragile)
-    fig = fuzz_client.fuzz_client(600, seed=3, use_async=False)
+    def fragile_read(path):
+        command = original_read(path)
+        command.decode = fragile
+        return command
+
+    original_read = pyxs.commands.read
+    monkeypatch.setattr(pyxs.commands, "read", fragile_read)
+    # one thread: the same calls meet the same broken replies on every run
+    fig = fuzz_client.fuzz_client(1000, seed=3, threads=1, use_async=False)
     assert fig.failures > 0, fig.explain()
     assert any("IndexError" in note for note in fig.notes), fig.explain()
 
