@@ -13,6 +13,7 @@ from docs_support import (
     DOCS,
     PageFailure,
     console_blocks,
+    console_env,
     pages,
     run_page,
     scratch_dir,
@@ -28,6 +29,7 @@ def test_page_examples(page: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Server() as server, scratch_dir() as scratch:
         monkeypatch.setenv("XENSTORED_PATH", server.socket_path)
         monkeypatch.delenv("XENSTORED_RUNDIR", raising=False)
+        monkeypatch.setenv("PATH", console_env(server.socket_path)["PATH"])
         run_page(page, server.socket_path, Path(scratch))
 
 
