@@ -16,6 +16,7 @@ would conflict, since adding a child changes the parent.)
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 LIBRARY = sys.argv[1] if len(sys.argv) > 1 else "gevent"
 if LIBRARY == "gevent":
@@ -24,10 +25,10 @@ if LIBRARY == "gevent":
     monkey.patch_all()
     import gevent
 
-    def spawn(fn, *args):  # type: ignore[no-untyped-def]
+    def spawn(fn: Any, *args: Any) -> Any:
         return gevent.spawn(fn, *args)
 
-    def join(greenlets):  # type: ignore[no-untyped-def]
+    def join(greenlets: Any) -> None:
         gevent.joinall(greenlets, raise_error=True)
 
 elif LIBRARY == "eventlet":
@@ -39,10 +40,10 @@ elif LIBRARY == "eventlet":
 
     eventlet.monkey_patch()
 
-    def spawn(fn, *args):  # type: ignore[no-untyped-def]
+    def spawn(fn: Any, *args: Any) -> Any:
         return eventlet.spawn(fn, *args)
 
-    def join(greenlets):  # type: ignore[no-untyped-def]
+    def join(greenlets: Any) -> None:
         for g in greenlets:
             g.wait()
 

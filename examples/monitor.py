@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.demo:
             # Once the initial events are in: they come first, then the changes.
             for _ in args.paths:
-                print(m.next_event(timeout=5).path.decode(), flush=True)
+                initial = m.next_event(timeout=5)
+                assert initial is not None, "no initial event"
+                print(initial.path.decode(), flush=True)
                 args.number -= 1
             threading.Thread(target=demo_changes).start()
         seen = 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import Callable
 
 import pyxs
 
@@ -50,7 +51,7 @@ def by_hand(attempts: list[int]) -> None:
                     break
 
 
-def run(worker: object, title: str) -> None:
+def run(worker: Callable[[list[int]], None], title: str) -> None:
     with pyxs.Client() as c:
         c[COUNTER] = b"0"
         attempts: list[int] = []

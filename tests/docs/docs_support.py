@@ -10,7 +10,7 @@ started for that page (``XENSTORED_PATH`` points at it):
 * ``.. code-block:: console`` blocks: ``$ command`` lines followed by their
   expected output (stdout and stderr together). A block runs as one bash
   script (so ``cd``, variables and ``$!`` carry over inside the block), in a
-  scratch directory where ``examples`` is the repository's ``examples/``,
+  scratch directory where ``examples`` and ``docs`` are the repository's,
   with the interpreter's ``bin`` directory first on ``PATH`` (``python`` and
   ``pyxs`` are the ones under test).
 
@@ -76,9 +76,11 @@ def console_blocks(text: str) -> List[ConsoleBlock]:
         start = i
         i += 1
         # options (":caption: ...") and the blank line before the content
-        while i < len(lines) and (
-            not lines[i].strip() or lines[i].strip().startswith(":")
-        ) and (not lines[i].strip() or _indent(lines[i]) > indent):
+        while (
+            i < len(lines)
+            and (not lines[i].strip() or lines[i].strip().startswith(":"))
+            and (not lines[i].strip() or _indent(lines[i]) > indent)
+        ):
             i += 1
         body: List[tuple[int, str]] = []
         body_indent = None
@@ -187,7 +189,7 @@ def run_page(path: Path, socket_path: str, scratch: Path) -> int:
             if type(value).__name__ in {"Client", "xs"} and callable(close):
                 try:
                     close()
-                except Exception:  # noqa: BLE001 - closed already
+                except Exception:  # closed already
                     pass
         globs.clear()
     if report:
@@ -230,7 +232,10 @@ def run_console(block: ConsoleBlock, env: dict[str, str], cwd: Path) -> List[str
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory[str]:
-    """A scratch directory with ``examples`` linking to the repository's."""
+    """A scratch directory in which ``examples`` and ``docs`` are the
+    repository's (so that pages can name them as from a checkout), and
+    anything else a page writes is thrown away."""
     tmp = tempfile.TemporaryDirectory(prefix="pyxs-docs-", dir="/tmp")
     os.symlink(EXAMPLES, os.path.join(tmp.name, "examples"))
+    os.symlink(DOCS, os.path.join(tmp.name, "docs"))
     return tmp
