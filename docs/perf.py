@@ -3,6 +3,7 @@
     python docs/perf.py                  # the newest benchmarks/results/*.json
     python docs/perf.py RESULTS.json     # a given run
     python docs/perf.py --check          # the committed files are up to date
+    python docs/perf.py docs/performance/results.json   # after editing this script
 
 ``benchmarks/run.py`` writes one JSON file per run (git-ignored). This script
 reads one and writes, under ``docs/performance/``:
@@ -149,7 +150,7 @@ def targets_rst(run: Run) -> str:
             ]
         )
     return list_table(
-        ["id", "what", "ratio", "measured", "target", ""], rows, [6, 40, 22, 16, 8, 8]
+        ["id", "what", "ratio", "measured", "target", "status"], rows, [6, 40, 22, 16, 8, 8]
     )
 
 
@@ -339,9 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     path = args.results or newest_run()
     run = trim(json.loads(path.read_text()))
-    run["source"] = path.name
+    run["source"] = run.get("source") or path.name  # results.json keeps its origin
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in render(run, path.name).items():
+    for name, text in render(run, run["source"]).items():
         (args.out / name).write_text(text)
     print(f"wrote {args.out} from {path}")
     return 0
