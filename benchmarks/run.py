@@ -105,6 +105,7 @@ class Target:
     invert: bool = False
     ratio_label: str = ""
     limit: str = ""  # an impl showing the most any client could reach, if measured
+    informational: bool = False  # shown with its ratio, never PASS/FAIL
     ratio: float | None = None
     limit_ratio: float | None = None
     status: str = "SKIP"
@@ -125,7 +126,10 @@ class Target:
         if best is not None:
             self.limit_ratio = peer / best if self.invert else best / peer
         ok = self.ratio >= self.threshold if self.op == ">=" else self.ratio <= self.threshold
-        self.status = "PASS" if ok else "FAIL"
+        if self.informational:
+            self.status = "info"
+        else:
+            self.status = "PASS" if ok else "FAIL"
 
 
 class Run:
@@ -651,8 +655,8 @@ class Run:
                 limit="raw",
             )
             if other != cpu:
-                # Each at its best: concurrency pays off when the daemon has a CPU
-                # of its own, sequential round trips when it shares the client's.
+                # Each where it does best: concurrency pays off when the daemon has
+                # a CPU of its own, sequential round trips when it shares the client's.
                 self.target(
                     tid + "x",
                     f"asyncio: {what}, client on CPU {other}, vs libxenstore sequential",
@@ -663,6 +667,9 @@ class Run:
                     threshold,
                     ratio_label=f"AsyncClient on CPU {other}/libxenstore on CPU {cpu}",
                     limit=f"raw-cpu{other}",
+                    # Across vCPUs every wake-up of an idle vCPU costs ~60 us, so these
+                    # numbers swing by 2x with whatever else runs: shown, not judged.
+                    informational=True,
                 )
 
     # -- CLI ------------------------------------------------------------------------------
@@ -836,10 +843,12 @@ class Run:
                 line += "\n      reference: a raw pipelined socket placed the same way gets"
                 line += f" {t.limit_ratio:.2f}x"
             print(line, file=out)
-        counts = {k: sum(t.status == k for t in self.targets) for k in ("PASS", "FAIL", "SKIP")}
+        counts = {
+            k: sum(t.status == k for t in self.targets) for k in ("PASS", "FAIL", "SKIP", "info")
+        }
         print(
-            f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped"
-            f"  ({time.time() - self.started:.0f} s)",
+            f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped,"
+            f" {counts['info']} for information  ({time.time() - self.started:.0f} s)",
             file=out,
         )
         return {
