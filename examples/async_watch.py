@@ -15,7 +15,7 @@ import asyncio
 import sys
 
 import pyxs
-from pyxs.aio import AsyncClient
+from pyxs.aio import AsyncClient, AsyncTransaction
 
 GUESTS = {b"alpha": 0.03, b"beta": 0.01, b"gamma": 0.02}  # seconds between steps
 STATES = [b"created", b"booting", b"running"]
@@ -34,12 +34,17 @@ async def wait_for_value(c: AsyncClient, path: bytes, wanted: bytes) -> int:
 
 
 async def guest(c: AsyncClient, name: bytes, pause: float) -> None:
-    """A guest stepping through its states (in a transaction each time)."""
+    """A guest stepping through its states, each step one transaction."""
+
+    async def step(t: AsyncTransaction, state: bytes) -> None:
+        await t.write(b"/vm/%s/state" % name, state)
+        await t.write(b"/vm/%s/state-changes" % name, b"%d" % (STATES.index(state) + 1))
+
     for state in STATES:
         await asyncio.sleep(pause)
-        async with c.transaction() as t:
-            await t.write(b"/vm/%s/state" % name, state)
-            await t.write(b"/vm/%s/state-changes" % name, b"%d" % (STATES.index(state) + 1))
+        # transact() retries on conflict: two guests creating their first
+        # nodes at once both change /vm, and one of the commits conflicts.
+        await c.transact(step, state)
 
 
 async def main() -> int:
