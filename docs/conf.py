@@ -7,6 +7,12 @@ against an embedded XenStore server by ``tests/docs/test_docs_pages.py``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# The checkout's package, also when it is not installed (autodoc imports it).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
 import pyxs
 
 project = "pyxs"
