@@ -36,8 +36,11 @@ def xs_wire_values() -> dict[str, int]:
     header = subprocess.run(
         ["sh", str(FETCH)], check=True, capture_output=True, text=True
     ).stdout.strip()
-    ops = [op.name for op in Op if op.name not in {"GET_FEATURE", "SET_FEATURE", "GET_QUOTA",
-                                                  "SET_QUOTA"}] + ["DEBUG"]
+    ops = [
+        op.name
+        for op in Op
+        if op.name not in {"GET_FEATURE", "SET_FEATURE", "GET_QUOTA", "SET_QUOTA"}
+    ] + ["DEBUG"]
     lines = [f'printf("op {name} %d\\n", (int)XS_{name});' for name in ops]
     source = (
         "#include <stdio.h>\n#include <stdint.h>\n#include <errno.h>\n"
