@@ -583,7 +583,7 @@ class XenStore:
             raise _ENOENT
         del conn.transactions[tx.id]
         if payload == b"T\0":
-            if tx.failed:
+            if tx.failed or tx.lost_domain():
                 raise Fail(XsdError.ENOMEM)
             if not conn.privileged and tx.created_nodes():
                 counts = self.store.node_counts
@@ -761,7 +761,9 @@ class XenStore:
     # ------------------------------------------------------------------
     # reports and logs
     def domain_report(self, domid: int) -> bytes:
-        domain = self.domains.introduced(domid)
+        # any domain structure answers, introduced or not (one exists as soon
+        # as a permission names a domain the hypervisor knows)
+        domain = self.domains.get(domid)
         if domain is None:
             raise _ENOENT
         memory = self.store.memory_of(domid)

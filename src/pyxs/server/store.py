@@ -181,14 +181,23 @@ class Children(Dict[bytes, "Node"]):
     """A node's children, name -> node, in creation order.
 
     ``length`` is the size of the child list as DIRECTORY sends it (each
-    name NUL-terminated); ``cache`` holds that listing once built."""
+    name NUL-terminated); ``cache`` holds that listing once built.
 
-    __slots__ = ("cache", "length")
+    ``order`` is None except in one corner of transactions: a transaction's
+    copy of a node still lists a child that was removed outside it, and the
+    transaction creates that child again. cxenstored's ``add_child`` does
+    not look for the name and lists it twice; ``order`` is then the listing
+    with its duplicates. (Such a transaction read the parent, which changed
+    outside, so it can only end in EAGAIN: the duplicate never reaches the
+    global tree.)"""
+
+    __slots__ = ("cache", "length", "order")
 
     def __init__(self) -> None:
         super().__init__()
         self.length = 0
         self.cache: bytes | None = None
+        self.order: list[bytes] | None = None
 
 
 class Node:
@@ -216,12 +225,26 @@ class Node:
             copy.update(children)
             copy.length = children.length
             copy.cache = children.cache
+            if children.order is not None:
+                copy.order = list(children.order)
         return node
+
+    def child_names(self) -> list[bytes]:
+        """The names as listed (a name twice in the corner ``Children.order`` describes)."""
+        children = self.children
+        if children is None:
+            return []
+        return list(children.order if children.order is not None else children)
 
     def add_child(self, name: bytes, child: Node) -> None:
         children = self.children
         if children is None:
             children = self.children = Children()
+        order = children.order
+        if name in children and order is None:
+            order = children.order = list(children)
+        if order is not None:
+            order.append(name)
         children[name] = child
         children.length += len(name) + 1
         children.cache = None
@@ -229,6 +252,14 @@ class Node:
     def remove_child(self, name: bytes) -> None:
         children = self.children
         if children is not None and name in children:
+            order = children.order
+            if order is not None:
+                order.remove(name)
+                if name in order:
+                    # still listed once more: only the first entry goes
+                    children.length -= len(name) + 1
+                    children.cache = None
+                    return
             del children[name]
             if not children:
                 self.children = None
@@ -243,7 +274,8 @@ class Node:
             return b""
         cached = children.cache
         if cached is None:
-            cached = children.cache = b"".join([n + b"\0" for n in children])
+            names = children.order if children.order is not None else children
+            cached = children.cache = b"".join([n + b"\0" for n in names])
         return cached
 
 
@@ -631,9 +663,7 @@ def rm_node(acc: Access, path: bytes) -> None:
     if parent is None or root is None:
         raise EINVAL
     # Iterative post-order walk: (path, node, iterator over child names)
-    stack: list[tuple[bytes, Node, Iterator[bytes]]] = [
-        (path, root, iter(list(root.children or ())))
-    ]
+    stack: list[tuple[bytes, Node, Iterator[bytes]]] = [(path, root, iter(root.child_names()))]
     while stack:
         cpath, cnode, kids = stack[-1]
         for name in kids:
@@ -642,7 +672,7 @@ def rm_node(acc: Access, path: bytes) -> None:
                 # a transaction's copy lists a child removed outside it:
                 # cxenstored's tree walk stops with EIO
                 raise Fail(XsdError.EIO)
-            stack.append((child_path(cpath, name), child, iter(list(child.children or ()))))
+            stack.append((child_path(cpath, name), child, iter(child.child_names())))
             break
         else:
             stack.pop()

@@ -21,6 +21,12 @@ write or a creation first reads the node (and a creation the nodes above
 it), in practice any node the transaction read or wrote that was changed
 outside it since makes the commit fail.
 
+**Domains.** Like ``changed_domains`` in cxenstored, a transaction
+remembers every domain whose node count one of its operations changed.
+If one of them no longer exists at commit (neither a domain structure nor
+a running domain to make one for), the commit fails with ENOMEM and
+applies nothing, as ``transaction_fix_domains`` does.
+
 **Commit.** The modified nodes are installed in the order the
 transaction first touched them, each taking a new generation; a node that
 was removed is removed. Watches fire per installed node, in that order,
@@ -65,7 +71,16 @@ class _Entry:
 class Transaction:
     """A transaction of one connection; implements :class:`~pyxs.server.store.Access`."""
 
-    __slots__ = ("conn", "entries", "failed", "generation", "id", "limit", "store")
+    __slots__ = (
+        "changed_domains",
+        "conn",
+        "entries",
+        "failed",
+        "generation",
+        "id",
+        "limit",
+        "store",
+    )
 
     records = True
 
@@ -80,6 +95,8 @@ class Transaction:
         self.failed = False
         #: transaction-nodes quota (None: unlimited)
         self.limit = limit
+        #: domains whose node count the transaction changed
+        self.changed_domains: set[int] = set()
 
     def _introduce(self, path: bytes, entry: _Entry) -> None:
         if self.limit is not None and len(self.entries) >= self.limit:
@@ -100,7 +117,20 @@ class Transaction:
         self._introduce(path, _Entry(copy, node.gen, True))
         return copy
 
+    def _owner(self, owner: int, gen: int) -> int:
+        """The owner as accounting sees it: dom0 once the owner is gone."""
+        domains = self.store.domains
+        if owner == 0 or domains is None or domains.valid(owner, gen):
+            return owner
+        return 0
+
     def write(self, path: bytes, node: Node, old_owner: int | None) -> None:
+        if old_owner != node.perms.owner:
+            # the new owner is named by this write; the old one is judged
+            # at node.gen, the generation the node was read at
+            self.changed_domains.add(node.perms.owner)
+            if old_owner is not None:
+                self.changed_domains.add(self._owner(old_owner, node.gen))
         node.gen = self.store.next_generation()
         entry = self.entries.get(path)
         if entry is None:
@@ -110,6 +140,7 @@ class Transaction:
         entry.modified = True
 
     def delete(self, path: bytes, node: Node) -> None:
+        self.changed_domains.add(self._owner(node.perms.owner, node.gen))
         self.store.next_generation()
         entry = self.entries.get(path)
         if entry is None:
@@ -154,6 +185,13 @@ class Transaction:
             if new_owner is not None:
                 deltas[new_owner] = deltas.get(new_owner, 0) + 1
         return deltas
+
+    def lost_domain(self) -> bool:
+        """Does a domain whose node count changed no longer exist?"""
+        domains = self.store.domains
+        if domains is None:
+            return False
+        return any(domid != 0 and not domains.exists(domid) for domid in self.changed_domains)
 
     def created_nodes(self) -> bool:
         lookup = self.store.lookup
