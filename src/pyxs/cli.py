@@ -9,9 +9,13 @@ registers each with its options. To add a subcommand, write its
     Run an embedded XenStore server in the foreground (SIGINT/SIGTERM stop
     it and remove its socket). It prints ``SOCKET=``, ``RUNDIR=`` and
     ``PID=`` lines when ready.
-``pyxs run [--socket PATH] -- CMD...``
-    Run CMD against a throwaway server: CMD gets ``XENSTORED_PATH``; the
-    server stops when CMD exits; CMD's exit status is passed through.
+``pyxs run [--socket PATH] [--run-dir DIR] -- CMD...``
+    Run CMD against a throwaway server; the server stops when CMD exits;
+    CMD's exit status is passed through. CMD gets ``XENSTORED_PATH`` (the
+    dom0 socket) and ``XENSTORED_RUNDIR`` (the run dir, where the guest
+    sockets ``domain-<domid>.sock`` appear), both absolute. As with
+    libxenstore, ``XENSTORED_PATH`` wins over ``$XENSTORED_RUNDIR/socket``;
+    the two name the same socket unless ``--socket`` puts it elsewhere.
 """
 
 from __future__ import annotations
@@ -51,7 +55,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     server = server_from_args(args)
     with server:
         env = dict(os.environ)
-        env["XENSTORED_PATH"] = server.socket_path
+        # Absolute: CMD may change directory before it connects.
+        env["XENSTORED_PATH"] = os.path.abspath(server.socket_path)
+        env["XENSTORED_RUNDIR"] = os.path.abspath(server.run_dir)
         try:
             child = subprocess.Popen(command, env=env)
         except OSError as exc:
@@ -96,10 +102,19 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "run",
         help="run a command against a throwaway XenStore server",
         description="Start a XenStore server, run CMD with XENSTORED_PATH set to its "
-        "socket, stop the server when CMD exits; exit with CMD's status.",
+        "socket and XENSTORED_RUNDIR to its run dir (where the guest sockets "
+        "domain-<domid>.sock appear once a domain is introduced), stop the server "
+        "when CMD exits; exit with CMD's status. As with libxenstore, XENSTORED_PATH "
+        "wins over $XENSTORED_RUNDIR/socket; they name the same socket unless "
+        "--socket puts it elsewhere.",
     )
     add_server_arguments(parser)
-    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    parser.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD...",
+        help="the command to run and its arguments",
+    )
     parser.set_defaults(func=cmd_run)
 
 
@@ -112,10 +127,28 @@ SUBCOMMANDS: list[
 ]
 
 
+def _help_formatter() -> type[argparse.HelpFormatter]:
+    import argparse
+    import textwrap
+
+    class HelpFormatter(argparse.HelpFormatter):
+        """Wraps lines without breaking "xenstore-watch" at its hyphen."""
+
+        def _split_lines(self, text: str, width: int) -> list[str]:
+            return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    return HelpFormatter
+
+
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="pyxs", description="XenStore access the Python way.")
+    parser = argparse.ArgumentParser(
+        prog="pyxs",
+        description="XenStore access the Python way.",
+        epilog="Run 'pyxs COMMAND --help' for the options of a command.",
+        formatter_class=_help_formatter(),
+    )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"pyxs {__version__}")
