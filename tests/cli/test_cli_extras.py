@@ -172,6 +172,42 @@ def test_json_outputs(xs_server: Any, base: str) -> None:
     )
 
 
+def test_ls_json_help_matches_output(xs_server: Any, base: str) -> None:
+    """Permissions come with -p only, in the help as in the output."""
+    s = xs_server.socket_path
+    ok(pyxs(["write", f"{base}/a", "1", f"{base}/a/b", "2"], s))
+    epilog = SPECS["ls"].epilog
+    assert epilog.startswith('JSON output: [{"path": PATH, "value": ...}, ...], depth first;')
+    assert 'each also has "perms": [...]' in epilog
+    plain = json.loads(ok(pyxs(["ls", "--json", base], s)))
+    with_perms = json.loads(ok(pyxs(["ls", "--json", "-p", base], s)))
+    assert [sorted(r) for r in plain] == [["path", "value"]] * 2
+    assert [sorted(r) for r in with_perms] == [["path", "perms", "value"]] * 2
+
+
+def test_ls_json_records_of_failed_reads() -> None:
+    """What the help promises for a node whose READ or GET_PERMS failed (a node
+    removed between DIRECTORY and READ; a race no server reproduces on demand)."""
+    from pyxs._cli.context import Context
+    from pyxs._cli.tools import _node_record
+    from pyxs._cli.walk import Node
+    from pyxs.exceptions import NoEntryError, error_from_payload
+
+    gone = error_from_payload(b"ENOENT\0")
+    assert isinstance(gone, NoEntryError)
+    node = Node(None, b"/gone", b"gone", 0, 0)  # type: ignore[arg-type]
+    node.value_error = gone
+    node.perms_error = gone
+    ctx = Context("pyxs", None)
+    assert _node_record(ctx, node) == {
+        "path": "/gone",
+        "value": None,
+        "error": "No such file or directory",
+        "perms": None,
+        "perms_error": "No such file or directory",
+    }
+
+
 def test_mkdir(xs_server: Any, base: str) -> None:
     s = xs_server.socket_path
     ok(pyxs(["write", f"{base}/keep", "value"], s))

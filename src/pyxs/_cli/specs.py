@@ -122,8 +122,10 @@ _add(
         ),
         0,
         replaces="xenstore-ls",
-        epilog='JSON output: [{"path": PATH, "value": ..., "perms": [...]}, ...], '
-        "depth first.\n" + JSON_NOTE,
+        epilog='JSON output: [{"path": PATH, "value": ...}, ...], depth first; with -p,\n'
+        'each also has "perms": [...]. A node that could not be read (removed during\n'
+        'the walk) has "value": null and "error": REASON; likewise "perms": null and\n'
+        '"perms_error": REASON.\n' + JSON_NOTE,
     )
 )
 _add(
