@@ -42,10 +42,18 @@ a wake-up socket pair; ``close()``, :meth:`Monitor.wake` and
 
 State of one open connection lives in a ``_Session``; reconnecting makes a
 new one, so a straggler from the old connection can never touch the new
-one. Lock order: the send lock, then the state lock; nothing blocks while
-holding either. A follower registers itself *before* trying the read lock a
-second time, and a leaving reader looks for followers *after* releasing it;
-the writer's outbox works the same way: so no hand-over is ever missed.
+one: :meth:`Router.start` waits until the failed session's reader and
+writer have left (closing the connection woke them), and whoever takes
+their places afterwards finds the session failed before doing any I/O;
+requests queued in the failed session's outbox are dropped, their callers
+get the ConnectionError. Lock order: the start lock, then a session's read
+and write locks, then the send lock, then the state lock. The send and
+state locks are never held across I/O. The read and write locks are (by the
+reader and the writer), so nobody waits for them but :meth:`Router.start`,
+holding only the start lock; the others only try them. A follower registers itself *before*
+trying the read lock a second time, and a leaving reader looks for
+followers *after* releasing it; the writer's outbox works the same way: so
+no hand-over is ever missed.
 
 Transactions belong to the thread (or greenlet) that started them: the
 current transaction id is thread-local, so another thread sharing the
@@ -98,6 +106,10 @@ Event = WatchEvent
 
 #: Bytes asked of the transport per read: a few packets' worth.
 _READ_SIZE = 65536
+
+#: Seconds start() waits for a failed connection's last reader and writer
+#: to leave (closing the connection wakes them; this is a safety net).
+_STRAGGLER_WAIT = 5.0
 
 
 class RequestTimeout(PyXSError, TimeoutError):
@@ -211,6 +223,8 @@ class Router:
         self.connection = connection
         #: guards req_id allocation and the outbox; never held across I/O
         self._send_lock = threading.Lock()
+        #: serialises start(): held across connect(), taken before any other
+        self._start_lock = threading.Lock()
         self._lock = threading.Lock()
         self._session = _Session(ConnectionError("not connected"))
         self._monitors: Dict[bytes, List[Monitor]] = {}
@@ -232,29 +246,35 @@ class Router:
 
         :raises pyxs.exceptions.ConnectionError: when it cannot be opened.
         """
-        with self._send_lock:
+        with self._start_lock:
             old = self._session
-            if old.failure is None:
-                return
+            with self._lock:
+                # Under the state lock: _fail() has closed the connection
+                # by the time its failure can be seen here.
+                if old.failure is None:
+                    return
             # A reader (writer) of the failed session may still be on its way
             # out of recv() (send()); it must be gone before the connection
             # object is opened again, or it could read (write) the new
-            # connection's bytes. The old locks are kept: nobody reads or
-            # writes for that session any more.
-            idle = old.read_lock.acquire(timeout=5.0)
-            quiet = old.write_lock.acquire(timeout=5.0)
+            # connection's bytes. Waited for *without* the send lock, which a
+            # writer takes while holding the write lock (_flush). Whoever
+            # takes these locks later sees the failure before any I/O, so
+            # they are given back once the new session is in place.
+            if not old.read_lock.acquire(timeout=_STRAGGLER_WAIT):
+                raise ConnectionError("the previous connection is still being read")
             try:
-                self.connection.close()
-                self.connection.connect()
-            except BaseException:
-                if idle:
-                    old.read_lock.release()
-                if quiet:
+                if not old.write_lock.acquire(timeout=_STRAGGLER_WAIT):
+                    raise ConnectionError("the previous connection is still being written")
+                try:
+                    self.connection.close()
+                    self.connection.connect()
+                    old.close_waker()
+                    with self._send_lock, self._lock:
+                        self._session = _Session()
+                finally:
                     old.write_lock.release()
-                raise
-            if idle:
-                old.close_waker()
-            self._session = _Session()
+            finally:
+                old.read_lock.release()
 
     def terminate(self) -> None:
         """Close the connection; pending and later calls raise ConnectionError.
@@ -276,7 +296,9 @@ class Router:
             if session.failure is None:
                 session.failure = failure
             failure = session.failure
-            for waiter in session.slots.values():
+            # A copy: requests register under the send lock only. One that
+            # registers after this sees ``failure`` before it waits.
+            for waiter in list(session.slots.values()):
                 if waiter.reply is None:
                     waiter.reply = failure
                 _unpark(waiter)
@@ -288,9 +310,11 @@ class Router:
             for monitors in self._monitors.values():
                 for monitor in monitors:
                     monitor._signal(failure)
-            current = session is self._session
-        if current:
-            self.connection.close()
+            if session is self._session:
+                # Inside the state lock, so that start() cannot open the new
+                # connection in between and have it closed here. (Closing
+                # does not block.)
+                self.connection.close()
         self._kick(session)
 
     # -- subscriptions (pyxs 0.4 names) ----------------------------------------
@@ -388,7 +412,9 @@ class Router:
             try:
                 with self._send_lock:
                     batch, session.outbox = session.outbox, []
-                if batch:
+                # A failed session's packets go nowhere: their callers learn
+                # of the failure, and the connection may be a new one by now.
+                if batch and session.failure is None:
                     self.connection.send(b"".join(batch))
             except ConnectionError as exc:
                 self._fail(session, exc)
@@ -560,10 +586,17 @@ class Router:
     def _poll(self, session: _Session, deadline: float | None) -> bool | None:
         """Wait until the connection is readable (True), a wake-up (False),
         or the deadline (None)."""
-        fd = self.connection.fileno()
         waker = session.waker
         if waker is None:
             waker = self._make_waker(session)
+        # _fail() sets the failure, then kicks the waker it finds: failing
+        # after this check kicks ours, failing before it must not be slept
+        # through. And the descriptor is looked up only now: had the
+        # connection been closed before the waker was made, the pair could
+        # have been given its number.
+        if session.failure is not None:
+            return False
+        fd = self.connection.fileno()
         wake = waker[0]
         wake_fd = wake.fileno()
         timeout = None if deadline is None else max(0.0, deadline - monotonic())

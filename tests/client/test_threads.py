@@ -188,3 +188,112 @@ def test_shared_router_between_clients(xs_server, unique_path) -> None:
     assert not router.is_connected
     with pytest.raises(pyxs.ConnectionError):
         a.read(unique_path)
+
+
+class _ScriptedWriteLock:
+    """A session's write lock that plays one interleaving on cue.
+
+    The first try (``acquire(False)``) of the thread being scripted fails, as
+    if another thread were writing: its request is queued in the outbox. Its
+    second try (in the flush that follows) succeeds, then that thread stops
+    right there, write lock held, until ``resume`` is set. Every blocking
+    acquire sets ``waited``.
+    """
+
+    def __init__(self, lock, scripted: threading.Thread) -> None:
+        self.lock = lock
+        self.scripted = scripted
+        self.tries = 0
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+        self.waited = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if blocking:
+            self.waited.set()
+            return self.lock.acquire(blocking, timeout)
+        if threading.current_thread() is not self.scripted:
+            return self.lock.acquire(False)
+        self.tries += 1
+        if self.tries == 1:
+            return False
+        if not self.lock.acquire(False):
+            return False
+        if self.tries == 2:
+            self.paused.set()
+            self.resume.wait(10)
+        return True
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def locked(self) -> bool:
+        return self.lock.locked()
+
+
+def test_reconnect_while_a_writer_flushes(xs_server, unique_path) -> None:
+    # A thread that has taken the write lock to flush queued requests, and a
+    # thread reconnecting meanwhile: connect() must not stall on it, and the
+    # old connection's request must fail, never go out on the new one.
+    c = pyxs.Client(unix_socket_path=xs_server.socket_path, timeout=30)
+    c.connect()
+    session = c.router._session
+    outcome: list[BaseException] = []
+
+    def write_old() -> None:
+        try:
+            c.write(unique_path + b"/old", b"old")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    writer = threading.Thread(target=write_old)
+    lock = session.write_lock = _ScriptedWriteLock(session.write_lock, writer)
+    writer.start()
+    try:
+        assert lock.paused.wait(10)  # the request is queued; the writer holds the lock
+        c.close()
+        took: list[float] = []
+
+        def reconnect() -> None:
+            start = time.monotonic()
+            c.connect()
+            took.append(time.monotonic() - start)
+
+        connector = threading.Thread(target=reconnect)
+        connector.start()
+        assert lock.waited.wait(10)  # connect() waits for the old writer
+        lock.resume.set()  # the writer goes on with its flush
+        connector.join(10)
+        writer.join(10)
+        assert not connector.is_alive() and not writer.is_alive()
+        assert took and took[0] < 2.0, took
+        assert len(outcome) == 1 and isinstance(outcome[0], pyxs.ConnectionError), outcome
+        assert c.router.is_connected
+        assert not c.exists(unique_path + b"/old")
+        c.write(unique_path + b"/new", b"new")  # the new connection is sound
+        assert c.list(unique_path) == [b"new"]
+    finally:
+        lock.resume.set()
+        c.close()
+
+
+def test_close_just_before_a_reader_polls(xs_server, monkeypatch) -> None:
+    # The connection fails while a wakeable reader (a monitor) is making its
+    # wake-up pair: it must notice, not sleep in select() on a descriptor
+    # that is closed, or by now the pair's own.
+    c = pyxs.Client(unix_socket_path=xs_server.socket_path)
+    c.connect()
+    router = c.router
+    make_waker = router._make_waker
+
+    def fail_first(session):
+        router._fail(session, pyxs.ConnectionError("closed meanwhile"))
+        return make_waker(session)
+
+    monkeypatch.setattr(router, "_make_waker", fail_first)
+    m = c.monitor()
+    start = time.monotonic()
+    with pytest.raises(pyxs.ConnectionError, match="closed meanwhile"):
+        m.next_event(timeout=3)
+    assert time.monotonic() - start < 1.5
+    c.close()

@@ -49,13 +49,6 @@ def test_fake_server_split_reordered_and_reset_replies() -> None:
     assert fig.faults == 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F1 (/work/notes/reliability-findings.md): Router.start() holds _send_lock while "
-    "waiting for the old session's write_lock; _flush() holds write_lock while waiting for "
-    "_send_lock: connect() during other threads' sends stalls 5 s, then the old outbox can be "
-    "sent on the new connection",
-)
 def test_reconnect_while_other_threads_send() -> None:
     fig = faults.reconnect_storm(resets=100, threads=4)
     assert fig.ok, fig.explain()
