@@ -110,11 +110,15 @@ def _bool(payload: bytes) -> bool:
     return _string(payload) == b"T"
 
 
-def _int(payload: bytes) -> int:
-    try:
-        return int(_string(payload))
-    except ValueError:
-        raise UnexpectedPacket(f"expected a number, got {payload!r}") from None
+def _transaction_id(payload: bytes) -> int:
+    # A tx_id travels in a uint32 header field, and 0 means "no transaction":
+    # anything else would only fail later, far from here.
+    digits = _string(payload)
+    if digits.isdigit() and len(digits) <= 10:
+        tx_id = int(digits)
+        if 0 < tx_id <= 0xFFFFFFFF:
+            return tx_id
+    raise UnexpectedPacket(f"expected a transaction id in 1..4294967295, got {payload!r}")
 
 
 def _domid(domid: int) -> bytes:
@@ -199,7 +203,7 @@ def unwatch(path: PathLike, token: PathLike) -> Command[None]:
 
 def transaction_start() -> Command[int]:
     """TRANSACTION_START: the new transaction's id."""
-    return Command(Op.TRANSACTION_START, b"\0", _int)
+    return Command(Op.TRANSACTION_START, b"\0", _transaction_id)
 
 
 def transaction_end(commit: bool) -> Command[None]:
