@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import sys
 from typing import Union
 
@@ -41,6 +42,7 @@ __all__ = [
     "XenBusConnection",
     "default_socket_path",
     "default_xenbus_path",
+    "open_xenbus_device",
 ]
 
 #: Where xenstored listens when nothing in the environment says otherwise.
@@ -77,6 +79,42 @@ def default_xenbus_path() -> str:
     if platform.startswith("freebsd"):
         return "/dev/xen/xenstore"
     return "/dev/xen/xenbus"
+
+
+#: Where the XenBus entry is a regular file of a pseudo file system (Linux's
+#: xenfs at /proc/xen, NetBSD's kernfs at /kern/xen), which nobody can have
+#: left a plain file in. Everywhere else it must be a character device.
+_PSEUDO_FS_DIRS = ("/proc/", "/kern/")
+
+
+def open_xenbus_device(path: str, flags: int = 0) -> int:
+    """Open the XenBus device at ``path`` for reading and writing; return
+    the descriptor.
+
+    :param flags: added to ``O_RDWR | O_NOCTTY | O_CLOEXEC`` (``O_NONBLOCK``
+        for an event loop).
+    :raises pyxs.exceptions.ConnectionError: it cannot be opened, or it is
+        not a character device (a regular file left at the device's path
+        would otherwise be written into); ``/proc/xen/xenbus`` and
+        ``/kern/xen/xenbus``, regular files of pseudo file systems, are
+        accepted.
+    """
+    flags |= os.O_RDWR | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _error("opening", path, exc) from exc
+    try:
+        mode = os.fstat(fd).st_mode  # of what was opened: no race with a rename
+    except OSError as exc:
+        os.close(fd)
+        raise _error("opening", path, exc) from exc
+    if stat.S_ISCHR(mode):
+        return fd
+    if stat.S_ISREG(mode) and os.path.realpath(path).startswith(_PSEUDO_FS_DIRS):
+        return fd
+    os.close(fd)
+    raise ConnectionError(f"{path!r} is not a XenBus device: not a character device")
 
 
 def _error(action: str, path: str, exc: OSError) -> ConnectionError:
@@ -249,6 +287,7 @@ class XenBusConnection(PacketConnection):
     """XenStore over the XenBus character device.
 
     :param path: the device; by default :func:`default_xenbus_path`.
+        :meth:`connect` refuses anything but a character device.
 
     Linux's device handles WATCH and UNWATCH itself (it answers ``OK`` on its
     own and the watch's first event may arrive before that ``OK``); the
@@ -268,11 +307,7 @@ class XenBusConnection(PacketConnection):
     def connect(self) -> None:
         if self._fd is not None:
             return
-        try:
-            fd = os.open(self.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | os.O_NOCTTY)
-        except OSError as exc:
-            raise _error("opening", self.path, exc) from exc
-        self._fd = fd
+        self._fd = open_xenbus_device(self.path)
 
     def close(self, silent: bool = True) -> None:
         fd, self._fd = self._fd, None

@@ -3,6 +3,8 @@ errors translated at the boundary, no work at import time."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
@@ -133,3 +135,52 @@ print("clean")
     result = subprocess.run(env_script, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "clean"
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("kind", ["file", "empty file", "fifo", "directory"])
+def test_xenbus_refuses_what_is_not_a_device(tmp_path, kind) -> None:
+    path = tmp_path / "xenbus"
+    if kind == "file":
+        path.write_bytes(b"keep me")
+    elif kind == "empty file":
+        path.write_bytes(b"")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    before = _open_fds()
+    conn = XenBusConnection(str(path))
+    with pytest.raises(pyxs.ConnectionError, match=re.escape(repr(str(path)))):
+        conn.connect()
+    assert not conn.is_connected
+    with pytest.raises(pyxs.ConnectionError, match=re.escape(repr(str(path)))):
+        pyxs.Client(xen_bus_path=str(path)).connect()
+    assert _open_fds() == before  # nothing left open
+    if kind == "file":
+        assert path.read_bytes() == b"keep me"  # and nothing written
+
+
+def test_xenbus_takes_a_character_device() -> None:
+    # A pty is a character device (the stand-in of tests/client/test_xenbus.py).
+    master, slave = os.openpty()
+    try:
+        conn = XenBusConnection(os.ttyname(slave))
+        conn.connect()
+        assert conn.is_connected
+        conn.close()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_xenbus_takes_the_proc_file_of_old_kernels() -> None:
+    # Linux's xenfs exposes /proc/xen/xenbus as a regular file: a regular file
+    # under /proc is accepted (opened here, never written).
+    conn = XenBusConnection("/proc/self/comm")
+    conn.connect()
+    assert conn.is_connected
+    conn.close()
