@@ -316,6 +316,34 @@ def pyxs041_python() -> str:
     return str(python)
 
 
+def byte_compile_package(python: str, package: str = "pyxs") -> str:
+    """Byte-compile ``package`` where ``python`` imports it from, as an install does.
+
+    ``pip install`` writes ``__pycache__/*.pyc`` next to the modules; an
+    editable install or a checkout has none until something imports it with
+    bytecode writing on. Returns the package directory; raises BenchError if
+    any module did not compile or its ``.pyc`` is not where the import system
+    looks for it.
+    """
+    code = (
+        "import compileall, importlib, importlib.util, os, sys\n"
+        f"pkg = os.path.dirname(importlib.import_module({package!r}).__file__)\n"
+        "ok = compileall.compile_dir(pkg, quiet=1)\n"
+        "missing = [os.path.join(d, f) for d, _, fs in os.walk(pkg) for f in fs\n"
+        "           if f.endswith('.py')\n"
+        "           and not os.path.exists(importlib.util.cache_from_source(os.path.join(d, f)))]\n"
+        "print(pkg)\n"
+        "sys.exit(0 if ok and not missing else 'not compiled: ' + ' '.join(missing))\n"
+    )
+    env = base_env()
+    env.pop("PYTHONPYCACHEPREFIX", None)
+    proc = subprocess.run([python, "-c", code], capture_output=True, env=env, check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise BenchError(f"could not byte-compile {package}: {err[-300:]}")
+    return proc.stdout.decode().strip().splitlines()[-1]
+
+
 def probe(code: str, timeout: float = 60) -> str | None:
     """Run ``code`` in the project's interpreter; None if it worked, else why not."""
     proc = subprocess.run(

@@ -708,6 +708,13 @@ class Run:
         pyxs_cmd = self.pyxs_command()
         if why is None and pyxs_cmd is None:
             why = "no pyxs console script"
+        if not why:
+            # As installed: pip byte-compiles the package, so no run recompiles it.
+            try:
+                where = harness.byte_compile_package(self.py)
+                m.notes.append(f"pyxs byte-compiled in place first ({where})")
+            except BenchError as exc:
+                why = str(exc)
         if why:
             m.errors["pyxs"] = why
             self.log(f"  pyxs ls: {why}")
@@ -724,6 +731,10 @@ class Run:
             loadgen.run_pipelines([loadgen.Pipeline(sock, loadgen.build_chunks(reqs, reps, 128))])
             sock.close()
             env = harness.base_env()
+            # A user's shell has neither: with them every run would compile
+            # pyxs again (or look for its bytecode elsewhere).
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env.pop("PYTHONPYCACHEPREFIX", None)
             env["XENSTORED_PATH"] = server.socket_path
             commands: dict[str, list[str]] = {}
             if root is not None:
