@@ -831,8 +831,13 @@ class Client:
         return run_sync(commands.list_children(path), self._call)
 
     def exists(self, path: PathLike) -> bool:
-        """Whether ``path`` exists."""
-        return run_sync(commands.exists(path), self._call)
+        """Whether ``path`` exists.
+
+        In a transaction the server no longer knows (it answers ENOENT to
+        everything then), this raises that NoEntryError rather than saying
+        False.
+        """
+        return run_sync(commands.exists(path, bool(self._local.tx_id)), self._call)
 
     def get_perms(self, path: PathLike) -> List[bytes]:
         """The permissions of ``path``, owner first: ``[b"n0", b"r5"]``."""

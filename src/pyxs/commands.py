@@ -20,7 +20,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generator, Generic, Iterable, TypeVar, Union
 
-from .exceptions import NoEntryError, TooBigError, UnexpectedPacket, error_from_payload
+from .exceptions import (
+    NoEntryError,
+    TooBigError,
+    UnexpectedPacket,
+    XenStoreError,
+    error_from_payload,
+)
 from .paths import (
     PathLike,
     Permission,
@@ -289,14 +295,31 @@ def list_children(path: PathLike) -> Procedure[list[bytes]]:
                 return split_strings(b"".join(chunks))
 
 
-def exists(path: PathLike) -> Procedure[bool]:
+def exists(path: PathLike, in_transaction: bool = False) -> Procedure[bool]:
     """Whether the node exists: READ succeeds (True) or says ENOENT (False).
 
     Other errors (EACCES for a guest) propagate: they do not say "missing".
+
+    xenstored answers ENOENT to *every* request in a transaction it does not
+    know (ended, dropped by RESET_WATCHES, left over from a previous
+    connection), so inside a transaction ENOENT alone cannot say "missing".
+    With ``in_transaction`` an ENOENT is checked by a READ of ``/``, which
+    exists in every live transaction: if that says ENOENT too, the
+    transaction is gone and the first ENOENT is raised instead of returning
+    False. That costs a second round trip, and only when the answer would be
+    False.
     """
+    path = validate_path(path)
     try:
         yield read(path)
-    except NoEntryError:
+    except NoEntryError as missing:
+        if in_transaction and path != b"/":
+            try:
+                yield read(b"/")
+            except NoEntryError:
+                raise missing from None
+            except XenStoreError:
+                pass  # EACCES (a guest): the transaction is alive
         return False
     return True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import threading
 
@@ -109,6 +110,23 @@ def test_list_and_exists(client, unique_path) -> None:
     assert not client.exists(unique_path + b"/four")
     with pytest.raises(NoEntryError):
         client.list(unique_path + b"/four")
+
+
+def test_exists_in_a_transaction_the_server_dropped(client, unique_path) -> None:
+    # The server answers ENOENT to everything in a transaction it no longer
+    # knows: exists() must not read that as "missing".
+    client[unique_path + b"/here"] = b""
+    client.transaction()
+    assert client.exists(unique_path + b"/here")
+    assert not client.exists(unique_path + b"/missing")  # alive: really missing
+    copy.copy(client).reset_watches()  # drops every transaction of the connection
+    with pytest.raises(NoEntryError):
+        client.exists(unique_path + b"/missing")
+    with pytest.raises(NoEntryError):
+        client.exists(unique_path + b"/here")
+    client.tx_id = 0
+    assert client.exists(unique_path + b"/here")
+    assert not client.exists(unique_path + b"/missing")
 
 
 def test_list_longer_than_one_packet(client, unique_path) -> None:
@@ -388,6 +406,10 @@ def test_guest_permissions(client, guest_client, unique_path, unique_domid) -> N
     client.mkdir(b"/local/domain/%d" % unique_domid)
     client.set_perms(b"/local/domain/%d" % unique_domid, [b"b%d" % unique_domid])
     guest.write(b"data/x", b"1")
+    guest.transaction()  # a guest cannot read "/": still, missing is missing
+    assert guest.exists(b"data/x")
+    assert not guest.exists(b"data/nothing")
+    guest.rollback()
     assert client[b"/local/domain/%d/data/x" % unique_domid] == b"1"
     assert guest.get_domain_path(unique_domid) == b"/local/domain/%d" % unique_domid
     with pytest.raises(PermissionDeniedError):
