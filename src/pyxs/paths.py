@@ -120,23 +120,36 @@ def check_ascii(value: PathLike, what: str = "argument") -> bytes:
 
 
 class Permission(NamedTuple):
-    """One permission entry: a letter of ``nrwb`` and a domain id."""
+    """One permission entry: a letter of ``nrwb`` and a domain id.
 
+    >>> parse_perm(b"r5")
+    Permission(letter='r', domid=5)
+
+    In a node's list the first entry names the owner, whose own access is
+    full whatever the letter; its letter is what unlisted domains get.
+    """
+
+    #: ``"n"`` none, ``"r"`` read, ``"w"`` write, ``"b"`` both
     letter: str
+    #: the domain the entry is about
     domid: int
 
     @property
     def read(self) -> bool:
+        """Whether the letter grants reading (``r`` or ``b``)."""
         return self.letter in "rb"
 
     @property
     def write(self) -> bool:
+        """Whether the letter grants writing (``w`` or ``b``)."""
         return self.letter in "wb"
 
     def encode(self) -> bytes:
+        """The entry as it goes on the wire (without its NUL): ``b"r5"``."""
         return f"{self.letter}{self.domid}".encode("ascii")
 
     def __str__(self) -> str:
+        """The entry as text: ``"r5"``."""
         return f"{self.letter}{self.domid}"
 
 
