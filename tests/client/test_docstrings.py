@@ -29,9 +29,9 @@ def undocumented(module) -> list[str]:
         for attr, value in vars(obj).items():
             if attr.startswith("_") and attr != "__str__":
                 continue
-            if isinstance(value, property) or inspect.isfunction(value):
-                if not inspect.getdoc(getattr(obj, attr)):
-                    missing.append(f"{name}.{attr}")
+            is_api = isinstance(value, property) or inspect.isfunction(value)
+            if is_api and not inspect.getdoc(getattr(obj, attr)):
+                missing.append(f"{name}.{attr}")
     return missing
 
 
