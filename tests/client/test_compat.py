@@ -114,3 +114,64 @@ def test_watch_tokens_keep_identity_and_threads(xs_server, unique_path) -> None:
     assert got == [(f"{path}/1/child", tokens[1])]
     assert got[0][1] is tokens[1]
     x.close()
+
+
+# -- pyxs 0.4's module names ---------------------------------------------------
+
+
+def test_old_module_names_import() -> None:
+    from pyxs._compat import Error, xs
+    from pyxs._internal import NUL, Event, Op, Operations, Packet
+    from pyxs.client import Client, Monitor, Router
+    from pyxs.connection import PacketConnection, UnixSocketConnection, XenBusConnection
+    from pyxs.exceptions import (
+        ConnectionError,
+        InvalidOperation,
+        InvalidPath,
+        InvalidPayload,
+        InvalidPermission,
+        PyXSError,
+        UnexpectedPacket,
+    )
+    from pyxs.helpers import check_path, check_perms, check_watch_path, error
+
+    assert (xs, Error) == (pyxs.xs, pyxs.PyXSError)
+    assert (Client, Monitor, Router) == (pyxs.Client, pyxs.Monitor, pyxs.Router)
+    assert Op is Operations is pyxs.Op and NUL == b"\0"
+    assert Event is pyxs.Event and Event(b"/a", b"t") == (b"/a", b"t")
+    assert issubclass(UnixSocketConnection, PacketConnection)
+    assert issubclass(XenBusConnection, PacketConnection)
+    for exc in (ConnectionError, InvalidOperation, InvalidPath, InvalidPayload, InvalidPermission):
+        assert issubclass(exc, PyXSError) and exc is getattr(pyxs.exceptions, exc.__name__)
+    assert issubclass(UnexpectedPacket, ConnectionError)
+    # the helpers check as 0.4's did, with today's rules
+    assert check_path(b"/local/domain/0") == b"/local/domain/0"
+    assert check_watch_path(b"@releaseDomain") == b"@releaseDomain"
+    assert check_perms([b"n0", b"r5"]) == [b"n0", b"r5"]
+    with pytest.raises(InvalidPath):
+        check_path(b"/a//b")
+    with pytest.raises(InvalidPermission):
+        check_perms([b"x5"])
+    assert error(22).args == (22, os.strerror(22)) == error(b"EINVAL").args
+    assert isinstance(error(b"ENOENT"), pyxs.NoEntryError)
+    assert isinstance(Packet, type)
+
+
+def test_old_packet_class(xs_server) -> None:
+    from pyxs._internal import NUL, Op, Packet
+    from pyxs.exceptions import InvalidOperation, InvalidPayload
+
+    # 0.4's argument order: op, payload, rq_id, tx_id
+    packet = Packet(Op.READ, b"/local" + NUL, 7)
+    assert (packet.op, packet.rq_id, packet.tx_id, packet.size) == (Op.READ, 7, 0, 7)
+    assert isinstance(packet, pyxs.protocol.Packet) and packet.req_id == 7
+    assert Packet(Op.READ, b"/", 1, 5).tx_id == 5
+    with pytest.raises(InvalidOperation):
+        Packet(-1, b"", 0)
+    with pytest.raises(InvalidPayload):
+        Packet(Op.WRITE, b"x" * 4097, 0)
+    # and a connection sends it as it sent 0.4's packets
+    with pyxs.connection.UnixSocketConnection(xs_server.socket_path) as conn:
+        conn.send(Packet(Op.GET_DOMAIN_PATH, b"3" + NUL, 9))
+        reply = conn.recv()
+    assert (reply.op, reply.req_id, reply.payload) == (Op.GET_DOMAIN_PATH, 9, b"/local/domain/3\0")

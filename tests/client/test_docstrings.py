@@ -7,13 +7,23 @@ import inspect
 
 import pytest
 
+import pyxs._internal
 import pyxs.client
 import pyxs.commands
 import pyxs.compat
 import pyxs.connection
+import pyxs.helpers
 import pyxs.paths
 
-MODULES = [pyxs.client, pyxs.commands, pyxs.compat, pyxs.connection, pyxs.paths]
+MODULES = [
+    pyxs._internal,
+    pyxs.client,
+    pyxs.commands,
+    pyxs.compat,
+    pyxs.connection,
+    pyxs.helpers,
+    pyxs.paths,
+]
 
 
 def undocumented(module) -> list[str]:
