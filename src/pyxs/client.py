@@ -645,7 +645,8 @@ _LOCAL_CLASSES: Dict[type, type] = {}
 
 
 def _transaction_state() -> Any:
-    """A thread-local holder of ``tx_id`` (0 until set).
+    """A thread-local holder of ``tx_id`` (0 until set) and of the session
+    (the connection) the transaction was started on.
 
     Built from whatever ``threading.local`` is when the client is created,
     so that under gevent or eventlet monkey-patching it is greenlet-local.
@@ -653,7 +654,9 @@ def _transaction_state() -> Any:
     base = threading.local
     cls = _LOCAL_CLASSES.get(base)
     if cls is None:
-        cls = _LOCAL_CLASSES[base] = type("_TransactionState", (base,), {"tx_id": 0})
+        cls = _LOCAL_CLASSES[base] = type(
+            "_TransactionState", (base,), {"tx_id": 0, "tx_session": None}
+        )
     return cls()
 
 
@@ -737,10 +740,36 @@ class Client:
 
     @tx_id.setter
     def tx_id(self, value: int) -> None:
-        self._local.tx_id = value
+        # Set by hand: taken to belong to the connection open now.
+        local = self._local
+        local.tx_id = value
+        local.tx_session = self.router._session
+
+    def _current_tx(self) -> int:
+        """The calling thread's transaction id, checked to be of this
+        connection.
+
+        Transaction ids are numbered per connection (from 1 on both servers),
+        so after a reconnect an old id may name another thread's new
+        transaction: calls in a transaction that was lost with its
+        connection raise instead, until :meth:`commit` or :meth:`rollback`
+        (which raise too) ends it.
+        """
+        local = self._local
+        tx_id: int = local.tx_id
+        if tx_id and local.tx_session is not self.router._session:
+            raise ConnectionError(
+                f"transaction {tx_id} was lost with its connection; "
+                "end it (rollback) and start again"
+            )
+        return tx_id
 
     def _call(self, command: Command[T]) -> T:
-        reply = self.router.roundtrip(command.op, command.payload, self._local.tx_id, self.timeout)
+        local = self._local
+        tx_id = local.tx_id
+        if tx_id and local.tx_session is not self.router._session:
+            tx_id = self._current_tx()  # raises
+        reply = self.router.roundtrip(command.op, command.payload, tx_id, self.timeout)
         return command.result(reply)
 
     def _call_outside(self, command: Command[T]) -> T:
@@ -759,7 +788,7 @@ class Client:
         b''
         """
         if tx_id is None:
-            tx_id = self.tx_id
+            tx_id = self._current_tx()
         router = self.router
         timeout = self.timeout
 
@@ -794,9 +823,13 @@ class Client:
             :class:`~pyxs.exceptions.NoEntryError` when ``path`` is missing.
         """
         command = commands.read(path)
+        local = self._local
+        tx_id = local.tx_id
+        if tx_id and local.tx_session is not self.router._session:
+            tx_id = self._current_tx()  # raises
         try:
             return command.result(
-                self.router.roundtrip(command.op, command.payload, self._local.tx_id, self.timeout)
+                self.router.roundtrip(command.op, command.payload, tx_id, self.timeout)
             )
         except NoEntryError:
             if default is None:
@@ -946,9 +979,13 @@ class Client:
         :raises pyxs.exceptions.PyXSError: with ``errno.EALREADY`` when this
             thread is in a transaction already.
         """
-        if self.tx_id:
+        local = self._local
+        if local.tx_id:
             raise PyXSError(errno.EALREADY, os.strerror(errno.EALREADY))
-        self.tx_id = tx_id = self._call(commands.transaction_start())
+        session = self.router._session  # the one the request goes on (or a failed one)
+        tx_id = self._call(commands.transaction_start())
+        local.tx_id = tx_id
+        local.tx_session = session
         return tx_id
 
     def commit(self) -> bool:
@@ -1012,8 +1049,8 @@ class Client:
     def _rollback_quietly(self) -> None:
         try:
             self.rollback()
-        except XenStoreError:
-            pass
+        except (XenStoreError, ConnectionError):
+            pass  # the error that made us roll back is the one to raise
 
     # -- watches -----------------------------------------------------------------
 

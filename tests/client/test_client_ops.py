@@ -342,6 +342,35 @@ def test_transaction_is_per_thread(client, unique_path) -> None:
     assert client[unique_path + b"-theirs"] == b"direct"
 
 
+def test_transaction_lost_with_its_connection(xs_server, unique_path) -> None:
+    # Transaction ids are numbered per connection: after a reconnect, the old
+    # id may well be another client's new transaction. Calls in the lost one
+    # must fail, not land in that one (or outside any).
+    c = pyxs.Client(unix_socket_path=xs_server.socket_path, timeout=30)
+    c.connect()
+    c[unique_path] = b""
+    c.transaction()
+    c.close()
+    c.connect()
+    other = copy.copy(c)  # same connection, a transaction of its own
+    other.transaction()
+    for call in (
+        lambda: c.write(unique_path + b"/stale", b"x"),
+        lambda: c.read(unique_path),
+        lambda: c.exists(unique_path),
+        lambda: c.execute(commands.read(unique_path)),
+    ):
+        with pytest.raises(pyxs.ConnectionError, match="lost with its connection"):
+            call()
+    with pytest.raises(pyxs.ConnectionError):
+        c.rollback()
+    assert c.tx_id == 0
+    assert other.commit()
+    assert c.list(unique_path) == []  # nothing of the stale calls landed
+    assert c.transact(lambda t: t.exists(unique_path))  # a new one is fine
+    c.close()
+
+
 def test_context_manager_uncommitted_transaction(xs_server) -> None:
     c = pyxs.Client(unix_socket_path=xs_server.socket_path)
     with pytest.raises(pyxs.PyXSError, match="uncommitted transaction"), c:
