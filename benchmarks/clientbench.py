@@ -166,48 +166,108 @@ def client_watch(sock: str, seconds: float, batch: int = 20) -> dict[str, Any]:
         return latency(*timed(step, seconds, batch, 1))
 
 
-def client_threads(sock: str, seconds: float, threads: int, batch: int = 50) -> dict[str, Any]:
+def client_threads(
+    sock: str, seconds: float, threads: int, batch: int = 50, server_pid: int = 0
+) -> dict[str, Any]:
     """``threads`` threads sharing one client, READs; total reads/s."""
     with client(sock) as c:
         assert c.read(READ_PATH) == READ_VALUE
-        return run_threads(lambda: c.read(READ_PATH), seconds, threads, batch)
+        read = c.read
+        return run_threads(lambda: read(READ_PATH), seconds, threads, batch, READ_VALUE, server_pid)
 
 
-def run_threads(op: Callable[[], Any], seconds: float, threads: int, batch: int) -> dict[str, Any]:
+def process_cpu(pid: int) -> float:
+    """CPU seconds used so far by every live thread of ``pid`` (schedstat, ns)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass  # a thread that just exited
+    return total / 1e9
+
+
+def own_cpu() -> float:
+    """CPU seconds used so far by this process, exited threads included."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_threads(
+    op: Callable[[], Any],
+    seconds: float,
+    threads: int,
+    batch: int,
+    expect: Any,
+    server_pid: int = 0,
+) -> dict[str, Any]:
+    """Run ``op`` in ``threads`` threads for ``seconds``; total ops/s.
+
+    Every thread warms up (its first calls set up per-thread state) before
+    the clock starts, all start together, and the last result of each batch
+    must be ``expect``. Ops finished after the stop flag are counted with
+    the time they took: the clock stops when the last thread has stopped.
+
+    With ``server_pid`` (a server on this process's one CPU), the result also
+    says how the CPU was spent: ``busy`` is the CPU time of this process and
+    of the server over the elapsed time. On one CPU with nothing else
+    running it is close to 1; well below, something else took the CPU.
+    """
     counts = [0] * threads
     errors: list[BaseException] = []
-    start = threading.Barrier(threads + 1)
+    ready = threading.Barrier(threads + 1)
     stop = threading.Event()
 
     def worker(i: int) -> None:
         try:
-            start.wait()
+            for _ in range(batch):
+                op()
+            ready.wait()
             n = 0
             while not stop.is_set():
-                for _ in range(batch):
+                for _ in range(batch - 1):
                     op()
+                value = op()
+                if value != expect:
+                    raise AssertionError(f"unexpected result {value!r}")
                 n += batch
             counts[i] = n
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             errors.append(exc)
             stop.set()
+            ready.abort()
 
     pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
     for t in pool:
         t.start()
-    for _ in range(20):  # warm up in the main thread
-        op()
-    start.wait()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        pass
+    server0 = process_cpu(server_pid) if server_pid else 0.0
+    own0 = own_cpu()
     t0 = time.perf_counter()
-    time.sleep(seconds)
+    stop.wait(seconds)
     stop.set()
     for t in pool:
         t.join(30)
     elapsed = time.perf_counter() - t0
+    own = own_cpu() - own0
+    server = process_cpu(server_pid) - server0 if server_pid else 0.0
     if errors:
         raise errors[0]
-    result = rate(sum(counts), elapsed)
+    ops = sum(counts)
+    result = rate(ops, elapsed)
     result["threads"] = threads
+    if server_pid and ops:
+        result["busy"] = (own + server) / elapsed
+        result["client_us_per_op"] = own / ops * 1e6
+        result["server_us_per_op"] = server / ops * 1e6
+    # run.py checks that the whole process (every thread) ran on one CPU
+    result["cpus"] = sorted(os.sched_getaffinity(0))
     return result
 
 
@@ -362,23 +422,27 @@ def libxs_watch(sock: str, seconds: float, batch: int = 20) -> dict[str, Any]:
     return latency(*timed(step, seconds, batch, 1))
 
 
-def libxs_threads(sock: str, seconds: float, threads: int, batch: int = 50) -> dict[str, Any]:
+def libxs_threads(
+    sock: str, seconds: float, threads: int, batch: int = 50, server_pid: int = 0
+) -> dict[str, Any]:
     x = LibXenstore(sock)
     h = x.open()
     xs_read, free, path = x.lib.xs_read, x.free, READ_PATH
     ctypes = x.ctypes
     local = threading.local()
 
-    def op() -> None:
+    def op() -> bool:
         # one length cell per thread: libxenstore writes it outside its lock
         try:
             plen = local.plen
         except AttributeError:
             local.cell = ctypes.c_uint()
             plen = local.plen = ctypes.byref(local.cell)
-        free(xs_read(h, 0, path, plen))
+        p = xs_read(h, 0, path, plen)
+        free(p)
+        return p is not None
 
-    return run_threads(op, seconds, threads, batch)
+    return run_threads(op, seconds, threads, batch, True, server_pid)
 
 
 # -- a bare Python socket loop ----------------------------------------------------------
