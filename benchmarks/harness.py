@@ -135,6 +135,18 @@ def wait_for_socket(path: str, proc_alive: Any, timeout: float = 20.0) -> None:
     raise BenchError(f"nothing listening on {path} after {timeout}s")
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds used so far by every live thread of ``pid`` (schedstat, ns)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass  # a thread that just exited
+    return total / 1e9
+
+
 def vm_hwm_kib(pid: int) -> int:
     """Peak resident set size (VmHWM) of a live process, in KiB."""
     with open(f"/proc/{pid}/status") as f:

@@ -21,6 +21,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -829,7 +830,7 @@ class Run:
                     m.errors[key] = f"failed (exit {proc.returncode}): {err}"
                     continue
                 outputs[key] = proc.stdout
-                runners[key] = self.timed_command(cmd, env, cpu)
+                runners[key] = self.timed_command(cmd, env, cpu, server.pid)
             expected = side * side + side
             for key, out in outputs.items():
                 if len(out.splitlines()) != expected:
@@ -840,29 +841,58 @@ class Run:
             elif len(outputs) == 2:
                 m.notes.append(f"both printed the same {expected:,} lines")
             self.measure(m, runners, s.rounds)
+        for key, runs in m.details.items():
+            if runs:
+                own = harness.median([r["command_cpu_s"] for r in runs]) * 1e3
+                daemon = harness.median([r["server_cpu_s"] for r in runs]) * 1e3
+                line = f"{impls[key]}: CPU per run: itself {own:.0f} ms, xenstored {daemon:.0f} ms"
+                again = sum(r["attempts"] - 1 for r in runs)
+                left = sum(r["busy"] < BUSY_FLOOR for r in runs)
+                if again:
+                    line += f"; {again} run(s) repeated (CPU shared)"
+                if left:
+                    line += f"; {left} still disturbed (busy < {BUSY_FLOOR})"
+                m.notes.append(line)
 
     def pyxs_command(self) -> list[str] | None:
         script = Path(self.py).parent / "pyxs"
         return [str(script)] if script.exists() else None
 
-    def timed_command(self, cmd: list[str], env: dict[str, str], cpu: int) -> Callable[[], Any]:
+    def timed_command(
+        self, cmd: list[str], env: dict[str, str], cpu: int, server_pid: int
+    ) -> Callable[[], Any]:
+        """Time ``cmd`` on ``cpu``; ``busy`` as in C5: the CPU that it and the
+        server on the same CPU used, over the elapsed time."""
+
         def runner() -> dict[str, Any]:
             # Pin ourselves: the child inherits the CPU with no extra exec in between.
             saved = os.sched_getaffinity(0)
             os.sched_setaffinity(0, {cpu})
             try:
-                t0 = time.perf_counter()
-                proc = subprocess.run(
-                    cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
-                )
-                elapsed = time.perf_counter() - t0
+                with tempfile.TemporaryFile() as err:
+                    server0 = harness.process_cpu(server_pid)
+                    t0 = time.perf_counter()
+                    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    elapsed = time.perf_counter() - t0
+                    server = harness.process_cpu(server_pid) - server0
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    err.seek(0)
+                    message = err.read()
             finally:
                 os.sched_setaffinity(0, saved)
             if proc.returncode != 0:
-                raise BenchError(proc.stderr.decode(errors="replace")[-200:])
-            return {"value": elapsed, "unit": "s"}
+                raise BenchError(message.decode(errors="replace")[-200:])
+            own = usage.ru_utime + usage.ru_stime
+            return {
+                "value": elapsed,
+                "unit": "s",
+                "busy": (own + server) / elapsed,
+                "command_cpu_s": own,
+                "server_cpu_s": server,
+            }
 
-        return runner
+        return self.undisturbed(runner)
 
     # -- report ---------------------------------------------------------------------------
 
