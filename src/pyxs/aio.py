@@ -5,42 +5,62 @@ Theory of operation
 :class:`AsyncClient` is the synchronous :class:`~pyxs.client.Client` with a
 different way of moving bytes. Every operation comes from
 :mod:`pyxs.commands` (the same :class:`~pyxs.commands.Command` objects, the
-same procedures, driven here with ``await`` exactly as
-:func:`~pyxs.commands.run_sync` drives them with blocking calls), and the
-connection state is a :class:`~pyxs.protocol.ClientProtocol`: it allocates
-req_ids, matches replies and tells watch events apart.
+same procedures), and the connection state is a
+:class:`~pyxs.protocol.ClientProtocol`: it allocates req_ids, matches
+replies and tells watch events apart.
 
-*Sending* is synchronous: a call allocates a req_id, registers a future for
-it and hands the encoded packet straight to the transport, all before its
-first ``await``. So requests from any number of tasks are pipelined on the
-one connection in the order they were made, and a call cancelled before it
-ran has sent nothing.
+*A call is a future.* An operation such as ``c.read(path)`` is a plain
+method: it encodes its request, registers a :class:`ReplyFuture` under the
+request's req_id, queues the bytes and returns the future, all at once.
+``await``, :func:`asyncio.gather` and :func:`asyncio.wait_for` take it as it
+is, so no task is made per call; the future is also a coroutine object, so
+:func:`asyncio.create_task` (and ``TaskGroup.create_task``) take it too. An
+error found before sending (a bad path, a closed connection) is raised when
+the future is awaited, as from a coroutine. Unlike a coroutine, a call is
+made when the method is called, awaited or not. A few operations that must
+act after their reply (``transaction().start()``, ``commit``, ``watch``,
+``reset_watches``) are coroutines.
+
+*Sending* is batched. A call made while nothing else is in flight is
+written at once (sequential use waits for nothing). Calls made while others
+are in flight are queued in call order and written together at the start
+of the event loop's next turn, with one ``write`` (on the XenBus device, one
+``write()`` per message). So requests from any number of tasks are
+pipelined on the one connection in the order they were made, and 1,000
+calls in a ``gather`` cost two system calls.
 
 *Receiving* happens in one place, the transport's read callback (asyncio's
 ``data_received`` for a socket, a ``loop.add_reader`` callback for the
-XenBus device): it feeds the bytes to the protocol, resolves the future of
-each reply by req_id and puts each watch event in the queue of every
-:class:`AsyncMonitor` watching with its token (the sync client's rule;
-``async for`` then keeps the events of watched paths). Replies and events of
-one read are all dispatched before any waiting task runs, so when ``await
+XenBus device): it feeds the bytes to the protocol, decodes each reply
+(:meth:`Command.result <pyxs.commands.Command.result>`) into the result or
+the exception of the future waiting for its req_id, and puts each watch
+event in the queue of every :class:`AsyncMonitor` watching with its token
+(the sync client's rule; ``async for`` then keeps the events of watched
+paths). A procedure (``list``, ``exists``, :meth:`~AsyncClient.execute`)
+is driven there too: each reply is sent into its generator, and the next
+command it yields is queued under the same future. Replies and events of one
+read are all dispatched before any waiting task runs, so when ``await
 m.watch(...)`` returns, an initial event that came with the OK is queued.
 There is no reader task and no task per request.
 
-*Cancellation* never desynchronises the connection: a call cancelled while
-its reply is outstanding tells the protocol to drop that reply when it comes
-(:meth:`ClientProtocol.abandon`). Where dropping is not enough the reply is
-handed to a *late-reply* callback instead, whether it comes after the
-cancellation or came just before it: a cancelled TRANSACTION_START aborts
-the transaction it turns out to have started, a cancelled WATCH that
-succeeded is unwatched. A
-transaction whose body raises (cancellation included) is rolled back with an
-abort that is sent at once and not waited for; the daemon handles requests
-in order, so nothing sent later on the connection can see the transaction's
-writes.
+*Cancellation* never desynchronises the connection. Cancelling a future
+(directly, through its task, a timeout or a cancelled ``gather``) takes its
+request back if it is still queued, so nothing is sent; once sent, it tells
+the protocol to drop the reply when it comes (:meth:`ClientProtocol.abandon`).
+Where dropping is not enough the reply is handed to a *late-reply* callback
+instead, whether it comes after the cancellation or came just before it: a
+cancelled TRANSACTION_START aborts the transaction it turns out to have
+started, a cancelled WATCH that succeeded is unwatched. A transaction whose
+body raises (cancellation included) is rolled back with an abort that is
+sent at once and not waited for; the daemon handles requests in order, so
+nothing sent later on the connection can see the transaction's writes.
 
 *Failure* is total and prompt: when the connection is lost or closed, every
 pending call fails with :class:`pyxs.exceptions.ConnectionError`, and so
-does every monitor once its queued events are consumed.
+does every monitor once its queued events are consumed. A transport that
+has failed (a write or read error) but not yet reported the loss fails the
+connection the moment a call or a queued write meets it: nothing more is
+written to it.
 
 The XenBus device (``/dev/xen/xenbus``) is a character device rather than a
 stream: each ``write()`` must hold one whole message (Linux's
@@ -60,11 +80,13 @@ from typing import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Deque,
     Dict,
     Generator,
     Iterable,
     List,
+    NoReturn,
     Set,
     Tuple,
     TypeVar,
@@ -72,7 +94,7 @@ from typing import (
 
 from . import commands
 from .client import Event, _domid
-from .commands import Command, Operation
+from .commands import Command, Operation, Procedure
 from .connection import default_socket_path, default_xenbus_path
 from .exceptions import (
     ConnectionError,
@@ -82,9 +104,9 @@ from .exceptions import (
     XenStoreError,
 )
 from .paths import PathLike, Permission, check_ascii, validate_path, validate_watch_path
-from .protocol import ClientProtocol, Op, Packet, WatchEvent
+from .protocol import ClientProtocol, Packet, WatchEvent
 
-__all__ = ["AsyncClient", "AsyncMonitor", "AsyncTransaction", "Event"]
+__all__ = ["AsyncClient", "AsyncMonitor", "AsyncTransaction", "Event", "ReplyFuture"]
 
 T = TypeVar("T")
 
@@ -92,10 +114,75 @@ T = TypeVar("T")
 DEFAULT_RETRIES = 16
 
 
+# -- calls -------------------------------------------------------------------
+
+
+class ReplyFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
+    """What an operation returns: an asyncio future for its result.
+
+    Await it (``await c.read(path)``), gather it, bound it with
+    :func:`asyncio.wait_for`; it is a coroutine object as well, so
+    :func:`asyncio.create_task` takes it. Cancelling it abandons the call
+    and leaves the connection in sync (see the module's notes).
+    """
+
+    # The client's bookkeeping. _slot: where its request sits in the
+    # client's outbox (a count of requests queued on the connection).
+    __slots__ = ("_client", "_command", "_late", "_procedure", "_req_id", "_slot", "_tx_id")
+
+    _client: AsyncClient
+    _command: Command[Any]
+    _late: Callable[[Any], None] | None
+    _procedure: Procedure[T] | None
+    _req_id: int
+    _slot: int
+    _tx_id: int
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        self._client._abandon(self)
+        return True
+
+    # -- the coroutine protocol (for create_task), as ``await future`` does it
+
+    def send(self, value: None) -> Any:
+        if not self.done():
+            self._asyncio_future_blocking = True
+            return self
+        raise StopIteration(self.result())
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> NoReturn:
+        # Only a task (or close()) throws in: whatever it is, the call is off.
+        if not self.done():
+            self.cancel()
+        if val is None:
+            val = typ if isinstance(typ, BaseException) else typ()
+        raise val
+
+    def close(self) -> None:
+        if not self.done():
+            self.cancel()
+
+
+#: READ commands by path (bytes): programs read the same paths over and
+#: over, and a Command is never changed once made. Bounded.
+_READS: Dict[bytes, Command[bytes]] = {}
+
+
+def _or_default(command: Command[T], default: T) -> Procedure[T]:
+    try:
+        value: T = yield command
+    except NoEntryError:
+        return default
+    return value
+
+
 # -- transports --------------------------------------------------------------
 #
-# A transport has write(data) (``data`` is one whole message), abort() and a
-# ``closed`` future; it calls its client's _data_received(data) and, once,
+# A transport has write(data) (``data`` is one whole message),
+# writelines(messages), is_closing(), abort() and a ``closed`` future; it
+# calls its client's _data_received(data) and, once,
 # _connection_lost(transport, exc).
 
 
@@ -111,11 +198,20 @@ class _SocketTransport(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self.write = transport.write  # type: ignore[method-assign]
+        # After a write or read error asyncio's transport is closing at once,
+        # but tells connection_lost only on the loop's next turn.
+        self.is_closing = transport.is_closing  # type: ignore[method-assign]
         # Now, not when connect() resumes: a loss in between must count.
         self._client._transport = self
 
     def write(self, data: bytes) -> None:
         raise ConnectionError("not connected")
+
+    def writelines(self, messages: List[bytes]) -> None:
+        self.write(b"".join(messages))
+
+    def is_closing(self) -> bool:
+        return True  # until connected
 
     def data_received(self, data: bytes) -> None:
         self._client._data_received(data)
@@ -148,6 +244,16 @@ class _DeviceTransport:
         self._backlog: Deque[memoryview] = deque()
         self.closed: asyncio.Future[None] = loop.create_future()
         loop.add_reader(fd, self._readable)
+
+    def is_closing(self) -> bool:
+        return self._fd < 0
+
+    def writelines(self, messages: List[bytes]) -> None:
+        for data in messages:
+            if self._fd < 0:
+                return
+            if data:  # b"": a request taken back before it was sent
+                self.write(data)
 
     def write(self, data: bytes) -> None:
         if self._fd < 0:
@@ -216,12 +322,19 @@ class _DeviceTransport:
 
 
 class _Operations:
-    """The data operations, written once over ``_call`` (one command)."""
+    """The data operations, written once over ``_call`` (one command) and
+    ``_run`` (a procedure); each returns a :class:`ReplyFuture`."""
 
-    def _call(self, command: Command[T]) -> Awaitable[T]:
+    def _call(self, command: Command[T]) -> ReplyFuture[T]:
         raise NotImplementedError
 
-    async def execute(self, operation: Operation[T]) -> T:
+    def _run(self, procedure: Procedure[T]) -> ReplyFuture[T]:
+        raise NotImplementedError
+
+    def _failed(self, error: Exception) -> ReplyFuture[Any]:
+        raise NotImplementedError
+
+    def execute(self, operation: Operation[T]) -> ReplyFuture[T]:
         """Run a :mod:`pyxs.commands` command or procedure.
 
         A procedure is driven as :func:`~pyxs.commands.run_sync` drives it:
@@ -229,57 +342,74 @@ class _Operations:
         thrown into it.
         """
         if isinstance(operation, Command):
-            return await self._call(operation)
-        call = self._call
-        try:
-            command = next(operation)
-            while True:
-                try:
-                    value = await call(command)
-                except BaseException as exc:  # noqa: BLE001 - handed to the procedure
-                    command = operation.throw(exc)
-                else:
-                    command = operation.send(value)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
+            return self._call(operation)
+        return self._run(operation)
 
-    async def read(self, path: PathLike, default: bytes | None = None) -> bytes:
+    def read(self, path: PathLike, default: bytes | None = None) -> ReplyFuture[bytes]:
         """The value at ``path``; ``default`` (when given) if it is missing."""
-        try:
-            return await self._call(commands.read(path))
-        except NoEntryError:
-            if default is None:
-                raise
-            return default
+        command = _READS.get(path) if path.__class__ is bytes else None
+        if command is None:
+            try:
+                command = commands.read(path)
+            except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
+                return self._failed(exc)
+            if path.__class__ is bytes:
+                if len(_READS) >= 4096:
+                    _READS.clear()
+                _READS[path] = command
+        if default is None:
+            return self._call(command)
+        return self._run(_or_default(command, default))
 
-    async def write(self, path: PathLike, value: bytes) -> None:
+    def write(self, path: PathLike, value: bytes) -> ReplyFuture[None]:
         """Set the value at ``path``, creating it and missing parents."""
-        await self._call(commands.write(path, value))
+        try:
+            command = commands.write(path, value)
+        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
+            return self._failed(exc)
+        return self._call(command)
 
-    async def mkdir(self, path: PathLike) -> None:
+    def mkdir(self, path: PathLike) -> ReplyFuture[None]:
         """Make sure ``path`` exists; an existing node keeps its value."""
-        await self._call(commands.mkdir(path))
+        try:
+            command = commands.mkdir(path)
+        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
+            return self._failed(exc)
+        return self._call(command)
 
-    async def delete(self, path: PathLike) -> None:
+    def delete(self, path: PathLike) -> ReplyFuture[None]:
         """Remove ``path`` and its subtree (fine if missing, not if its parent is)."""
-        await self._call(commands.rm(path))
+        try:
+            command = commands.rm(path)
+        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
+            return self._failed(exc)
+        return self._call(command)
 
-    async def list(self, path: PathLike) -> List[bytes]:
+    def list(self, path: PathLike) -> ReplyFuture[List[bytes]]:
         """Child names of ``path`` in creation order (any number of them)."""
-        return await self.execute(commands.list_children(path))
+        return self._run(commands.list_children(path))
 
-    async def exists(self, path: PathLike) -> bool:
+    def exists(self, path: PathLike) -> ReplyFuture[bool]:
         """Whether ``path`` exists."""
-        return await self.execute(commands.exists(path))
+        return self._run(commands.exists(path))
 
-    async def get_perms(self, path: PathLike) -> List[bytes]:
+    def get_perms(self, path: PathLike) -> ReplyFuture[List[bytes]]:
         """The permissions of ``path``, owner first: ``[b"n0", b"r5"]``."""
-        return await self._call(commands.get_perms(path))
+        try:
+            command = commands.get_perms(path)
+        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
+            return self._failed(exc)
+        return self._call(command)
 
-    async def set_perms(self, path: PathLike, perms: Iterable[PathLike | Permission]) -> None:
+    def set_perms(
+        self, path: PathLike, perms: Iterable[PathLike | Permission]
+    ) -> ReplyFuture[None]:
         """Replace the permissions of ``path``; the first entry names the owner."""
-        await self._call(commands.set_perms(path, perms))
+        try:
+            command = commands.set_perms(path, perms)
+        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
+            return self._failed(exc)
+        return self._call(command)
 
     async def walk(
         self, top: PathLike, topdown: bool = True
@@ -320,7 +450,7 @@ class _Operations:
 
 
 class AsyncClient(_Operations):
-    """A XenStore client for asyncio: the sync Client's methods, as coroutines.
+    """A XenStore client for asyncio: the sync Client's methods, as awaitables.
 
     :param unix_socket_path: the xenstored socket (by default
         :func:`~pyxs.connection.default_socket_path`).
@@ -329,7 +459,9 @@ class AsyncClient(_Operations):
 
     Use it as ``async with AsyncClient() as c:``, or ``await c.connect()``
     and ``await c.close()``. Any number of tasks may use one client at once:
-    their requests are pipelined on its one connection.
+    their requests are pipelined on its one connection. Operations return
+    a :class:`ReplyFuture` (or are coroutines): ``await`` them, gather them,
+    or make tasks of them.
     """
 
     def __init__(
@@ -341,9 +473,12 @@ class AsyncClient(_Operations):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Future[None] | None = None
         self._protocol = ClientProtocol()
-        self._waiters: Dict[int, asyncio.Future[Packet]] = {}
-        #: req_id -> what to do with the reply of a call cancelled before it came
-        self._late_replies: Dict[int, Callable[[Packet], None]] = {}
+        self._waiters: Dict[int, ReplyFuture[Any]] = {}
+        #: req_id -> the cancelled call whose reply must still be acted on
+        self._late_replies: Dict[int, ReplyFuture[Any]] = {}
+        #: requests queued for the next write, and how many were queued before them
+        self._outbox: List[bytes] = []
+        self._queued = 0
         #: token -> the monitors watching with it (and how many watches each)
         self._subscribers: Dict[bytes, Dict[AsyncMonitor, int]] = {}
         self._monitors: Set[AsyncMonitor] = set()
@@ -402,6 +537,7 @@ class AsyncClient(_Operations):
         transport = self._transport
         if transport is None:
             return
+        self._flush()  # aborts and unwatches sent on the way out
         self._fail(ConnectionError("the client was closed"))
         transport.abort()
         await asyncio.shield(transport.closed)
@@ -415,47 +551,178 @@ class AsyncClient(_Operations):
 
     # -- moving bytes ------------------------------------------------------
 
-    async def _call(
+    def _call(
         self,
         command: Command[T],
         tx_id: int = 0,
-        late_reply: Callable[[Packet], None] | None = None,
-    ) -> T:
-        """Send ``command`` and wait for its reply: the one await of a call.
+        late: Callable[[T], None] | None = None,
+    ) -> ReplyFuture[T]:
+        """Send ``command``; the future of its decoded reply.
 
-        ``late_reply`` gets the reply if the call is cancelled before it
-        could take it (START and WATCH must undo what they did).
+        ``late`` gets the result if the call is cancelled after it was sent
+        and the reply turns out to be a success (START and WATCH must undo
+        what they did).
         """
         transport = self._transport
-        if transport is None:
-            raise ConnectionError("not connected")
-        assert self._loop is not None
-        req_id, data = self._protocol.request(command.op, command.payload, tx_id)
-        waiter: asyncio.Future[Packet] = self._loop.create_future()
-        self._waiters[req_id] = waiter
-        transport.write(data)
+        if transport is None or transport.is_closing():
+            return self._failed(self._dead(transport))
         try:
-            reply = await waiter
-        except asyncio.CancelledError:
-            if self._waiters.get(req_id) is waiter:  # the reply is still to come
-                del self._waiters[req_id]
-                if late_reply is None:
-                    self._protocol.abandon(req_id)
-                else:
-                    self._late_replies[req_id] = late_reply
-            elif late_reply is not None and waiter.done() and not waiter.cancelled():
-                late_reply(waiter.result())  # it came, but too late for us
-            raise
-        return command.result(reply)
+            req_id, data = self._protocol.request(command.op, command.payload, tx_id)
+        except ValueError as exc:  # InvalidPayload: over 4096 bytes
+            return self._failed(exc)
+        future: ReplyFuture[T] = ReplyFuture(loop=self._loop)
+        future._client = self
+        future._command = command
+        future._procedure = None
+        future._late = late
+        self._send(transport, future, req_id, data)
+        return future
+
+    def _run(self, procedure: Procedure[T], tx_id: int = 0) -> ReplyFuture[T]:
+        """Start driving ``procedure``; the future of its result."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            procedure.close()
+            return self._failed(self._dead(transport))
+        future: ReplyFuture[T] = ReplyFuture(loop=self._loop)
+        future._client = self
+        future._procedure = procedure
+        future._late = None
+        future._tx_id = tx_id
+        future._req_id = 0
+        try:
+            command = next(procedure)
+        except StopIteration as stop:
+            future.set_result(stop.value)
+        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
+            future.set_exception(exc)
+        else:
+            self._queue(future, command)
+        return future
+
+    def _queue(self, future: ReplyFuture[Any], command: Command[Any]) -> None:
+        """Send the next command of a procedure's ``future``."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self._advance(future, None, self._dead(transport))
+            return
+        try:
+            req_id, data = self._protocol.request(command.op, command.payload, future._tx_id)
+        except ValueError as exc:
+            self._advance(future, None, exc)
+            return
+        future._command = command
+        self._send(transport, future, req_id, data)
+
+    def _send(
+        self,
+        transport: _SocketTransport | _DeviceTransport,
+        future: ReplyFuture[Any],
+        req_id: int,
+        data: bytes,
+    ) -> None:
+        """Register ``future`` for ``req_id`` and send (or queue) ``data``."""
+        future._req_id = req_id
+        waiters = self._waiters
+        outbox = self._outbox
+        if outbox or waiters:  # others are in flight: go with the next batch
+            if not outbox:
+                self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+            future._slot = self._queued + len(outbox)
+            outbox.append(data)
+            waiters[req_id] = future
+            return
+        # Alone: waiting for the loop's next turn would only add latency.
+        waiters[req_id] = future
+        future._slot = self._queued
+        self._queued += 1
+        transport.write(data)
+        if transport.is_closing():  # the write failed
+            self._dead(transport)
+
+    def _advance(self, future: ReplyFuture[T], value: Any, error: Exception | None) -> None:
+        """Send a procedure a command's result (or error); queue what it yields next."""
+        procedure = future._procedure
+        assert procedure is not None
+        try:
+            command = procedure.send(value) if error is None else procedure.throw(error)
+        except StopIteration as stop:
+            future.set_result(stop.value)
+        except Exception as exc:  # noqa: BLE001 - the procedure's outcome
+            future.set_exception(exc)
+        else:
+            self._queue(future, command)
+
+    def _failed(self, error: Exception) -> ReplyFuture[Any]:
+        """A call that fails where it is awaited, as a coroutine would."""
+        loop = self._loop if self._transport is not None else asyncio.get_running_loop()
+        future: ReplyFuture[Any] = ReplyFuture(loop=loop)
+        future.set_exception(error)
+        return future
+
+    def _dead(self, transport: _SocketTransport | _DeviceTransport | None) -> ConnectionError:
+        """The error for a call that finds no usable connection.
+
+        A transport that is closing failed (or saw the end of the stream)
+        and has not told us yet: fail the connection now, so that nothing
+        more is written to it (asyncio logs each write to a dead socket).
+        """
+        if transport is None:
+            return ConnectionError("not connected")
+        error = ConnectionError("the connection to XenStore was lost")
+        self._fail(error)
+        return error
+
+    def _flush(self) -> None:
+        """Write the requests queued during the last turn of the loop."""
+        outbox = self._outbox
+        if not outbox:
+            return
+        self._outbox = []
+        self._queued += len(outbox)
+        transport = self._transport
+        if transport is None:
+            return  # failed meanwhile: the calls have their error
+        if transport.is_closing():
+            self._dead(transport)
+            return
+        transport.writelines(outbox)
+        if transport.is_closing():  # the write failed
+            self._dead(transport)
+
+    def _abandon(self, future: ReplyFuture[Any]) -> None:
+        """``future`` was cancelled: take its request back, or drop its reply."""
+        req_id = future._req_id
+        if self._waiters.get(req_id) is not future:
+            return  # not in flight (failed, or a procedure between steps)
+        del self._waiters[req_id]
+        position = future._slot - self._queued
+        if position >= 0:  # still queued: it is never sent
+            self._outbox[position] = b""
+            self._protocol.forget(req_id)
+        elif future._late is not None:
+            self._late_replies[req_id] = future
+        else:
+            self._protocol.abandon(req_id)
+        procedure = future._procedure
+        if procedure is not None:
+            try:
+                procedure.throw(asyncio.CancelledError())
+            except (Exception, asyncio.CancelledError):  # noqa: BLE001 - it is over
+                pass
+            procedure.close()
 
     def _send_nowait(self, command: Command[Any], tx_id: int = 0) -> None:
         """Send ``command`` and drop its reply (aborts and unwatches on exit)."""
         transport = self._transport
-        if transport is None:
+        if transport is None or transport.is_closing():
             return
         req_id, data = self._protocol.request(command.op, command.payload, tx_id)
         self._protocol.abandon(req_id)
-        transport.write(data)
+        outbox = self._outbox
+        if not outbox:
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+        outbox.append(data)
 
     def _data_received(self, data: bytes) -> None:
         try:
@@ -469,23 +736,54 @@ class AsyncClient(_Operations):
             return
         waiters = self._waiters
         for reply in replies:
-            waiter = waiters.pop(reply.req_id, None)
-            if waiter is not None:
-                if not waiter.done():
-                    waiter.set_result(reply)
-            elif self._late_replies:
-                late_reply = self._late_replies.pop(reply.req_id, None)
-                if late_reply is not None:
-                    late_reply(reply)
+            future = waiters.pop(reply.req_id, None)
+            if future is None:
+                if self._late_replies:
+                    self._late_reply(reply.req_id, reply)
+                continue
+            command = future._command
+            if reply.op == command.op and future._procedure is None:
+                try:
+                    value = command.decode(reply.payload)
+                except Exception as exc:  # noqa: BLE001 - the call's outcome
+                    future.set_exception(exc)
+                else:
+                    future.set_result(value)
+            else:  # an error reply, or a procedure's step
+                self._resolve(future, reply)
         if events:
             subscribers = self._subscribers
             for event in events:
                 for monitor in subscribers.get(event.token, ()):
                     monitor._deliver(event)
 
+    def _resolve(self, future: ReplyFuture[Any], reply: Packet) -> None:
+        try:
+            value = future._command.result(reply)
+        except Exception as exc:  # noqa: BLE001 - the call's outcome
+            if future._procedure is None:
+                future.set_exception(exc)
+            else:
+                self._advance(future, None, exc)
+        else:
+            if future._procedure is None:
+                future.set_result(value)
+            else:
+                self._advance(future, value, None)
+
+    def _late_reply(self, req_id: int, reply: Packet) -> None:
+        future = self._late_replies.pop(req_id, None)
+        if future is None or future._late is None:
+            return
+        try:
+            value = future._command.result(reply)
+        except Exception:  # noqa: BLE001 - it did nothing: nothing to undo
+            return
+        future._late(value)
+
     def _connection_lost(self, transport: object, exc: BaseException | None) -> None:
         if transport is not self._transport:
-            return  # closed by us: already failed
+            return  # closed by us, or already failed
         reason = f": {exc}" if exc else ""
         error = ConnectionError(f"the connection to XenStore was lost{reason}")
         error.__cause__ = exc
@@ -494,11 +792,17 @@ class AsyncClient(_Operations):
     def _fail(self, error: ConnectionError) -> None:
         """The connection is over: fail every pending call and monitor."""
         self._transport = None
+        self._queued += len(self._outbox)
+        self._outbox = []
         waiters, self._waiters = self._waiters, {}
         self._late_replies = {}
-        for waiter in waiters.values():
-            if not waiter.done():
-                waiter.set_exception(error)
+        for future in waiters.values():
+            if future.done():
+                continue
+            if future._procedure is None:
+                future.set_exception(error)
+            else:
+                self._advance(future, None, error)
         monitors, self._monitors = self._monitors, set()
         self._subscribers = {}
         for monitor in monitors:
@@ -517,37 +821,66 @@ class AsyncClient(_Operations):
                 if not monitors:
                     del self._subscribers[token]
 
+    def _undo(self, future: ReplyFuture[Any]) -> None:
+        """The task awaiting ``future`` (made with ``late``) was cancelled:
+        if the reply came before the task could take it, undo it now."""
+        late = future._late
+        if future.done() and not future.cancelled() and future.exception() is None and late:
+            late(future.result())
+
+    async def _call_undoable(self, command: Command[T], tx_id: int, late: Callable[[T], None]) -> T:
+        """``await self._call(command, tx_id, late)``, undone if cancelled late."""
+        future = self._call(command, tx_id, late)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._undo(future)
+            raise
+
     # -- the rest of XenStore ----------------------------------------------
 
-    async def get_domain_path(self, domid: int | str | bytes) -> bytes:
+    def _op(self, make: Callable[[], Command[T]]) -> ReplyFuture[T]:
+        try:
+            command = make()
+        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
+            return self._failed(exc)
+        return self._call(command)
+
+    def get_domain_path(self, domid: int | str | bytes) -> ReplyFuture[bytes]:
         """The home path of a domain, ``b"/local/domain/<domid>"``."""
-        return await self._call(commands.get_domain_path(_domid(domid)))
+        return self._op(lambda: commands.get_domain_path(_domid(domid)))
 
-    async def is_domain_introduced(self, domid: int | str | bytes) -> bool:
+    def is_domain_introduced(self, domid: int | str | bytes) -> ReplyFuture[bool]:
         """Whether xenstored talks to the domain (introduced, not released)."""
-        return await self._call(commands.is_domain_introduced(_domid(domid)))
+        return self._op(lambda: commands.is_domain_introduced(_domid(domid)))
 
-    async def introduce_domain(self, domid: int | str | bytes, mfn: int, eventchn: int) -> None:
+    def introduce_domain(
+        self, domid: int | str | bytes, mfn: int, eventchn: int
+    ) -> ReplyFuture[None]:
         """Tell xenstored about a new domain: its ring page and event channel.
 
         :raises ValueError: for domain 0, as pyxs 0.4 did.
         """
-        domid = _domid(domid)
-        if not domid:
-            raise ValueError("domain 0 cannot be introduced.")
-        await self._call(commands.introduce(domid, mfn, eventchn))
 
-    async def release_domain(self, domid: int | str | bytes) -> None:
+        def make() -> Command[None]:
+            number = _domid(domid)
+            if not number:
+                raise ValueError("domain 0 cannot be introduced.")
+            return commands.introduce(number, mfn, eventchn)
+
+        return self._op(make)
+
+    def release_domain(self, domid: int | str | bytes) -> ReplyFuture[None]:
         """Tell xenstored to forget a domain (fires ``@releaseDomain``)."""
-        await self._call(commands.release(_domid(domid)))
+        return self._op(lambda: commands.release(_domid(domid)))
 
-    async def resume_domain(self, domid: int | str | bytes) -> None:
+    def resume_domain(self, domid: int | str | bytes) -> ReplyFuture[None]:
         """Clear a domain's shutdown flag."""
-        await self._call(commands.resume(_domid(domid)))
+        return self._op(lambda: commands.resume(_domid(domid)))
 
-    async def set_target(self, domid: int | str | bytes, target: int | str | bytes) -> None:
+    def set_target(self, domid: int | str | bytes, target: int | str | bytes) -> ReplyFuture[None]:
         """Let ``domid`` act on ``target``'s nodes with its rights (stub domains)."""
-        await self._call(commands.set_target(_domid(domid), _domid(target)))
+        return self._op(lambda: commands.set_target(_domid(domid), _domid(target)))
 
     async def reset_watches(self) -> None:
         """Drop every watch and transaction of this connection.
@@ -559,9 +892,9 @@ class AsyncClient(_Operations):
         for monitor in self._monitors:
             monitor.unwatch_queue.clear()
 
-    async def control(self, *args: PathLike) -> bytes:
+    def control(self, *args: PathLike) -> ReplyFuture[bytes]:
         """A ``xenstore-control`` command: ``control(b"print", b"hello")``."""
-        return await self._call(commands.control(*args))
+        return self._op(lambda: commands.control(*args))
 
     #: The pre-Xen 4.9 name of CONTROL.
     debug = control
@@ -642,33 +975,43 @@ class AsyncTransaction(_Operations):
         """Start the transaction (``async with`` and ``await`` do this)."""
         if self.tx_id or self._ended:
             raise PyXSError("the transaction was started already")
-        self.tx_id = await self.client._call(
-            commands.transaction_start(), 0, late_reply=self._abort_late
-        )
+        client = self.client
+        future = client._call(commands.transaction_start(), 0, self._abort_late)
+        try:
+            self.tx_id = await future
+        except asyncio.CancelledError:
+            client._undo(future)
+            raise
         return self
 
-    def _abort_late(self, reply: Packet) -> None:
+    def _abort_late(self, tx_id: int) -> None:
         # START was cancelled after it was sent: end what it turns out to have started.
-        try:
-            tx_id = commands.transaction_start().result(reply)
-        except PyXSError:
-            return
         self.client._send_nowait(commands.transaction_end(False), tx_id)
 
-    def _open_id(self) -> int:
+    def _not_open(self) -> PyXSError:
         if self._ended:
-            raise PyXSError("the transaction has ended")
-        if not self.tx_id:
-            raise PyXSError("the transaction has not started")
-        return self.tx_id
+            return PyXSError("the transaction has ended")
+        return PyXSError("the transaction has not started")
 
-    def _call(self, command: Command[T]) -> Awaitable[T]:
-        return self.client._call(command, self._open_id())
+    def _call(self, command: Command[T]) -> ReplyFuture[T]:
+        if self._ended or not self.tx_id:
+            return self._failed(self._not_open())
+        return self.client._call(command, self.tx_id)
 
-    async def _end(self, commit: bool) -> None:
-        tx_id = self._open_id()
+    def _run(self, procedure: Procedure[T]) -> ReplyFuture[T]:
+        if self._ended or not self.tx_id:
+            procedure.close()
+            return self._failed(self._not_open())
+        return self.client._run(procedure, self.tx_id)
+
+    def _failed(self, error: Exception) -> ReplyFuture[Any]:
+        return self.client._failed(error)
+
+    def _end(self, commit: bool) -> ReplyFuture[None]:
+        if self._ended or not self.tx_id:
+            return self._failed(self._not_open())
         self._ended = True
-        await self.client._call(commands.transaction_end(commit), tx_id)
+        return self.client._call(commands.transaction_end(commit), self.tx_id)
 
     async def commit(self) -> bool:
         """Commit; False when it conflicted (EAGAIN): nothing of it was applied."""
@@ -678,9 +1021,9 @@ class AsyncTransaction(_Operations):
             return False
         return True
 
-    async def rollback(self) -> None:
+    def rollback(self) -> ReplyFuture[None]:
         """Abort: nothing of the transaction is applied."""
-        await self._end(False)
+        return self._end(False)
 
     async def __aenter__(self) -> AsyncTransaction:
         if not self.tx_id:
@@ -759,12 +1102,11 @@ class AsyncMonitor:
         # Subscribe first: on XenBus the first event may come before the OK.
         client._subscribe(tok, self)
 
-        def unwatch_late(reply: Packet) -> None:
-            if reply.op == Op.WATCH:  # the server did add it: take it back
-                client._send_nowait(commands.unwatch(path, tok))
+        def unwatch_late(_: None) -> None:  # the server did add it: take it back
+            client._send_nowait(commands.unwatch(path, tok))
 
         try:
-            await client._call(commands.watch(path, tok), late_reply=unwatch_late)
+            await client._call_undoable(commands.watch(path, tok), 0, unwatch_late)
         except BaseException:
             client._unsubscribe(tok, self)
             raise

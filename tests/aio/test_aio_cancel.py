@@ -73,12 +73,52 @@ def test_cancel_before_send(xs_server, unique_path) -> None:
         async with AsyncClient(xs_server.socket_path) as c:
             await c.write(unique_path, b"v")
             tap = Tap(c)
-            task = asyncio.ensure_future(c.read(unique_path))
-            task.cancel()  # before it ran: nothing may be sent
+            first = c.read(unique_path)  # alone: sent at once
+            # Behind it, queued for the loop's next turn; cancelled before
+            # then (through a task, and directly): taken back, never sent.
+            task = asyncio.ensure_future(c.read(unique_path + b"/x"))
+            direct = c.read(unique_path + b"/y")
+            task.cancel()
+            direct.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert tap.sent == []
+            with pytest.raises(asyncio.CancelledError):
+                await direct
+            assert await first == b"v"
+            assert [p.payload for p in tap.sent] == [unique_path + b"\0"]
             assert not c._protocol.pending
+            assert await c.read(unique_path) == b"v"
+
+    run(main)
+
+
+@pytest.mark.parametrize("where", ["queued", "replied"])
+def test_cancel_a_gather(xs_server, unique_path, where) -> None:
+    async def main() -> None:
+        async with AsyncClient(xs_server.socket_path) as c:
+            await c.write(unique_path, b"v")
+            tap = Tap(c)
+            # The first READ goes out alone, the 499 others wait for the loop's turn.
+            gathered = asyncio.gather(*(c.read(unique_path) for _ in range(500)))
+            if where == "queued":
+                gathered.cancel()
+            else:  # the first replies are in, the others not (unless all came at once)
+                tap.on_receive = lambda p: gathered.cancel()
+            try:
+                await gathered
+            except asyncio.CancelledError:
+                cancelled = True
+            else:
+                cancelled = False
+            tap.on_receive = None
+            sent, received = len(tap.sent), len(tap.received)
+            await settle(c)  # the replies still to come were dropped
+            if where == "queued":
+                assert cancelled
+                assert sent == 1  # the others were taken back
+            else:
+                assert sent == 500
+                assert cancelled or received == 500
             assert await c.read(unique_path) == b"v"
 
     run(main)
@@ -165,7 +205,8 @@ def test_cancel_transaction_start_aborts_late(xs_server, unique_path) -> None:
         async with AsyncClient(xs_server.socket_path) as c:
             tap = Tap(c)
             task = asyncio.ensure_future(c.transaction().start())
-            await asyncio.sleep(0)
+            while not tap.sent:  # START is on its way
+                await asyncio.sleep(0)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

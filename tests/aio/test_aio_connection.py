@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
+import socket
 import struct
 
 import pytest
@@ -123,9 +125,10 @@ def test_protocol_violations(tmp_path, reply, error) -> None:
         path = str(tmp_path / "fake")
         server = await _fake_server(path, reply)
         async with server, AsyncClient(path) as c:
+            first = c.read(b"/a")  # the request the fake server answers
             other = asyncio.ensure_future(c.exists(b"/b"))
             with pytest.raises(error):
-                await c.read(b"/a")
+                await first
             with pytest.raises(ConnectionError):
                 await other  # everything pending fails too
             assert not c.connected
@@ -146,3 +149,71 @@ def test_concurrent_connects_share_one_connection(xs_server) -> None:
         assert repr(c).endswith("not connected)")
 
     run(main)
+
+
+def test_calls_after_a_socket_error_fail_without_writing(tmp_path, caplog) -> None:
+    # The daemon's end is gone before the client notices: its first send
+    # fails (EPIPE) and the transport is closing, but connection_lost comes
+    # only on the loop's next turn. Every call meanwhile must fail at once
+    # with ConnectionError; none may write to the dead socket, which asyncio
+    # would log ("socket.send() raised exception.") once per write.
+    caplog.set_level(logging.WARNING, logger="asyncio")
+
+    async def main() -> None:
+        path = str(tmp_path / "gone")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(path)
+            listener.listen()
+            c = AsyncClient(path)
+            await c.connect()
+            peer, _ = listener.accept()
+            peer.close()
+        first = c.read(b"/a")  # sent alone, at once: the send fails
+        assert first.done()
+        calls = [c.read(b"/a") for _ in range(50)]
+        assert all(call.done() for call in calls)  # failed without waiting
+        results = await asyncio.gather(first, *calls, return_exceptions=True)
+        assert all(isinstance(r, ConnectionError) for r in results), results
+        assert "lost" in str(results[0])
+        assert not c.connected
+        # Tasks made of calls, and batches sent on the loop's turn: the same.
+        tasks = [asyncio.ensure_future(c.write(b"/a", b"x")) for _ in range(20)]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, ConnectionError) for r in results), results
+        await c.close()
+
+    run(main)
+    assert "socket.send() raised exception" not in caplog.text
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+
+
+def test_batched_write_to_a_failed_socket(tmp_path, caplog) -> None:
+    # The same with requests in flight: the batch of the loop's next turn
+    # meets the dead socket, fails the connection, and later calls fail at
+    # once without writing.
+    caplog.set_level(logging.WARNING, logger="asyncio")
+
+    async def main() -> None:
+        path = str(tmp_path / "gone")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(path)
+            listener.listen()
+            c = AsyncClient(path)
+            await c.connect()
+            peer, _ = listener.accept()
+            first = c.read(b"/a")  # sent: the peer is still there, and never answers
+            await asyncio.sleep(0)
+            peer.close()
+        queued = [c.read(b"/a") for _ in range(100)]  # queued for the next turn
+        assert not any(call.done() for call in queued)
+        results = await asyncio.gather(first, *queued, return_exceptions=True)
+        assert all(isinstance(r, ConnectionError) for r in results), results
+        later = [c.read(b"/a") for _ in range(10)]
+        assert all(call.done() for call in later)
+        results = await asyncio.gather(*later, return_exceptions=True)
+        assert all(isinstance(r, ConnectionError) for r in results), results
+        await c.close()
+
+    run(main)
+    assert "socket.send() raised exception" not in caplog.text
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import sys
 
 import pytest
 from aio_support import run, settle
@@ -22,6 +23,7 @@ from pyxs.exceptions import (
     TransactionConflictError,
 )
 from pyxs.paths import Permission
+from pyxs.protocol import Decoder
 
 
 def test_public_names() -> None:
@@ -421,5 +423,75 @@ def test_default_socket_path(xs_server, monkeypatch) -> None:
         await c.connect()  # a closed client can connect again
         assert await c.exists(b"/")
         await c.close()
+
+    run(main)
+
+
+def test_every_way_to_await_a_call(xs_server, unique_path) -> None:
+    async def main() -> None:
+        async with AsyncClient(xs_server.socket_path) as c:
+            await c.write(unique_path, b"v")
+            read = c.read(unique_path)
+            assert isinstance(read, pyxs.aio.ReplyFuture)
+            assert await read == b"v"
+            assert await read == b"v"  # a future: awaited again, same result
+            # Tasks take calls as coroutines, procedures included.
+            tasks = [
+                asyncio.create_task(c.read(unique_path)),
+                asyncio.ensure_future(c.exists(unique_path)),
+                asyncio.get_running_loop().create_task(c.list(unique_path)),
+                asyncio.create_task(c.read(unique_path + b"/missing", b"dflt")),
+            ]
+            assert await asyncio.gather(*tasks) == [b"v", True, [], b"dflt"]
+            if sys.version_info >= (3, 11):
+                async with asyncio.TaskGroup() as group:
+                    grouped = group.create_task(c.read(unique_path))
+                assert grouped.result() == b"v"
+            assert await asyncio.wait_for(c.read(unique_path), 5) == b"v"
+            assert await asyncio.shield(c.read(unique_path)) == b"v"
+            done, _ = await asyncio.wait([asyncio.create_task(c.read(unique_path))])
+            assert [t.result() for t in done] == [b"v"]
+            # Errors are raised where the call is awaited, not where it is made.
+            bad = c.read(b"bad path!")
+            missing = c.read(unique_path + b"/missing")
+            results = await asyncio.gather(bad, missing, return_exceptions=True)
+            assert [type(r) for r in results] == [InvalidPath, NoEntryError]
+            with pytest.raises(InvalidPath):
+                await asyncio.create_task(c.write(b"bad path!", b""))
+            t = c.transaction()
+            with pytest.raises(PyXSError, match="not started"):
+                await t.read(unique_path)
+            await settle(c)
+
+    run(main)
+
+
+def test_requests_go_out_in_call_order(xs_server, unique_path) -> None:
+    async def main() -> None:
+        async with AsyncClient(xs_server.socket_path) as c:
+            decoder = Decoder()
+            sent: list[bytes] = []
+            write = c._transport.write
+
+            def spy(data: bytes) -> None:
+                sent.extend(p.payload for p in decoder.feed(data))
+                write(data)
+
+            c._transport.write = spy
+            paths = [unique_path + b"/%d" % i for i in range(300)]
+            # Writes and procedures from the caller and from tasks, interleaved.
+            calls = []
+            for i, path in enumerate(paths):
+                if i % 3 == 0:
+                    calls.append(c.write(path, b"%d" % i))
+                elif i % 3 == 1:
+                    calls.append(asyncio.ensure_future(c.mkdir(path)))
+                else:
+                    calls.append(c.exists(path))
+                if i % 50 == 0:
+                    await asyncio.sleep(0)  # a batch goes out
+            await asyncio.gather(*calls)
+            assert [p.split(b"\0")[0] for p in sent] == paths
+            await settle(c)
 
     run(main)
