@@ -412,13 +412,20 @@ def test_progress_only_on_a_terminal(xs_server: Any, base: str) -> None:
 
 
 def _watch_lines(argv: list[str], s: str, triggers: list[list[str]], count: int) -> list[str]:
+    """The ``count`` lines of a watch: the initial ones, then one per trigger.
+
+    Each trigger runs only after the line of the one before it is out: with
+    -V the watch reads the value after the event, and must not race the next
+    trigger (a ``rm`` would turn the value into "(deleted)").
+    """
     with subprocess.Popen(
         [*PYXS, *argv], env=tool_env(s), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as proc:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline()]
+        lines = [proc.stdout.readline() for _ in range(count - len(triggers))]
         for trigger in triggers:
             ok(pyxs(trigger, s))
+            lines.append(proc.stdout.readline())
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and err == b"", err
     result = [line.decode() for line in lines + out.splitlines(keepends=True)]
