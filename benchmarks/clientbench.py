@@ -662,6 +662,10 @@ def aio_tx(sock: str, seconds: float, concurrency: int = 1) -> dict[str, Any]:
                 conflicts += per_batch - done
                 now = time.perf_counter()
             assert await c.read(wpaths[-1][-1]) == TX_VALUE
+            # Leave the store as it was: nodes piling up round after round
+            # (500 a round) slow the daemon down, a later round more than an
+            # earlier one, and the pipelined client (mostly daemon time) most.
+            await c.delete(base)
             result = rate(ops, now - t0, unit="tx/s")
             result["conflicts"] = conflicts
             return result

@@ -803,6 +803,7 @@ class AsyncClient(_Operations):
                 future.set_exception(error)
             else:
                 self._advance(future, None, error)
+        waiters.clear()  # a _data_received under way must find none of them
         monitors, self._monitors = self._monitors, set()
         self._subscribers = {}
         for monitor in monitors:
