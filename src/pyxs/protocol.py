@@ -62,6 +62,7 @@ HEADER_SIZE = HEADER.size
 
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
+_new_tuple = tuple.__new__
 
 
 class Op(enum.IntEnum):
@@ -187,28 +188,31 @@ class Decoder:
     def feed(self, data: bytes) -> list[Packet]:
         """Add ``data`` and return the packets it completes, in order."""
         buf = self._buffer
-        if not buf and len(data) >= HEADER_SIZE:
-            # Fast path for the common case: exactly one whole packet.
-            op, req_id, tx_id, size = _unpack_header(data)
-            if len(data) == HEADER_SIZE + size and size <= PAYLOAD_MAX:
-                return [Packet(op, req_id, tx_id, bytes(data[HEADER_SIZE:]))]
-        buf += data
-        end = len(buf)
-        if end < HEADER_SIZE:
-            return []
+        if buf:
+            buf += data
+            data = bytes(buf)
+            buf.clear()
+        elif data.__class__ is not bytes:
+            data = bytes(data)
+        end = len(data)
         packets: list[Packet] = []
         pos = 0
+        # Payloads are sliced out of one bytes object (one copy each), and
+        # packets built with tuple.__new__ (the namedtuple's __new__ is a
+        # Python function): this loop runs for every packet a client or the
+        # server receives.
         while end - pos >= HEADER_SIZE:
-            op, req_id, tx_id, size = _unpack_header(buf, pos)
+            op, req_id, tx_id, size = _unpack_header(data, pos)
             if size > PAYLOAD_MAX:
                 raise PacketTooLarge(f"header announces {size} payload bytes (limit {PAYLOAD_MAX})")
-            stop = pos + HEADER_SIZE + size
+            start = pos + HEADER_SIZE
+            stop = start + size
             if stop > end:
                 break
-            packets.append(Packet(op, req_id, tx_id, bytes(buf[pos + HEADER_SIZE : stop])))
+            packets.append(_new_tuple(Packet, (op, req_id, tx_id, data[start:stop])))
             pos = stop
-        if pos:
-            del buf[:pos]
+        if pos < end:
+            buf += data[pos:] if pos else data
         return packets
 
 
@@ -234,6 +238,7 @@ def decode_watch_event(payload: bytes) -> WatchEvent:
 
 
 _REQ_ID_MASK = 0xFFFFFFFF
+_WATCH_EVENT = int(Op.WATCH_EVENT)
 
 
 class ClientProtocol:
@@ -274,12 +279,20 @@ class ClientProtocol:
 
     def request(self, op: int, payload: bytes, tx_id: int = 0) -> tuple[int, bytes]:
         """Allocate a req_id for a request and encode it."""
-        if len(payload) > PAYLOAD_MAX:
+        size = len(payload)
+        if size > PAYLOAD_MAX:
             raise InvalidPayload(
-                f"payload of {len(payload)} bytes exceeds XenStore's {PAYLOAD_MAX}-byte limit"
+                f"payload of {size} bytes exceeds XenStore's {PAYLOAD_MAX}-byte limit"
             )
-        req_id = self.next_req_id()
-        return req_id, _pack_header(op, req_id, tx_id, len(payload)) + payload
+        # next_req_id() inlined for the common case (every request comes here)
+        pending = self.pending
+        req_id = self._next_id
+        if req_id in pending or req_id == 0:
+            req_id = self.next_req_id()
+        else:
+            self._next_id = (req_id + 1) & _REQ_ID_MASK
+            pending.add(req_id)
+        return req_id, _pack_header(op, req_id, tx_id, size) + payload
 
     def abandon(self, req_id: int) -> None:
         """Forget a request whose caller gave up; its reply will be dropped."""
@@ -296,7 +309,7 @@ class ClientProtocol:
         events: list[WatchEvent] = []
         pending = self.pending
         for packet in self._decoder.feed(data):
-            if packet.op == Op.WATCH_EVENT:
+            if packet.op == _WATCH_EVENT:
                 events.append(decode_watch_event(packet.payload))
                 continue
             req_id = packet.req_id

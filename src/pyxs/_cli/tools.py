@@ -322,6 +322,12 @@ def ls_line(node: Node, full: bool, show_perms: bool, max_width: int, desired: i
     return b"".join(parts)
 
 
+#: ``ls`` writes its lines in chunks of about this many bytes: one write per
+#: line is a system call per line when stdout is unbuffered (``python -u``,
+#: ``PYTHONUNBUFFERED``), which on a large tree costs more than the walk.
+_LS_CHUNK = 64 * 1024
+
+
 def cmd_ls(ctx: Context, ns: Any) -> int:
     paths = [fsencode(p) for p in ns.args] or [b"/"]
     session = ctx.session()
@@ -330,18 +336,33 @@ def cmd_ls(ctx: Context, ns: Any) -> int:
         return _ls_json(ctx, ns, paths)
     max_width, desired = _ls_widths(ns.flat, ctx.stdout_fd)
     full, show_perms = bool(ns.flat), bool(ns.prefix)
-    for path in paths:
-        try:
-            for node in walk(session, path, perms=show_perms):
-                if show_perms and node.perms is None:
-                    ctx.out.flush()
-                    ctx.warn(
-                        f"\ncould not access permissions for {ctx.show(node.name)}",
-                        node.perms_error,
-                    )
-                out.write(ls_line(node, full, show_perms, max_width, desired))
-        except (ListFailed, PyXSError) as exc:
-            return _list_failed(ctx, path, exc)
+    pending: list[bytes] = []
+    size = 0
+    try:
+        for path in paths:
+            try:
+                for node in walk(session, path, perms=show_perms):
+                    if show_perms and node.perms is None:
+                        out.write(b"".join(pending))
+                        pending, size = [], 0
+                        out.flush()
+                        ctx.warn(
+                            f"\ncould not access permissions for {ctx.show(node.name)}",
+                            node.perms_error,
+                        )
+                    line = ls_line(node, full, show_perms, max_width, desired)
+                    pending.append(line)
+                    size += len(line)
+                    if size >= _LS_CHUNK:
+                        out.write(b"".join(pending))
+                        pending, size = [], 0
+            except (ListFailed, PyXSError) as exc:
+                out.write(b"".join(pending))
+                pending = []
+                return _list_failed(ctx, path, exc)
+    finally:
+        if pending:
+            out.write(b"".join(pending))
     return 0
 
 

@@ -33,6 +33,7 @@ reported on the node itself (``value_error``, ``perms_error``).
 
 from __future__ import annotations
 
+import gc
 from typing import Any, Iterator
 
 from .. import commands
@@ -199,8 +200,25 @@ def walk(
     include_root: bool = False,
 ) -> Iterator[Node]:
     """Yield the nodes under ``path`` (not ``path`` itself unless
-    ``include_root``) depth first, children in creation order."""
+    ``include_root``) depth first, children in creation order.
+
+    The cyclic garbage collector is off while the walk runs: it allocates
+    objects per node and nothing cyclic that outlives the walk, and the
+    collector's passes over them cost about a tenth of ``pyxs ls``'s time.
+    """
     path = validate_path(path)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield from _walk(session, path, values, perms, tx, include_root)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _walk(
+    session: Session, path: bytes, values: bool, perms: bool, tx: int, include_root: bool
+) -> Iterator[Node]:
     state = _Walk(session, tx, int(values) + int(perms))
     root = Node(state, path, b"", -1, state.expected if include_root else 0)
     # Session.raw() inlined: this runs for every node.
