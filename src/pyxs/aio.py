@@ -17,9 +17,9 @@ is, so no task is made per call; the future is also a coroutine object, so
 :func:`asyncio.create_task` (and ``TaskGroup.create_task``) take it too. An
 error found before sending (a bad path, a closed connection) is raised when
 the future is awaited, as from a coroutine. Unlike a coroutine, a call is
-made when the method is called, awaited or not. A few operations that must
-act after their reply (``transaction().start()``, ``commit``, ``watch``,
-``reset_watches``) are coroutines.
+made when the method is called, awaited or not. The operations that must
+act on their reply (a transaction's ``start`` and ``commit``, ``transact``,
+a monitor's ``watch`` and ``unwatch``, ``reset_watches``) are coroutines.
 
 *Sending* is batched. A call made while nothing else is in flight is
 written at once (sequential use waits for nothing). Calls made while others
