@@ -74,6 +74,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from asyncio.events import _get_running_loop
 from collections import deque
 from typing import (
     Any,
@@ -563,65 +564,67 @@ class AsyncClient(_Operations):
         and the reply turns out to be a success (START and WATCH must undo
         what they did).
         """
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return self._failed(self._dead(transport))
-        try:
-            req_id, data = self._protocol.request(command.op, command.payload, tx_id)
-        except ValueError as exc:  # InvalidPayload: over 4096 bytes
-            return self._failed(exc)
-        future: ReplyFuture[T] = ReplyFuture(loop=self._loop)
+        loop = self._loop
+        if self._transport is None:
+            return self._failed(ConnectionError("not connected"))
+        future: ReplyFuture[T] = ReplyFuture(loop=loop)
         future._client = self
         future._command = command
         future._procedure = None
         future._late = late
-        self._send(transport, future, req_id, data)
+        future._tx_id = tx_id
+        future._req_id = 0
+        if _get_running_loop() is loop:
+            self._start(future)
+        else:
+            self._start_in_loop(future)
         return future
 
     def _run(self, procedure: Procedure[T], tx_id: int = 0) -> ReplyFuture[T]:
         """Start driving ``procedure``; the future of its result."""
-        transport = self._transport
-        if transport is None or transport.is_closing():
+        loop = self._loop
+        if self._transport is None:
             procedure.close()
-            return self._failed(self._dead(transport))
-        future: ReplyFuture[T] = ReplyFuture(loop=self._loop)
+            return self._failed(ConnectionError("not connected"))
+        future: ReplyFuture[T] = ReplyFuture(loop=loop)
         future._client = self
         future._procedure = procedure
         future._late = None
         future._tx_id = tx_id
         future._req_id = 0
-        try:
-            command = next(procedure)
-        except StopIteration as stop:
-            future.set_result(stop.value)
-        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
-            future.set_exception(exc)
+        if _get_running_loop() is loop:
+            self._advance(future, None, None)
         else:
-            self._queue(future, command)
+            self._start_in_loop(future)
         return future
 
-    def _queue(self, future: ReplyFuture[Any], command: Command[Any]) -> None:
-        """Send the next command of a procedure's ``future``."""
+    def _start_in_loop(self, future: ReplyFuture[Any]) -> None:
+        # Made outside the loop's thread (asyncio.run_coroutine_threadsafe
+        # takes calls made in another thread, as it takes coroutine objects):
+        # the request is made in the loop's thread, on its next turn.
+        def start() -> None:
+            if future.done():  # cancelled meanwhile
+                if future._procedure is not None:
+                    future._procedure.close()
+            elif future._procedure is None:
+                self._start(future)
+            else:
+                self._advance(future, None, None)
+
+        self._loop.call_soon_threadsafe(start)  # type: ignore[union-attr]
+
+    def _start(self, future: ReplyFuture[Any]) -> None:
+        """Send the request of ``future._command`` (or queue it)."""
         transport = self._transport
         if transport is None or transport.is_closing():
-            self._advance(future, None, self._dead(transport))
+            self._settle(future, self._dead(transport))
             return
+        command = future._command
         try:
             req_id, data = self._protocol.request(command.op, command.payload, future._tx_id)
-        except ValueError as exc:
-            self._advance(future, None, exc)
+        except ValueError as exc:  # InvalidPayload: over 4096 bytes
+            self._settle(future, exc)
             return
-        future._command = command
-        self._send(transport, future, req_id, data)
-
-    def _send(
-        self,
-        transport: _SocketTransport | _DeviceTransport,
-        future: ReplyFuture[Any],
-        req_id: int,
-        data: bytes,
-    ) -> None:
-        """Register ``future`` for ``req_id`` and send (or queue) ``data``."""
         future._req_id = req_id
         waiters = self._waiters
         outbox = self._outbox
@@ -640,22 +643,34 @@ class AsyncClient(_Operations):
         if transport.is_closing():  # the write failed
             self._dead(transport)
 
+    def _settle(self, future: ReplyFuture[Any], error: Exception) -> None:
+        """``future``'s request could not be sent: the call (or its procedure) gets ``error``."""
+        if future._procedure is None:
+            future.set_exception(error)
+        else:
+            self._advance(future, None, error)
+
     def _advance(self, future: ReplyFuture[T], value: Any, error: Exception | None) -> None:
-        """Send a procedure a command's result (or error); queue what it yields next."""
+        """Drive a procedure: send it a result (or throw it an error); send
+        the command it yields next, or settle the future with its outcome."""
         procedure = future._procedure
         assert procedure is not None
         try:
+            # (value is None for the first step: send(None) starts a generator)
             command = procedure.send(value) if error is None else procedure.throw(error)
         except StopIteration as stop:
             future.set_result(stop.value)
         except Exception as exc:  # noqa: BLE001 - the procedure's outcome
             future.set_exception(exc)
         else:
-            self._queue(future, command)
+            future._command = command
+            self._start(future)
 
     def _failed(self, error: Exception) -> ReplyFuture[Any]:
         """A call that fails where it is awaited, as a coroutine would."""
-        loop = self._loop if self._transport is not None else asyncio.get_running_loop()
+        loop = _get_running_loop() or self._loop
+        if loop is None:
+            raise error  # no event loop anywhere: nothing could await it
         future: ReplyFuture[Any] = ReplyFuture(loop=loop)
         future.set_exception(error)
         return future

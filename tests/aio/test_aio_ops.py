@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import sys
+import threading
 
 import pytest
 from aio_support import run, settle
@@ -492,6 +493,48 @@ def test_requests_go_out_in_call_order(xs_server, unique_path) -> None:
                     await asyncio.sleep(0)  # a batch goes out
             await asyncio.gather(*calls)
             assert [p.split(b"\0")[0] for p in sent] == paths
+            await settle(c)
+
+    run(main)
+
+
+def test_calls_from_another_thread(xs_server, unique_path) -> None:
+    # asyncio.run_coroutine_threadsafe takes a call made in another thread:
+    # the request must still be made in the loop's thread.
+    async def main() -> None:
+        async with AsyncClient(xs_server.socket_path) as c:
+            await c.write(unique_path, b"v")
+            loop = asyncio.get_running_loop()
+            loop.set_debug(True)  # asyncio checks that the loop is used from its thread
+            tap_threads: list[str] = []
+            write = c._transport.write
+
+            def spy(data: bytes) -> None:
+                tap_threads.append(threading.current_thread().name)
+                write(data)
+
+            c._transport.write = spy
+
+            def elsewhere() -> list[object]:
+                calls = [
+                    c.read(unique_path),
+                    c.exists(unique_path + b"/missing"),
+                    c.list(unique_path),
+                    c.read(b"bad path!"),
+                ]
+                futures = [asyncio.run_coroutine_threadsafe(call, loop) for call in calls]
+                results: list[object] = []
+                for f in futures:
+                    try:
+                        results.append(f.result(10))
+                    except InvalidPath as exc:
+                        results.append(exc)
+                return results
+
+            results = await loop.run_in_executor(None, elsewhere)
+            assert results[:3] == [b"v", False, []]
+            assert isinstance(results[3], InvalidPath)
+            assert tap_threads and set(tap_threads) == {threading.current_thread().name}
             await settle(c)
 
     run(main)
