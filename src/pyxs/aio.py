@@ -586,7 +586,6 @@ class AsyncClient(_Operations):
         future._procedure = None
         future._late = late
         future._tx_id = tx_id
-        future._req_id = 0
         if get_ident() == self._thread:
             self._start(future)
         else:
@@ -604,7 +603,6 @@ class AsyncClient(_Operations):
         future._procedure = procedure
         future._late = None
         future._tx_id = tx_id
-        future._req_id = 0
         if get_ident() == self._thread:
             self._advance(future, None, None)
         else:
@@ -616,6 +614,8 @@ class AsyncClient(_Operations):
         # takes calls made in another thread, as it takes coroutine objects):
         # the request is made in the loop's thread, on its next turn. (Told
         # by thread id: Python 3.11's _get_running_loop() calls getpid().)
+        future._req_id = 0  # not in flight: cancelling it has nothing to take back
+
         def start() -> None:
             if future.done():  # cancelled meanwhile
                 if future._procedure is not None:
@@ -649,13 +649,13 @@ class AsyncClient(_Operations):
             outbox.append(data)
             waiters[req_id] = future
             return
-        # Alone: waiting for the loop's next turn would only add latency.
+        # Alone: waiting for the loop's next turn would only add latency. (If
+        # the write fails, the transport is closing: the next call fails the
+        # connection, or connection_lost does on the loop's next turn.)
         waiters[req_id] = future
         future._slot = self._queued
         self._queued += 1
         transport.write(data)
-        if transport.is_closing():  # the write failed
-            self._dead(transport)
 
     def _settle(self, future: ReplyFuture[Any], error: Exception) -> None:
         """``future``'s request could not be sent: the call (or its procedure) gets ``error``."""
