@@ -649,13 +649,13 @@ class AsyncClient(_Operations):
             outbox.append(data)
             waiters[req_id] = future
             return
-        # Alone: waiting for the loop's next turn would only add latency. (If
-        # the write fails, the transport is closing: the next call fails the
-        # connection, or connection_lost does on the loop's next turn.)
+        # Alone: waiting for the loop's next turn would only add latency.
         waiters[req_id] = future
         future._slot = self._queued
         self._queued += 1
         transport.write(data)
+        if transport.is_closing():  # the write failed
+            self._dead(transport)
 
     def _settle(self, future: ReplyFuture[Any], error: Exception) -> None:
         """``future``'s request could not be sent: the call (or its procedure) gets ``error``."""
