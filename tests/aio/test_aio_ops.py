@@ -6,6 +6,7 @@ import asyncio
 import errno
 import sys
 import threading
+import time
 
 import pytest
 from aio_support import run, settle
@@ -523,6 +524,14 @@ def test_calls_from_another_thread(xs_server, unique_path) -> None:
                     c.read(b"bad path!"),
                 ]
                 futures = [asyncio.run_coroutine_threadsafe(call, loop) for call in calls]
+                # Cancelled from here, before or after the loop made them.
+                dropped = [
+                    asyncio.run_coroutine_threadsafe(c.read(unique_path), loop) for _ in range(20)
+                ]
+                for i, f in enumerate(dropped):
+                    if i % 2:
+                        time.sleep(0.001)
+                    f.cancel()
                 results: list[object] = []
                 for f in futures:
                     try:
