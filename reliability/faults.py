@@ -521,19 +521,19 @@ def client_killed_mid_transaction(server: Any, *, rounds: int = 3, writes: int =
     fig = Figures(f"client killed mid-transaction ({rounds} rounds)", server.name)
     base = unique_base("ckill")
     stop = threading.Event()
-    committed = [0]
+    committed = [0, 0]  # per worker: a shared += could lose a count between threads
     problems: List[str] = []
 
     def increment(c: pyxs.Client) -> None:
         value = int(c.read(base + b"/counter", b"0")) + 1
         c.write(base + b"/counter", b"%d" % value)
 
-    def worker() -> None:
+    def worker(index: int) -> None:
         try:
             with pyxs.Client(unix_socket_path=server.socket_path, timeout=30) as c:
                 while not stop.is_set():
                     c.transact(increment, retries=10_000)
-                    committed[0] += 1
+                    committed[index] += 1
         except BaseException as exc:  # noqa: BLE001
             problems.append(f"worker: {exc!r}")
 
@@ -544,7 +544,7 @@ def client_killed_mid_transaction(server: Any, *, rounds: int = 3, writes: int =
 
     with pyxs.Client(unix_socket_path=server.socket_path, timeout=30) as checker:
         checker.write(base + b"/counter", b"0")
-        workers = [threading.Thread(target=worker) for _ in range(2)]
+        workers = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
         for t in workers:
             t.start()
         try:
@@ -587,13 +587,13 @@ def client_killed_mid_transaction(server: Any, *, rounds: int = 3, writes: int =
         for message in problems:
             fig.fail(message)
         final = int(checker.read(base + b"/counter"))
-        if final != committed[0]:
-            fig.fail(f"counter {final}, {committed[0]} increments committed", "lost")
+        if final != sum(committed):
+            fig.fail(f"counter {final}, {sum(committed)} increments committed", "lost")
         with contextlib.suppress(NoEntryError):
             checker.read(base + b"/tx/0")
             fig.fail("a killed client's write appeared", "lost")
-        fig.ops = committed[0]
-        fig.note(f"{committed[0]} increments committed around the kills")
+        fig.ops = sum(committed)
+        fig.note(f"{sum(committed)} increments committed around the kills")
         checker.delete(base)
     return fig.done()
 
