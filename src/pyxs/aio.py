@@ -97,7 +97,7 @@ from typing import (
 from . import commands
 from .client import Event, _domid
 from .commands import Command, Operation, Procedure
-from .connection import default_socket_path, default_xenbus_path
+from .connection import default_socket_path, default_xenbus_path, open_xenbus_device
 from .exceptions import (
     ConnectionError,
     NoEntryError,
@@ -105,7 +105,14 @@ from .exceptions import (
     TransactionConflictError,
     XenStoreError,
 )
-from .paths import PathLike, Permission, check_ascii, validate_path, validate_watch_path
+from .paths import (
+    PathLike,
+    Permission,
+    check_ascii,
+    validate_path,
+    validate_watch_path,
+    watch_matches,
+)
 from .protocol import ClientProtocol, Packet, WatchEvent
 
 __all__ = ["AsyncClient", "AsyncMonitor", "AsyncTransaction", "Event", "ReplyFuture"]
@@ -337,6 +344,9 @@ class _Operations:
     """The data operations, written once over ``_call`` (one command) and
     ``_run`` (a procedure); each returns a :class:`ReplyFuture`."""
 
+    #: Whether the calls are made in a transaction (see :meth:`exists`).
+    _in_transaction = False
+
     def _call(self, command: Command[T]) -> ReplyFuture[T]:
         raise NotImplementedError
 
@@ -402,8 +412,13 @@ class _Operations:
         return self._run(commands.list_children(path))
 
     def exists(self, path: PathLike) -> ReplyFuture[bool]:
-        """Whether ``path`` exists."""
-        return self._run(commands.exists(path))
+        """Whether ``path`` exists.
+
+        In a transaction the server no longer knows (it answers ENOENT to
+        everything then), this raises that NoEntryError rather than saying
+        False.
+        """
+        return self._run(commands.exists(path, self._in_transaction))
 
     def get_perms(self, path: PathLike) -> ReplyFuture[List[bytes]]:
         """The permissions of ``path``, owner first: ``[b"n0", b"r5"]``."""
@@ -529,8 +544,8 @@ class AsyncClient(_Operations):
         try:
             if self._uses_xenbus():
                 path = self.xen_bus_path or default_xenbus_path()
-                flags = os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-                fd = os.open(path, flags)
+                # Raises ConnectionError itself (and refuses a regular file).
+                fd = open_xenbus_device(path, os.O_NONBLOCK)
                 try:
                     self._transport = _DeviceTransport(self, loop, fd)
                 except BaseException:
@@ -985,17 +1000,28 @@ class AsyncTransaction(_Operations):
     """One transaction: the client's data operations, inside it.
 
     Made by :meth:`AsyncClient.transaction`. Operations on a transaction
-    that has not started or has ended raise PyXSError.
+    that has not started or has ended raise PyXSError; on one that was lost
+    with its connection (the client closed or lost it, and may have
+    connected again), ConnectionError.
     """
+
+    _in_transaction = True
 
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
         #: The server's id of the transaction (0 until it started).
         self.tx_id = 0
         self._ended = False
+        #: The client's transport (its connection) when START was sent.
+        self._session: object = None
 
     def __repr__(self) -> str:
-        state = "ended" if self._ended else "open" if self.tx_id else "not started"
+        if self._ended:
+            state = "ended"
+        elif not self.tx_id:
+            state = "not started"
+        else:
+            state = "open" if self._session is self.client._transport else "lost"
         return f"AsyncTransaction({self.tx_id}, {state})"
 
     def __await__(self) -> Generator[Any, None, AsyncTransaction]:
@@ -1006,6 +1032,9 @@ class AsyncTransaction(_Operations):
         if self.tx_id or self._ended:
             raise PyXSError("the transaction was started already")
         client = self.client
+        # Transaction ids are numbered per connection: the id is only
+        # meaningful on the connection it came from.
+        self._session = client._transport
         future = client._call(commands.transaction_start(), 0, self._abort_late)
         try:
             self.tx_id = await future
@@ -1016,20 +1045,28 @@ class AsyncTransaction(_Operations):
 
     def _abort_late(self, tx_id: int) -> None:
         # START was cancelled after it was sent: end what it turns out to have started.
-        self.client._send_nowait(commands.transaction_end(False), tx_id)
+        if self._session is self.client._transport:
+            self.client._send_nowait(commands.transaction_end(False), tx_id)
 
     def _not_open(self) -> PyXSError:
         if self._ended:
             return PyXSError("the transaction has ended")
+        if self.tx_id:
+            # After a reconnect the old id may name a transaction of the new
+            # connection: nothing of this one may be sent there.
+            return ConnectionError(
+                f"transaction {self.tx_id} was lost with its connection; "
+                "end it (rollback) and start again"
+            )
         return PyXSError("the transaction has not started")
 
     def _call(self, command: Command[T]) -> ReplyFuture[T]:
-        if self._ended or not self.tx_id:
+        if self._ended or self._session is not self.client._transport or not self.tx_id:
             return self._failed(self._not_open())
         return self.client._call(command, self.tx_id)
 
     def _run(self, procedure: Procedure[T]) -> ReplyFuture[T]:
-        if self._ended or not self.tx_id:
+        if self._ended or self._session is not self.client._transport or not self.tx_id:
             procedure.close()
             return self._failed(self._not_open())
         return self.client._run(procedure, self.tx_id)
@@ -1038,8 +1075,11 @@ class AsyncTransaction(_Operations):
         return self.client._failed(error)
 
     def _end(self, commit: bool) -> ReplyFuture[None]:
-        if self._ended or not self.tx_id:
-            return self._failed(self._not_open())
+        if self._ended or self._session is not self.client._transport or not self.tx_id:
+            error = self._not_open()
+            if self.tx_id:
+                self._ended = True  # a lost one is over too
+            return self._failed(error)
         self._ended = True
         return self.client._call(commands.transaction_end(commit), self.tx_id)
 
@@ -1067,9 +1107,11 @@ class AsyncTransaction(_Operations):
             await self._end(True)  # a conflict raises TransactionConflictError
         else:
             # Sent now, not waited for: safe even in a cancelled task, and
-            # the server handles it before anything sent later.
+            # the server handles it before anything sent later. Not for a
+            # transaction lost with its connection: its id may be another's.
             self._ended = True
-            self.client._send_nowait(commands.transaction_end(False), self.tx_id)
+            if self._session is self.client._transport:
+                self.client._send_nowait(commands.transaction_end(False), self.tx_id)
 
 
 # -- watches -----------------------------------------------------------------
@@ -1201,17 +1243,10 @@ class AsyncMonitor:
         self._wake()
 
     def _is_watched(self, event: WatchEvent) -> bool:
-        # The sync Monitor's rule: the event's path is a watched path, or
-        # below one, for the event's token.
+        # The sync Monitor's rule (paths.watch_matches), for the event's token.
         path, token = event
         for wpath, wtoken in self.unwatch_queue:
-            if wtoken != token:
-                continue
-            if path == wpath or wpath == b"/":
-                return True
-            if path.startswith(wpath) and path[len(wpath) : len(wpath) + 1] == b"/":
-                return True
-            if wpath[:1] == b"@" and wpath.startswith(path + b"/"):
+            if wtoken == token and watch_matches(wpath, path):
                 return True
         return False
 

@@ -94,7 +94,14 @@ from .exceptions import (
     TransactionConflictError,
     XenStoreError,
 )
-from .paths import PathLike, Permission, check_ascii, validate_path, validate_watch_path
+from .paths import (
+    PathLike,
+    Permission,
+    check_ascii,
+    validate_path,
+    validate_watch_path,
+    watch_matches,
+)
 from .protocol import ClientProtocol, Packet, WatchEvent
 
 __all__ = ["Client", "Event", "Monitor", "RequestTimeout", "Router"]
@@ -1179,14 +1186,7 @@ class Monitor:
     def _is_watched(self, event: WatchEvent) -> bool:
         path, token = event
         for wpath, wtoken in self.unwatch_queue:
-            if wtoken != token:
-                continue
-            if path == wpath or wpath == b"/":
-                return True
-            if path.startswith(wpath) and path[len(wpath) : len(wpath) + 1] == b"/":
-                return True
-            # Special paths: @releaseDomain also matches @releaseDomain/<domid>.
-            if wpath[:1] == b"@" and wpath.startswith(path + b"/"):
+            if wtoken == token and watch_matches(wpath, path):
                 return True
         return False
 

@@ -30,6 +30,7 @@ __all__ = [
     "validate_path",
     "validate_perms",
     "validate_watch_path",
+    "watch_matches",
 ]
 
 PathLike = Union[bytes, str]
@@ -109,6 +110,29 @@ def _check_shape(path: bytes) -> bytes:
     if path[-1:] == b"/" and path != b"/":
         raise InvalidPath(f"{path!r}: trailing '/'")
     return path
+
+
+def watch_matches(watched_path: bytes, event_path: bytes) -> bool:
+    """Whether an event for ``event_path`` belongs to a watch on
+    ``watched_path``: the rule by which the clients' monitors keep the
+    events of the paths they watch (the caller compares the tokens).
+
+    It does when ``event_path`` is ``watched_path``, or lies below it at a
+    ``/`` boundary (a watch on ``/a`` covers ``/a/b``, not ``/ab``); a watch
+    on ``/`` covers every event; and a watch on a domain-specific special
+    path, such as ``@releaseDomain/5``, covers the events of its special
+    name (``@releaseDomain``). Relative paths compare as they are (the
+    server reports a relative watch's events relative too).
+
+    >>> watch_matches(b"/a", b"/a/b"), watch_matches(b"/a", b"/ab")
+    (True, False)
+    """
+    if event_path == watched_path or watched_path == b"/":
+        return True
+    size = len(watched_path)
+    if event_path.startswith(watched_path) and event_path[size : size + 1] == b"/":
+        return True
+    return watched_path[:1] == b"@" and watched_path.startswith(event_path + b"/")
 
 
 def check_ascii(value: PathLike, what: str = "argument") -> bytes:

@@ -224,6 +224,118 @@ def test_transactions(xs_server, unique_path) -> None:
     run(main)
 
 
+def test_exists_in_a_transaction_the_server_dropped(xs_server, unique_path) -> None:
+    # The server answers ENOENT to everything in a transaction it no longer
+    # knows: exists() must not read that as "missing" (as the sync client).
+    async def main() -> None:
+        async with AsyncClient(xs_server.socket_path) as c:
+            await c.write(unique_path + b"/here", b"")
+            t = await c.transaction()
+            assert await t.exists(unique_path + b"/here")
+            assert not await t.exists(unique_path + b"/missing")  # alive: really missing
+            await c.reset_watches()  # drops every transaction of the connection
+            with pytest.raises(NoEntryError):
+                await t.exists(unique_path + b"/missing")
+            with pytest.raises(NoEntryError):
+                await t.exists(unique_path + b"/here")
+            with pytest.raises(NoEntryError):
+                await t.rollback()
+            assert await c.exists(unique_path + b"/here")  # outside: plain answers
+            assert not await c.exists(unique_path + b"/missing")
+            await settle(c)
+
+    run(main)
+
+
+def test_exists_in_a_guest_transaction(xs_server, unique_path, unique_domid) -> None:
+    # A guest cannot read "/" (the check of an ENOENT): missing is still missing.
+    async def main() -> None:
+        home = b"/local/domain/%d" % unique_domid
+        guest_socket = xs_server.introduce_guest(unique_domid)
+        async with AsyncClient(xs_server.socket_path) as c:
+            await c.mkdir(home)
+            await c.set_perms(home, [b"b%d" % unique_domid])
+            async with AsyncClient(guest_socket) as guest:
+                await guest.write(b"data/x", b"1")
+                async with guest.transaction() as t:
+                    assert await t.exists(b"data/x")
+                    assert not await t.exists(b"data/nothing")
+                assert await guest.read(b"data/x") == b"1"
+            await c.delete(home)
+
+    run(main)
+
+
+def test_transaction_lost_with_its_connection(xs_server, unique_path) -> None:
+    # Transaction ids are numbered per connection: after a reconnect the old
+    # id names a new transaction of the new connection. Calls in the lost
+    # one must fail, not land in that one (or outside any).
+    async def main() -> None:
+        node = unique_path + b"/n"
+        c = AsyncClient(xs_server.socket_path)
+
+        async def lost_and_other() -> tuple[AsyncTransaction, AsyncTransaction]:
+            await c.close()
+            await c.connect()
+            lost = await c.transaction()
+            await c.close()
+            with pytest.raises(ConnectionError, match="lost with its connection"):
+                await lost.read(node)
+            await c.connect()
+            other = await c.transaction()
+            assert other.tx_id == lost.tx_id  # the hazard is real on this server
+            return lost, other
+
+        await c.connect()
+        await c.write(node, b"0")
+        t, other = await lost_and_other()
+        assert "lost" in repr(t)
+        for call in (
+            lambda: t.write(unique_path + b"/stale", b"x"),
+            lambda: t.read(node),
+            lambda: t.read(node, b"default"),
+            lambda: t.exists(node),
+            lambda: t.list(unique_path),
+            lambda: t.mkdir(unique_path + b"/stale"),
+            lambda: t.delete(node),
+            lambda: t.set_perms(node, [b"n0", b"r3"]),
+            lambda: t.execute(commands.read(node)),
+        ):
+            with pytest.raises(ConnectionError, match="lost with its connection"):
+                await call()
+        with pytest.raises(ConnectionError, match="lost with its connection"):
+            await t.rollback()
+        with pytest.raises(PyXSError, match="ended"):
+            await t.commit()
+        await other.write(node, b"other")
+        assert await other.commit()
+        assert await c.list(unique_path) == [b"n"]  # nothing of the stale calls landed
+        assert await c.read(node) == b"other"
+
+        # An error in an ``async with`` block sends no abort: it would abort `other`.
+        lost, other = await lost_and_other()
+        with pytest.raises(RuntimeError):
+            async with lost:
+                raise RuntimeError("boom")
+        await other.write(unique_path + b"/two", b"")
+        assert await other.commit()
+
+        # A normal exit raises: its commit would commit `other`.
+        lost, other = await lost_and_other()
+        with pytest.raises(ConnectionError, match="lost with its connection"):
+            async with lost:
+                pass
+        await other.write(unique_path + b"/three", b"")
+        assert await other.commit()
+
+        assert await c.list(unique_path) == [b"n", b"two", b"three"]
+        assert await c.transact(lambda t: t.exists(node))  # a new one is fine
+        await settle(c)
+        await c.close()
+
+    run(main)
+
+
 def test_transact_retries_on_conflict(xs_server, unique_path) -> None:
     async def main() -> None:
         node = unique_path + b"/counter"

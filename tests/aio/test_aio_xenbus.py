@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from typing import Any
 
 import pytest
@@ -19,6 +20,32 @@ import pyxs.aio
 from pyxs.aio import AsyncClient
 from pyxs.exceptions import ConnectionError, NoEntryError
 from pyxs.protocol import HEADER, HEADER_SIZE, Op
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo", "directory"])
+def test_refuses_what_is_not_a_device(tmp_path, kind) -> None:
+    # pyxs.connection.open_xenbus_device's rule, as the sync client: a file
+    # left at the device's path must not be written into (a FIFO would be).
+    path = tmp_path / "xenbus"
+    if kind == "file":
+        path.write_bytes(b"keep me")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    reason = "not a character device" if kind != "directory" else "Is a directory"
+
+    async def main() -> None:
+        before = set(os.listdir("/proc/self/fd"))
+        c = AsyncClient(xen_bus_path=str(path))
+        with pytest.raises(ConnectionError, match=re.escape(repr(str(path))) + ".*" + reason):
+            await c.connect()
+        assert not c.connected
+        assert set(os.listdir("/proc/self/fd")) == before  # nothing left open
+
+    run(main)
+    if kind == "file":
+        assert path.read_bytes() == b"keep me"
 
 
 def test_operations_over_the_device(xs_server, unique_path) -> None:
@@ -71,7 +98,7 @@ def test_watch_answered_by_the_kernel(xs_server, unique_path) -> None:
 
 
 class _WriteLog:
-    """Stands in for ``os`` in pyxs.aio and records the device writes."""
+    """Stands in for ``os`` in pyxs.aio and records the writes to ``fd``."""
 
     def __init__(self) -> None:
         self.fd = -1
@@ -80,10 +107,6 @@ class _WriteLog:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(os, name)
-
-    def open(self, *args: Any) -> int:
-        self.fd = os.open(*args)
-        return self.fd
 
     def write(self, fd: int, data: bytes) -> int:
         written = os.write(fd, data)
@@ -102,6 +125,7 @@ def test_1000_pipelined_reads_whole_message_writes(xs_server, unique_path, monke
             PtyBridge(xs_server.socket_path) as bridge,
             AsyncClient(xen_bus_path=bridge.device_path) as c,
         ):
+            log.fd = c._transport._fd  # the device (connecting wrote nothing)
             values = [b"%d-%s" % (i, b"v" * 200) for i in range(1000)]
             await asyncio.gather(
                 *(c.write(unique_path + b"/%d" % i, v) for i, v in enumerate(values))
