@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["SUBCOMMANDS", "build_parser", "cmd_run", "cmd_serve", "main"]
+__all__ = ["SUBCOMMANDS", "build_parser", "cmd_run", "cmd_serve", "console_main", "main"]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -181,5 +181,29 @@ def main(argv: list[str] | None = None) -> int:
     return func(args)
 
 
+def console_main() -> None:
+    """The ``pyxs`` console script (and ``python -m pyxs``): :func:`main`,
+    then a quick exit.
+
+    Once the command has returned and its output is flushed, the process
+    ends with :func:`os._exit`. The interpreter's orderly shutdown (freeing
+    every object one by one, a last garbage collection, tearing down every
+    module) would add about 6 ms to ``pyxs ls`` of a 10,000-node tree, for
+    a process that is going away. pyxs registers no ``atexit`` handlers; if
+    any other thread is still running, or flushing fails, the exit is the
+    ordinary one. In-process callers use :func:`main`.
+    """
+    status = main()
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        sys.exit(status)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(status)
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -645,3 +645,26 @@ def test_request_too_big(xs_server: Any, base: str) -> None:
     c = real_tool("xenstore-write", [f"{base}/big", big], s)
     assert (c.rc, c.stderr) == (1, f"xenstore-write: could not write path {base}/big\n".encode())
     assert pyxs(["exists", f"{base}/ok"], s).rc == 1  # one transaction: nothing written
+
+
+def test_large_ls_output_is_whole_through_a_pipe(xs_server: Any, base: str) -> None:
+    """More than one 64 KiB chunk of ``ls`` output, unbuffered or not, all
+    of it delivered before the console script's quick exit; the same lines
+    as the real xenstore-ls."""
+    from pyxs import Client
+
+    value = b"v" * 40
+    with Client(unix_socket_path=xs_server.socket_path) as c:
+        for i in range(20):
+            for j in range(100):
+                c.write(f"{base}/big/d{i}/n{j}".encode(), value)
+    expected = real_tool("xenstore-ls", [f"{base}/big"], xs_server.socket_path)
+    assert expected.rc == 0 and len(expected.stdout) > 64 * 1024
+    for env in ({}, {"PYTHONUNBUFFERED": "1"}):
+        result = pyxs(["ls", f"{base}/big"], xs_server.socket_path, env=env)
+        assert (result.rc, result.stderr) == (0, b"")
+        assert result.stdout == expected.stdout
+    via_module = pyxs(
+        ["ls", f"{base}/big"], xs_server.socket_path, command=[sys.executable, "-m", "pyxs"]
+    )
+    assert (via_module.rc, via_module.stdout) == (0, expected.stdout)

@@ -300,5 +300,7 @@ def _walk(
             pump()
         top[1] = index + 1
         yield child
-        stack.append([child, 0])
+        if child.children or child.children is None or child.children_error is not None:
+            stack.append([child, 0])
+        # else: a leaf, the common case, with nothing more to do
     session.drain()
