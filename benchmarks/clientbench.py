@@ -31,6 +31,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from harness import process_cpu  # stdlib only, beside this file
+
 # Nodes that run.py creates before the client benchmarks run.
 READ_PATH = b"/bench/client/r"
 READ_VALUE = b"0123456789abcdef"
@@ -174,18 +176,6 @@ def client_threads(
         assert c.read(READ_PATH) == READ_VALUE
         read = c.read
         return run_threads(lambda: read(READ_PATH), seconds, threads, batch, READ_VALUE, server_pid)
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds used so far by every live thread of ``pid`` (schedstat, ns)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except OSError:
-            pass  # a thread that just exited
-    return total / 1e9
 
 
 def own_cpu() -> float:
