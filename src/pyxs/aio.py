@@ -356,6 +356,15 @@ class _Operations:
     def _failed(self, error: Exception) -> ReplyFuture[Any]:
         raise NotImplementedError
 
+    def _op(self, make: Callable[[], Command[T]]) -> ReplyFuture[T]:
+        """Send the command ``make()`` builds; an error building it (a bad
+        path, say) is raised where the call is awaited, as from a coroutine."""
+        try:
+            command = make()
+        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
+            return self._failed(exc)
+        return self._call(command)
+
     def execute(self, operation: Operation[T]) -> ReplyFuture[T]:
         """Run a :mod:`pyxs.commands` command or procedure.
 
@@ -385,27 +394,15 @@ class _Operations:
 
     def write(self, path: PathLike, value: bytes) -> ReplyFuture[None]:
         """Set the value at ``path``, creating it and missing parents."""
-        try:
-            command = commands.write(path, value)
-        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
-            return self._failed(exc)
-        return self._call(command)
+        return self._op(lambda: commands.write(path, value))
 
     def mkdir(self, path: PathLike) -> ReplyFuture[None]:
         """Make sure ``path`` exists; an existing node keeps its value."""
-        try:
-            command = commands.mkdir(path)
-        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
-            return self._failed(exc)
-        return self._call(command)
+        return self._op(lambda: commands.mkdir(path))
 
     def delete(self, path: PathLike) -> ReplyFuture[None]:
         """Remove ``path`` and its subtree (fine if missing, not if its parent is)."""
-        try:
-            command = commands.rm(path)
-        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
-            return self._failed(exc)
-        return self._call(command)
+        return self._op(lambda: commands.rm(path))
 
     def list(self, path: PathLike) -> ReplyFuture[List[bytes]]:
         """Child names of ``path`` in creation order (any number of them)."""
@@ -422,21 +419,13 @@ class _Operations:
 
     def get_perms(self, path: PathLike) -> ReplyFuture[List[bytes]]:
         """The permissions of ``path``, owner first: ``[b"n0", b"r5"]``."""
-        try:
-            command = commands.get_perms(path)
-        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
-            return self._failed(exc)
-        return self._call(command)
+        return self._op(lambda: commands.get_perms(path))
 
     def set_perms(
         self, path: PathLike, perms: Iterable[PathLike | Permission]
     ) -> ReplyFuture[None]:
         """Replace the permissions of ``path``; the first entry names the owner."""
-        try:
-            command = commands.set_perms(path, perms)
-        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
-            return self._failed(exc)
-        return self._call(command)
+        return self._op(lambda: commands.set_perms(path, perms))
 
     async def walk(
         self, top: PathLike, topdown: bool = True
@@ -883,13 +872,6 @@ class AsyncClient(_Operations):
             raise
 
     # -- the rest of XenStore ----------------------------------------------
-
-    def _op(self, make: Callable[[], Command[T]]) -> ReplyFuture[T]:
-        try:
-            command = make()
-        except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
-            return self._failed(exc)
-        return self._call(command)
 
     def get_domain_path(self, domid: int | str | bytes) -> ReplyFuture[bytes]:
         """The home path of a domain, ``b"/local/domain/<domid>"``."""
