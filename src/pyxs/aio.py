@@ -1017,12 +1017,7 @@ class AsyncTransaction(_Operations):
         # Transaction ids are numbered per connection: the id is only
         # meaningful on the connection it came from.
         self._session = client._transport
-        future = client._call(commands.transaction_start(), 0, self._abort_late)
-        try:
-            self.tx_id = await future
-        except asyncio.CancelledError:
-            client._undo(future)
-            raise
+        self.tx_id = await client._call_undoable(commands.transaction_start(), 0, self._abort_late)
         return self
 
     def _abort_late(self, tx_id: int) -> None:
@@ -1042,13 +1037,17 @@ class AsyncTransaction(_Operations):
             )
         return PyXSError("the transaction has not started")
 
+    def _is_open(self) -> bool:
+        """Started, not ended, and on the client's current connection."""
+        return bool(self.tx_id) and not self._ended and self._session is self.client._transport
+
     def _call(self, command: Command[T]) -> ReplyFuture[T]:
-        if self._ended or self._session is not self.client._transport or not self.tx_id:
+        if not self._is_open():
             return self._failed(self._not_open())
         return self.client._call(command, self.tx_id)
 
     def _run(self, procedure: Procedure[T]) -> ReplyFuture[T]:
-        if self._ended or self._session is not self.client._transport or not self.tx_id:
+        if not self._is_open():
             procedure.close()
             return self._failed(self._not_open())
         return self.client._run(procedure, self.tx_id)
@@ -1057,7 +1056,7 @@ class AsyncTransaction(_Operations):
         return self.client._failed(error)
 
     def _end(self, commit: bool) -> ReplyFuture[None]:
-        if self._ended or self._session is not self.client._transport or not self.tx_id:
+        if not self._is_open():
             error = self._not_open()
             if self.tx_id:
                 self._ended = True  # a lost one is over too

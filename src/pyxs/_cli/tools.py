@@ -337,14 +337,19 @@ def cmd_ls(ctx: Context, ns: Any) -> int:
     max_width, desired = _ls_widths(ns.flat, ctx.stdout_fd)
     full, show_perms = bool(ns.flat), bool(ns.prefix)
     pending: list[bytes] = []
+
+    def write_pending() -> None:
+        out.write(b"".join(pending))
+        pending.clear()
+
     size = 0
     try:
         for path in paths:
             try:
                 for node in walk(session, path, perms=show_perms):
                     if show_perms and node.perms is None:
-                        out.write(b"".join(pending))
-                        pending, size = [], 0
+                        write_pending()
+                        size = 0
                         out.flush()
                         ctx.warn(
                             f"\ncould not access permissions for {ctx.show(node.name)}",
@@ -354,15 +359,14 @@ def cmd_ls(ctx: Context, ns: Any) -> int:
                     pending.append(line)
                     size += len(line)
                     if size >= _LS_CHUNK:
-                        out.write(b"".join(pending))
-                        pending, size = [], 0
+                        write_pending()
+                        size = 0
             except (ListFailed, PyXSError) as exc:
-                out.write(b"".join(pending))
-                pending = []
+                write_pending()
                 return _list_failed(ctx, path, exc)
     finally:
         if pending:
-            out.write(b"".join(pending))
+            write_pending()
     return 0
 
 
