@@ -127,6 +127,25 @@ def unique_path() -> bytes:
     return b"/test/" + uuid.uuid4().hex[:12].encode()
 
 
+#: What may lie at a XenBus device's path without being one (make_non_device).
+NON_DEVICES = ["file", "empty file", "fifo", "directory"]
+
+
+def make_non_device(path: Path, kind: str) -> None:
+    """Put at ``path`` a ``kind`` of :data:`NON_DEVICES`; a "file" holds
+    ``b"keep me"``, so that a test can see nothing was written into it."""
+    if kind == "file":
+        path.write_bytes(b"keep me")
+    elif kind == "empty file":
+        path.write_bytes(b"")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        raise ValueError(kind)
+
+
 # -- one test, both servers (see the module docstring) ------------------------
 
 _unique_domids = iter(range(100, 0x7FF0))

@@ -151,6 +151,18 @@ def test_concurrent_connects_share_one_connection(xs_server) -> None:
     run(main)
 
 
+async def _client_of_a_bare_socket(path: str) -> tuple[AsyncClient, socket.socket]:
+    """An AsyncClient connected to a plain listening socket, and the
+    accepted end (the listener itself is closed)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen()
+        c = AsyncClient(path)
+        await c.connect()
+        peer, _ = listener.accept()
+    return c, peer
+
+
 def test_calls_after_a_socket_error_fail_without_writing(tmp_path, caplog) -> None:
     # The daemon's end is gone before the client notices: its first send
     # fails (EPIPE) and the transport is closing, but connection_lost comes
@@ -160,14 +172,8 @@ def test_calls_after_a_socket_error_fail_without_writing(tmp_path, caplog) -> No
     caplog.set_level(logging.WARNING, logger="asyncio")
 
     async def main() -> None:
-        path = str(tmp_path / "gone")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-            listener.bind(path)
-            listener.listen()
-            c = AsyncClient(path)
-            await c.connect()
-            peer, _ = listener.accept()
-            peer.close()
+        c, peer = await _client_of_a_bare_socket(str(tmp_path / "gone"))
+        peer.close()
         first = c.read(b"/a")  # sent alone, at once: the send fails
         assert first.done()
         calls = [c.read(b"/a") for _ in range(50)]
@@ -194,16 +200,10 @@ def test_batched_write_to_a_failed_socket(tmp_path, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="asyncio")
 
     async def main() -> None:
-        path = str(tmp_path / "gone")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-            listener.bind(path)
-            listener.listen()
-            c = AsyncClient(path)
-            await c.connect()
-            peer, _ = listener.accept()
-            first = c.read(b"/a")  # sent: the peer is still there, and never answers
-            await asyncio.sleep(0)
-            peer.close()
+        c, peer = await _client_of_a_bare_socket(str(tmp_path / "gone"))
+        first = c.read(b"/a")  # sent: the peer is still there, and never answers
+        await asyncio.sleep(0)
+        peer.close()
         queued = [c.read(b"/a") for _ in range(100)]  # queued for the next turn
         assert not any(call.done() for call in queued)
         results = await asyncio.gather(first, *queued, return_exceptions=True)

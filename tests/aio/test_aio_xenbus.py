@@ -17,6 +17,7 @@ import pytest
 from aio_support import PtyBridge, Tap, run, settle
 
 import pyxs.aio
+from conftest import make_non_device
 from pyxs.aio import AsyncClient
 from pyxs.exceptions import ConnectionError, NoEntryError
 from pyxs.protocol import HEADER, HEADER_SIZE, Op
@@ -27,12 +28,7 @@ def test_refuses_what_is_not_a_device(tmp_path, kind) -> None:
     # pyxs.connection.open_xenbus_device's rule, as the sync client: a file
     # left at the device's path must not be written into (a FIFO would be).
     path = tmp_path / "xenbus"
-    if kind == "file":
-        path.write_bytes(b"keep me")
-    elif kind == "fifo":
-        os.mkfifo(path)
-    else:
-        path.mkdir()
+    make_non_device(path, kind)
     reason = "not a character device" if kind != "directory" else "Is a directory"
 
     async def main() -> None:

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 import pyxs
+from conftest import NON_DEVICES, make_non_device
 from pyxs import connection
 from pyxs.connection import (
     UnixSocketConnection,
@@ -141,17 +142,10 @@ def _open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.parametrize("kind", ["file", "empty file", "fifo", "directory"])
+@pytest.mark.parametrize("kind", NON_DEVICES)
 def test_xenbus_refuses_what_is_not_a_device(tmp_path, kind) -> None:
     path = tmp_path / "xenbus"
-    if kind == "file":
-        path.write_bytes(b"keep me")
-    elif kind == "empty file":
-        path.write_bytes(b"")
-    elif kind == "fifo":
-        os.mkfifo(path)
-    else:
-        path.mkdir()
+    make_non_device(path, kind)
     before = _open_fds()
     conn = XenBusConnection(str(path))
     with pytest.raises(pyxs.ConnectionError, match=re.escape(repr(str(path)))):
