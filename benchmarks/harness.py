@@ -2,8 +2,9 @@
 
 Peers are set up here, on first use, and cached outside the repository:
 
-- the real xenstored and libxenstore come from ``../shared/realxs`` (its
-  ``fetch-debs.sh`` caches the Debian packages under ``~/.cache/realxs``);
+- the real xenstored and libxenstore come from the test suite's harness,
+  ``tests/realxs.py`` (it caches the Debian packages under
+  ``~/.cache/pyxs/realxs``);
 - pyxs 0.4.1 from PyPI goes into its own virtualenv under
   ``~/.cache/pyxs-bench`` (``$PYXS_BENCH_CACHE``);
 - the embedded server is this project's ``python -m pyxs.server``.
@@ -15,6 +16,7 @@ JSON they print and takes medians of alternating rounds.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Sequence
 
 HERE = Path(__file__).resolve().parent
@@ -33,16 +36,11 @@ REPO = HERE.parent
 CACHE = Path(os.environ.get("PYXS_BENCH_CACHE", Path.home() / ".cache" / "pyxs-bench"))
 
 
-def find_realxs() -> Path:
-    """The shared/realxs directory (beside the repository's checkout)."""
-    for candidate in (
-        os.environ.get("REALXS_DIR"),
-        REPO.parent / "shared" / "realxs",
-        Path("/work/shared/realxs"),
-    ):
-        if candidate and (Path(candidate) / "start.sh").exists():
-            return Path(candidate)
-    raise Unavailable("shared/realxs (the real xenstored scripts) not found; set REALXS_DIR")
+def realxs() -> ModuleType:
+    """tests/realxs.py, the test suite's harness for the real xenstored."""
+    if str(REPO / "tests") not in sys.path:
+        sys.path.append(str(REPO / "tests"))
+    return importlib.import_module("realxs")
 
 
 class Unavailable(Exception):
@@ -178,7 +176,7 @@ class Server:
 
 
 class RealXenstored(Server):
-    """The real C xenstored 4.17 via shared/realxs/start.sh.
+    """The real C xenstored 4.17, started by tests/realxs.py.
 
     Started without ``-V``: the verbose log writes a line per message and is
     not how the daemon runs in production.
@@ -188,37 +186,25 @@ class RealXenstored(Server):
     label = "real xenstored"
 
     def __init__(self) -> None:
-        self.realxs = find_realxs()
-        self.rundir = ""
+        self.daemon: Any = None  # a realxs.RealXenstored
 
     def start(self, cpu: int) -> RealXenstored:
-        self.rundir = tempfile.mkdtemp(prefix="pxb-", dir="/tmp")
-        env = base_env()
-        env["REALXS_VERBOSE"] = "0"
-        proc = subprocess.run(
-            [str(self.realxs / "start.sh"), self.rundir],
-            capture_output=True,
-            env=env,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise BenchError("start.sh failed: " + proc.stderr.decode(errors="replace")[-300:])
-        info = dict(line.split("=", 1) for line in proc.stdout.decode().splitlines() if "=" in line)
-        self.socket_path = info["SOCKET"]
-        self.pid = int(info["PID"])
+        harness = realxs()
+        try:
+            self.daemon = harness.start_real_xenstored(verbose=False, cpu=cpu)
+        except harness.Unavailable as exc:
+            raise Unavailable(str(exc)) from None
+        except RuntimeError as exc:
+            raise BenchError(str(exc)[-300:]) from None
+        self.socket_path = self.daemon.socket_path
+        self.pid = self.daemon.pid
         pin(self.pid, cpu)
         return self
 
     def stop(self) -> None:
-        if self.rundir:
-            subprocess.run(
-                [str(self.realxs / "stop.sh"), self.rundir],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-            )
-            shutil.rmtree(self.rundir, ignore_errors=True)
-            self.rundir = ""
+        if self.daemon is not None:
+            self.daemon.stop()
+            self.daemon = None
 
 
 class EmbeddedServer(Server):
@@ -277,13 +263,11 @@ class EmbeddedServer(Server):
 
 def xen_root() -> Path:
     """The unpacked Xen 4.17 debs (libxenstore, xenstore-* tools)."""
-    script = find_realxs() / "fetch-debs.sh"
-    proc = subprocess.run([str(script)], capture_output=True)
-    if proc.returncode != 0:
-        raise Unavailable("fetch-debs.sh failed: " + proc.stderr.decode(errors="replace")[-300:])
-    root = Path(proc.stdout.decode().strip().splitlines()[-1])
-    if not (root / "usr/lib/x86_64-linux-gnu/libxenstore.so.4").exists():
-        raise Unavailable(f"no libxenstore.so.4 under {root}")
+    harness = realxs()
+    try:
+        root: Path = harness.realxs_root()
+    except harness.Unavailable as exc:
+        raise Unavailable(str(exc)) from None
     return root
 
 
@@ -333,9 +317,10 @@ def byte_compile_package(python: str, package: str = "pyxs") -> str:
 
     ``pip install`` writes ``__pycache__/*.pyc`` next to the modules; an
     editable install or a checkout has none until something imports it with
-    bytecode writing on. Returns the package directory; raises BenchError if
-    any module did not compile or its ``.pyc`` is not where the import system
-    looks for it.
+    bytecode writing on. Returns the package directory, relative to the
+    checkout when it is in it (results are committed: no machine's paths);
+    raises BenchError if any module did not compile or its ``.pyc`` is not
+    where the import system looks for it.
     """
     code = (
         "import compileall, importlib, importlib.util, os, sys\n"
@@ -353,7 +338,16 @@ def byte_compile_package(python: str, package: str = "pyxs") -> str:
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip()
         raise BenchError(f"could not byte-compile {package}: {err[-300:]}")
-    return proc.stdout.decode().strip().splitlines()[-1]
+    where = Path(proc.stdout.decode().strip().splitlines()[-1])
+    try:
+        return str(where.resolve().relative_to(REPO.resolve()))
+    except ValueError:  # installed elsewhere: the part from site-packages on
+        parts = where.parts
+        return (
+            str(Path(*parts[parts.index("site-packages") :]))
+            if "site-packages" in parts
+            else where.name
+        )
 
 
 def probe(code: str, timeout: float = 60) -> str | None:

@@ -20,7 +20,7 @@ A scenario fills one :class:`Figures`:
 ``hangs``
     calls or threads that did not finish in time;
 ``known``
-    hits of bugs already written up in /work/notes/reliability-findings.md
+    hits of bugs already written up in reliability/FINDINGS.md
     (F1, F2, ...), counted apart only when the caller asked to tolerate
     them (the short pytest runs do; ``run.py`` does not, unless told to).
 

@@ -226,7 +226,7 @@ def _sync_ops(c: pyxs.Client, path: bytes) -> List[Tuple[str, Callable[[], Any],
     ]
 
 
-#: bugs written up in /work/notes/reliability-findings.md: (id, matcher)
+#: bugs written up in reliability/FINDINGS.md: (id, matcher)
 KNOWN_BUGS: List[Tuple[str, Callable[[str, BaseException], bool]]] = [
     # (finding id, matcher): a failure a matcher recognises counts as a known
     # bug under --allow-known. Empty: F2 (an out-of-range TRANSACTION_START

@@ -11,9 +11,9 @@ connections act as that unprivileged domain) and ``close()``; the
   passed through, e.g. quotas);
 - :func:`killable` -> :class:`KillableServer`: a server in another process
   that can be SIGKILLed, SIGSTOPped, SIGCONTed and restarted on the same
-  socket path: ``python -m pyxs.server`` for "embedded", start.sh for "real".
+  socket path: ``python -m pyxs.server`` for "embedded", cxenstored for "real".
 
-The real daemon comes from tests/conftest.py (``start_real_xenstored``) and
+The real daemon comes from tests/realxs.py (``start_real_xenstored``) and
 tests/realxs_guest.py (guests over the shared ring); tests/ is put on
 ``sys.path`` for that.
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.util
 import os
 import select
 import shutil
@@ -65,28 +64,6 @@ def tests_module(name: str) -> ModuleType:
     """A helper module of tests/ (realxs_guest, servers) by its unique name."""
     _tests_on_path()
     return importlib.import_module(name)
-
-
-def root_conftest() -> ModuleType:
-    """tests/conftest.py, whatever ``conftest`` means in sys.modules now.
-
-    (Under pytest, another directory's conftest.py may have taken the
-    module name ``conftest``; load ours under a name of its own then.)
-    """
-    path = str(TESTS / "conftest.py")
-    mod = sys.modules.get("conftest")
-    if mod is not None and getattr(mod, "__file__", None) == path:
-        return mod
-    mod = sys.modules.get("_pyxs_root_conftest")
-    if mod is not None:
-        return mod
-    _tests_on_path()
-    spec = importlib.util.spec_from_file_location("_pyxs_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["_pyxs_root_conftest"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def unique_base(prefix: str = "rel") -> bytes:
@@ -147,19 +124,17 @@ class RealServer:
     name = "real"
 
     def __init__(self, *options: str) -> None:
-        conftest = root_conftest()
-        self.daemon = conftest.start_real_xenstored(*options)
+        self.daemon = tests_module("realxs").start_real_xenstored(*options)
         self.socket_path: str = self.daemon.socket_path
-        self._stop = conftest.stop_real_xenstored
 
     def introduce_guest(self, domid: int) -> str:
         return str(self.daemon.introduce_guest(domid))
 
     def alive(self) -> bool:
-        return _pid_alive(self.daemon.pid)
+        return bool(self.daemon.alive())
 
     def close(self) -> None:
-        self._stop(self.daemon)
+        self.daemon.stop()
 
 
 @contextlib.contextmanager
@@ -197,6 +172,7 @@ class KillableServer:
         self.socket_path = os.path.join(self.rundir, "socket")
         self.pid = 0
         self._proc: subprocess.Popen[str] | None = None
+        self._daemon: Any = None  # a realxs.RealXenstored
         self._guests: Any = None
         self.start()
 
@@ -227,17 +203,9 @@ class KillableServer:
             self._proc = proc
             self.pid = proc.pid
         else:
-            realxs = Path(root_conftest().REALXS)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.rundir, "xenstored.pid"))
-            out = subprocess.run(
-                [str(realxs / "start.sh"), self.rundir],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-            self.pid = int(values["PID"])
+            realxs = tests_module("realxs")
+            self._daemon = realxs.start_real_xenstored(rundir=self.rundir)
+            self.pid = self._daemon.pid
             self._guests = None
 
     def signal(self, sig: int) -> None:
@@ -260,8 +228,9 @@ class KillableServer:
             if self._proc.stdout is not None:
                 self._proc.stdout.close()
             self._proc = None
-        else:
-            wait_until(lambda: not _pid_alive(self.pid), 5)
+        if self._daemon is not None:
+            self._daemon.proc.wait()
+            self._daemon = None
 
     def restart(self) -> None:
         self.kill()

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real xenstored (../shared/realxs) and per-test paths.
+"""Shared fixtures: the real xenstored (tests/realxs.py) and per-test paths.
 
 The real daemon is started once per session; tests isolate themselves by
 working under their own ``unique_path``.
@@ -30,95 +30,28 @@ session daemon.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-from realxs_guest import guests_for, stop_daemon
+from realxs import RealXenstored, Unavailable, start_real_xenstored
 from servers import EmbeddedXsServer, RealXsServer, XsServer
 
-REPO = Path(__file__).resolve().parent.parent
-REALXS = Path(os.environ.get("PYXS_REALXS", REPO.parent / "shared" / "realxs"))
-
-
-@dataclass
-class RealXenstored:
-    """A running real C xenstored (cxenstored 4.17) from ../shared/realxs."""
-
-    rundir: Path
-    socket_path: str
-    pid: int
-    root: Path  # the unpacked Debian packages
-
-    @property
-    def lib_dir(self) -> Path:
-        return self.root / "usr" / "lib" / "x86_64-linux-gnu"
-
-    def tool(self, name: str) -> str:
-        """Path of a real xenstore-* tool (xenstore-control lives elsewhere)."""
-        for base in (self.root / "usr" / "bin", self.root / "usr" / "lib" / "xen-4.17" / "bin"):
-            if (base / name).exists():
-                return str(base / name)
-        raise FileNotFoundError(name)
-
-    def introduce_guest(self, domid: int) -> str:
-        """INTRODUCE ``domid``; a socket path whose connections act as that guest."""
-        return guests_for(self.rundir, self.socket_path).introduce(domid)
-
-    def set_domain_state(self, domid: int, state: str) -> None:
-        """running/shutdown/crashed/dying/gone via RUNDIR/domains + VIRQ_DOM_EXC."""
-        guests_for(self.rundir, self.socket_path).set_domain_state(domid, state)
-
-    def tool_env(self, socket_path: str | None = None) -> dict[str, str]:
-        """Environment for running a real libxenstore tool against a socket."""
-        env = dict(os.environ)
-        env["XENSTORED_PATH"] = socket_path or self.socket_path
-        env["LD_LIBRARY_PATH"] = str(self.lib_dir)
-        return env
-
-
-def realxs_root() -> Path:
-    """Fetch (once) and return the unpacked real xenstored packages."""
-    script = REALXS / "fetch-debs.sh"
-    if not script.exists():
-        raise RuntimeError(f"{script} is missing: ../shared/realxs must sit beside the clone")
-    out = subprocess.run([str(script)], check=True, capture_output=True, text=True).stdout
-    return Path(out.strip().splitlines()[-1])
-
-
-def start_real_xenstored(*options: str) -> RealXenstored:
-    """Start a real xenstored in a fresh short run directory."""
-    root = realxs_root()
-    rundir = Path(tempfile.mkdtemp(prefix="rxs", dir="/tmp"))
-    out = subprocess.run(
-        [str(REALXS / "start.sh"), str(rundir), *options],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return RealXenstored(rundir, values["SOCKET"], int(values["PID"]), root)
-
-
-def stop_real_xenstored(daemon: RealXenstored) -> None:
-    # stop.sh's way, without waiting seconds for init to reap the zombie
-    stop_daemon(daemon.rundir, daemon.pid)
+#: the ``real`` parameter of xs_server / fresh_xs_server: marked, so that
+#: ``-m "not realxs"`` leaves it out
+REAL = pytest.param("real", marks=pytest.mark.realxs)
 
 
 @pytest.fixture(scope="session")
 def real_xenstored() -> Iterator[RealXenstored]:
-    """One real xenstored for the whole session."""
+    """One real xenstored for the whole session (tests/realxs.py)."""
     daemon = start_real_xenstored()
     try:
         yield daemon
     finally:
-        stop_real_xenstored(daemon)
+        daemon.stop()
 
 
 @pytest.fixture
@@ -127,23 +60,22 @@ def unique_path() -> bytes:
     return b"/test/" + uuid.uuid4().hex[:12].encode()
 
 
-#: What may lie at a XenBus device's path without being one (make_non_device).
-NON_DEVICES = ["file", "empty file", "fifo", "directory"]
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that asks for the real daemon must say so (``-m "not realxs"``)."""
+    for item in items:
+        if "real_xenstored" in getattr(item, "fixturenames", ()) and not any(
+            item.iter_markers("realxs")
+        ):
+            raise pytest.UsageError(f"{item.nodeid} uses real_xenstored but is not marked realxs")
 
 
-def make_non_device(path: Path, kind: str) -> None:
-    """Put at ``path`` a ``kind`` of :data:`NON_DEVICES`; a "file" holds
-    ``b"keep me"``, so that a test can see nothing was written into it."""
-    if kind == "file":
-        path.write_bytes(b"keep me")
-    elif kind == "empty file":
-        path.write_bytes(b"")
-    elif kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "directory":
-        path.mkdir()
-    else:
-        raise ValueError(kind)
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    """When the real daemon cannot be had, say so in one line (no traceback)."""
+    outcome = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(Unavailable):
+        report = outcome.get_result()
+        report.longrepr = str(call.excinfo.value)
 
 
 # -- one test, both servers (see the module docstring) ------------------------
@@ -166,7 +98,7 @@ def _embedded_xs_server() -> Iterator[XsServer]:
         server.close()
 
 
-@pytest.fixture(params=["embedded", "real"])
+@pytest.fixture(params=["embedded", REAL])
 def xs_server(request: pytest.FixtureRequest) -> XsServer:
     """The session's embedded server, then the session's real xenstored."""
     if request.param == "embedded":
@@ -175,7 +107,7 @@ def xs_server(request: pytest.FixtureRequest) -> XsServer:
     return RealXsServer(request.getfixturevalue("real_xenstored"))
 
 
-@pytest.fixture(params=["embedded", "real"])
+@pytest.fixture(params=["embedded", REAL])
 def fresh_xs_server(request: pytest.FixtureRequest) -> Iterator[XsServer]:
     """A new embedded server, then a new real xenstored, for this test alone."""
     server: XsServer
@@ -183,7 +115,7 @@ def fresh_xs_server(request: pytest.FixtureRequest) -> Iterator[XsServer]:
         server = EmbeddedXsServer()
     else:
         daemon = start_real_xenstored()
-        server = RealXsServer(daemon, stop=lambda: stop_real_xenstored(daemon))
+        server = RealXsServer(daemon, stop=daemon.stop)
     try:
         yield server
     finally:

@@ -1,4 +1,4 @@
-"""Acting as an unprivileged guest domain on the REAL xenstored (../shared/realxs).
+"""Acting as an unprivileged guest domain on the REAL xenstored (tests/realxs.py).
 
 Theory of operation
 -------------------
@@ -19,7 +19,7 @@ we produce ``req`` (write bytes, then bump ``req_prod``) and consume ``rsp``
 (copy bytes, then bump ``rsp_cons``); the daemon does the opposite. On x86
 (TSO) plain stores in program order are enough for that hand-over.
 
-The realxs shim backs the page with the file ``RUNDIR/ring-<domid>``, created
+The shim (tests/realxs_shim.c) backs the page with the file ``RUNDIR/ring-<domid>``, created
 when ``INTRODUCE "<domid>\\0<mfn>\\0<port>\\0"`` makes the daemon "grant map" it,
 and writes the daemon's local event-channel port to ``RUNDIR/port-<domid>``.
 Writing that port (4 bytes, little-endian) into the FIFO ``RUNDIR/evtchn`` is
@@ -56,8 +56,6 @@ import errno
 import mmap
 import os
 import select
-import shutil
-import signal
 import socket
 import struct
 import threading
@@ -74,7 +72,6 @@ __all__ = [
     "dom0_request",
     "guests_for",
     "introduce_payload",
-    "stop_daemon",
 ]
 
 RING_SIZE = 1024
@@ -401,25 +398,3 @@ def close_guests(rundir: Path | str) -> None:
         guests = _REGISTRY.pop(str(rundir), None)
     if guests is not None:
         guests.close()
-
-
-def stop_daemon(rundir: Path | str, pid: int, timeout: float = 5.0) -> None:
-    """Stop a daemon started by realxs/start.sh (by its pid) and remove ``rundir``.
-
-    Like stop.sh, but done once the process has exited: stop.sh polls
-    ``kill -0``, which goes on succeeding while the exited daemon waits, as a
-    zombie, for init to reap it (seconds in some containers).
-    """
-    close_guests(rundir)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            break
-        if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
-            break
-        time.sleep(0.005)
-    shutil.rmtree(rundir, ignore_errors=True)

@@ -66,7 +66,7 @@ class EmbeddedXsServer:
 
 
 class RealXsServer:
-    """A real xenstored (a ``conftest.RealXenstored``), guests over its rings."""
+    """A real xenstored (a ``realxs.RealXenstored``), guests over its rings."""
 
     name = "real"
 

@@ -12,11 +12,11 @@ import struct
 import pytest
 from aio_support import run
 
-from conftest import start_real_xenstored, stop_real_xenstored
 from pyxs.aio import AsyncClient
 from pyxs.exceptions import ConnectionError, UnexpectedPacket
 from pyxs.protocol import Op, encode
 from pyxs.server import Server
+from realxs import start_real_xenstored, stop_real_xenstored
 
 
 def test_close_fails_pending_calls_promptly(xs_server, unique_path) -> None:

@@ -17,10 +17,10 @@ import pytest
 from aio_support import PtyBridge, Tap, run, settle
 
 import pyxs.aio
-from conftest import make_non_device
 from pyxs.aio import AsyncClient
 from pyxs.exceptions import ConnectionError, NoEntryError
 from pyxs.protocol import HEADER, HEADER_SIZE, Op
+from support import make_non_device
 
 
 @pytest.mark.parametrize("kind", ["file", "fifo", "directory"])

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from conftest import realxs_root
+from realxs import realxs_root
 
 
 def _pyxs_command() -> list[str]:
@@ -38,13 +38,19 @@ def tool_path(name: str) -> str:
     return str(_root() / "usr" / "bin" / name)
 
 
-def tool_env(socket: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """An environment for a client of ``socket`` (XENSTORED_PATH), libxenstore found."""
+def client_env(socket: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment for a client of ``socket`` (XENSTORED_PATH)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XENSTORED_")}
     if socket is not None:
         env["XENSTORED_PATH"] = socket
-    env["LD_LIBRARY_PATH"] = str(_root() / "usr" / "lib" / "x86_64-linux-gnu")
     env.update(extra or {})
+    return env
+
+
+def tool_env(socket: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """:func:`client_env` with libxenstore found: for the real xenstore-* tools."""
+    env = client_env(socket, extra)
+    env["LD_LIBRARY_PATH"] = str(_root() / "usr" / "lib" / "x86_64-linux-gnu")
     return env
 
 
@@ -74,7 +80,7 @@ def pyxs(
 ) -> Result:
     proc = subprocess.run(
         [*(command or PYXS), *args],
-        env=tool_env(socket, env),
+        env=client_env(socket, env),
         input=stdin,
         capture_output=True,
         timeout=30,
@@ -86,12 +92,14 @@ def run_both(
     tool: str, tool_args: list[str], pyxs_args: list[str], socket: str | None
 ) -> tuple[Result, Result]:
     """Run a real tool and pyxs at the same time (for commands that only read)."""
-    env = tool_env(socket)
     procs = [
         subprocess.Popen(
             argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
         )
-        for argv in ([tool_path(tool), *tool_args], [*PYXS, *pyxs_args])
+        for argv, env in (
+            ([tool_path(tool), *tool_args], tool_env(socket)),
+            ([*PYXS, *pyxs_args], client_env(socket)),
+        )
     ]
     results = []
     for proc in procs:

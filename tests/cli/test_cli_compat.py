@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from cli_support import PYXS, Result, pyxs, real_tool, run_both, tool_env, tool_path
 
+pytestmark = pytest.mark.realxs  # every case runs a real xenstore-* tool
+
 # Values for the escaping round trips: what xenstore-write unescapes (with
 # glibc's sscanf quirks) and what xenstore-read escapes.
 TRICKY_VALUES = [

@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import PYXS, Result, pyxs, real_tool, run_both, tool_env
+from cli_support import PYXS, Result, client_env, pyxs, real_tool, run_both
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import start_real_xenstored, stop_real_xenstored
 from pyxs._cli import COMMANDS, main
 from pyxs._cli.escape import sanitise, unsanitise
 from pyxs._cli.options import UsageError, parse
 from pyxs._cli.specs import SPECS
+from realxs import start_real_xenstored, stop_real_xenstored
 
 
 @pytest.fixture
@@ -118,6 +118,7 @@ def test_unsanitise_inverts_sanitise(value: bytes) -> None:
     assert unsanitise(escaped) == value
 
 
+@pytest.mark.realxs  # a real xenstore-* tool or daemon
 def test_every_byte_escapes_as_xenstore_read(xs_server: Any, base: str) -> None:
     s = xs_server.socket_path
     value = "".join(f"\\x{c:02x}" for c in range(256))
@@ -248,6 +249,7 @@ def _build_tree(s: str, top: str) -> None:
     ok(pyxs(["chmod", f"{top}", "r0"], s))
 
 
+@pytest.mark.realxs  # a real xenstore-* tool or daemon
 def test_dump_restore_round_trip(xs_server: Any, base: str, tmp_path: Path) -> None:
     s = xs_server.socket_path
     top = f"{base}/orig"
@@ -397,13 +399,15 @@ def test_progress_only_on_a_terminal(xs_server: Any, base: str) -> None:
     # stderr a pipe: no progress at all
     dump = ok(pyxs(["dump", base], s))
     # stderr a terminal: a progress line, cleared at the end
-    rc, out, err = _run_with_tty_stderr([*PYXS, "dump", base], tool_env(s))
+    rc, out, err = _run_with_tty_stderr([*PYXS, "dump", base], client_env(s))
     assert rc == 0 and out == dump
     assert b"\rdump: " in err and b" nodes" in err and err.endswith(b"\r\x1b[K")
-    rc, out, err = _run_with_tty_stderr([*PYXS, "restore", "-", f"{base}-copy"], tool_env(s), dump)
+    rc, out, err = _run_with_tty_stderr(
+        [*PYXS, "restore", "-", f"{base}-copy"], client_env(s), dump
+    )
     assert rc == 0 and out == b""
     assert b"\rrestore [" in err and b"/51 nodes" in err and err.endswith(b"\r\x1b[K")
-    rc, out, err = _run_with_tty_stderr([*PYXS, "dump", "--no-progress", base], tool_env(s))
+    rc, out, err = _run_with_tty_stderr([*PYXS, "dump", "--no-progress", base], client_env(s))
     assert (rc, out, err) == (0, dump, b"")
     ok(pyxs(["rm", f"{base}-copy"], s))
 
@@ -419,7 +423,7 @@ def _watch_lines(argv: list[str], s: str, triggers: list[list[str]], count: int)
     trigger (a ``rm`` would turn the value into "(deleted)").
     """
     with subprocess.Popen(
-        [*PYXS, *argv], env=tool_env(s), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*PYXS, *argv], env=client_env(s), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as proc:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(count - len(triggers))]
@@ -460,7 +464,7 @@ def test_watch_value_timestamp_json(xs_server: Any, base: str) -> None:
 def test_watch_interrupted(xs_server: Any, base: str) -> None:
     with subprocess.Popen(
         [*PYXS, "watch", base],
-        env=tool_env(xs_server.socket_path),
+        env=client_env(xs_server.socket_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     ) as proc:
@@ -474,6 +478,7 @@ def test_watch_interrupted(xs_server: Any, base: str) -> None:
 # -- connections and failures ------------------------------------------------------------
 
 
+@pytest.mark.realxs  # a real xenstore-* tool or daemon
 def test_connection_choice(xs_server: Any, base: str, tmp_path: Path) -> None:
     s = xs_server.socket_path
     ok(pyxs(["write", f"{base}/a", "here"], s))
@@ -544,6 +549,7 @@ def test_over_a_xenbus_device(xs_server: Any, base: str) -> None:
         assert ok(pyxs(["dump", base], dev)) == ok(pyxs(["dump", base], s))
 
 
+@pytest.mark.realxs  # a real xenstore-* tool or daemon
 def test_permission_denied(xs_server: Any, base: str, unique_domid: int) -> None:
     """A guest reading dom0's n0 nodes: EACCES, status 3, the reason said."""
     s = xs_server.socket_path
@@ -579,13 +585,14 @@ def test_permission_denied(xs_server: Any, base: str, unique_domid: int) -> None
     assert (r.rc, r.stderr) == (1, f"pyxs: couldn't read path {base}/mine/nope\n".encode())
 
 
+@pytest.mark.realxs  # a real xenstore-* tool or daemon
 def test_daemon_going_away() -> None:
     """The daemon stops while pyxs waits for events: one line, status 4."""
     daemon = start_real_xenstored()
     try:
         with subprocess.Popen(
             [*PYXS, "watch", "/w"],
-            env=tool_env(daemon.socket_path),
+            env=client_env(daemon.socket_path),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         ) as proc:
@@ -604,7 +611,7 @@ def test_closed_pipe_is_quiet(xs_server: Any, base: str) -> None:
     s = xs_server.socket_path
     ok(pyxs(["write", *[a for i in range(1500) for a in (f"{base}/n{i:04d}", "v" * 40)]], s))
     with subprocess.Popen(
-        [*PYXS, "ls", base], env=tool_env(s), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*PYXS, "ls", base], env=client_env(s), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith(b"n0000 = ")
@@ -634,6 +641,7 @@ def test_startup_stays_lean() -> None:
     assert proc.stderr == b"\n", proc.stderr
 
 
+@pytest.mark.realxs  # a real xenstore-* tool or daemon
 def test_request_too_big(xs_server: Any, base: str) -> None:
     """Over XenStore's 4096-byte payload: refused before sending (E2BIG), as
     libxenstore does; xenstore-write says just "could not write path"."""
@@ -647,6 +655,7 @@ def test_request_too_big(xs_server: Any, base: str) -> None:
     assert pyxs(["exists", f"{base}/ok"], s).rc == 1  # one transaction: nothing written
 
 
+@pytest.mark.realxs  # a real xenstore-* tool or daemon
 def test_large_ls_output_is_whole_through_a_pipe(xs_server: Any, base: str) -> None:
     """More than one 64 KiB chunk of ``ls`` output, unbuffered or not, all
     of it delivered before the console script's quick exit; the same lines

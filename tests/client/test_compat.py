@@ -18,6 +18,7 @@ from xs_scenario import scenario
 
 import pyxs
 from pyxs import compat
+from realxs import realxs_root
 
 HERE = Path(__file__).parent
 
@@ -38,11 +39,10 @@ def run_real_binding(root: Path, socket_path: str, base: str, domid: int) -> lis
     return json.loads(result.stdout)
 
 
-def test_same_transcript_as_xen_lowlevel_xs(
-    xs_server, real_xenstored, unique_path, monkeypatch
-) -> None:
+@pytest.mark.realxs  # xen.lowlevel.xs from the Xen 4.17 packages
+def test_same_transcript_as_xen_lowlevel_xs(xs_server, unique_path, monkeypatch) -> None:
     base = unique_path.decode()
-    expected = run_real_binding(real_xenstored.root, xs_server.socket_path, base + "-libxs", 0x7000)
+    expected = run_real_binding(realxs_root(), xs_server.socket_path, base + "-libxs", 0x7000)
     monkeypatch.setenv("XENSTORED_PATH", xs_server.socket_path)
     got = json.loads(json.dumps(scenario(compat, base + "-pyxs", 0x7001)))
     # Transaction ids are counted per connection: both runs see the same.

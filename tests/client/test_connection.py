@@ -11,7 +11,6 @@ import sys
 import pytest
 
 import pyxs
-from conftest import NON_DEVICES, make_non_device
 from pyxs import connection
 from pyxs.connection import (
     UnixSocketConnection,
@@ -20,6 +19,7 @@ from pyxs.connection import (
     default_xenbus_path,
 )
 from pyxs.protocol import HEADER, Op, Packet, encode
+from support import NON_DEVICES, make_non_device
 
 
 def test_default_socket_path(monkeypatch) -> None:

@@ -172,6 +172,7 @@ class FiveBytes(UnixSocketConnection):
         return super().recv(min(size, 5))
 
 
+@pytest.mark.realxs
 def test_five_bytes_at_a_time_on_the_real_daemon(real_xenstored, unique_path) -> None:
     router = pyxs.Router(FiveBytes(real_xenstored.socket_path))
     with pyxs.Client(router=router) as c:
@@ -452,6 +453,7 @@ class Interrupting(UnixSocketConnection):
         return super().recv(size)
 
 
+@pytest.mark.realxs
 def test_interrupted_reader_leaves_a_usable_client(real_xenstored, unique_path) -> None:
     connection = Interrupting(real_xenstored.socket_path)
     with pyxs.Client(router=pyxs.Router(connection)) as c:

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from xsdiff import DrawChooser, RandomChooser, real_alive, run_sequence
 
-from conftest import start_real_xenstored, stop_real_xenstored
 from pyxs.protocol import Decoder, Op, Packet, encode
+from realxs import start_real_xenstored, stop_real_xenstored
 from servers import EmbeddedXsServer, RealXsServer
 
 ROUNDS = int(os.environ.get("PYXS_DIFF_ROUNDS", "200"))
@@ -116,7 +116,7 @@ def _roundtrip(path: str, op: int, payload: bytes, tx_id: int = 0) -> Packet:
 @pytest.mark.parametrize("op", [Op.READ, Op.DIRECTORY, Op.GET_PERMS, Op.MKDIR, Op.RM])
 @pytest.mark.parametrize("payload", [b"/tool", b"/tool\0extra", b"", b"/tool\0/a\0"])
 def test_embedded_malformed_one_argument_payload_is_einval(op: Op, payload: bytes) -> None:
-    """The realxs README's "Known defect": the real daemon answers a stale errno
+    """tests/REALXS.md's "Known defect": the real daemon answers a stale errno
     or aborts; a reimplementation answers EINVAL (and keeps the connection)."""
     server = EmbeddedXsServer()
     try:

@@ -3,8 +3,8 @@
 Each case is a short sequence (most found by the seeded suite and shrunk with
 ``xsdiff.shrink``) replayed in lockstep on a fresh real xenstored and a fresh
 embedded server; every reply and watch event must match byte for byte. A
-case that fails is a discrepancy of the embedded server, described in
-/work/notes/server-discrepancies.md; once fixed it guards against regressions.
+case that fails is a discrepancy of the embedded server; the comment above
+each case says what 4.17 does. Once fixed, a case guards against regressions.
 
 Step notation: ``("c0", "WRITE", tx, payload)``; connections c0/c1 are dom0
 sockets, g5/g6 guests 5 and 6; ``("S", ...)`` marks privileged setup run
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from xsdiff import CONN_NAMES, Step, real_alive, replay
 
-from conftest import start_real_xenstored, stop_real_xenstored
 from pyxs.protocol import Op
+from realxs import start_real_xenstored, stop_real_xenstored
 from servers import EmbeddedXsServer, RealXsServer
 
 

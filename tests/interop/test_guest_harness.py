@@ -1,6 +1,6 @@
 """The guest-ring harness (tests/realxs_guest.py) against the real xenstored.
 
-These check the harness itself against facts the realxs README records for
+These check the harness itself against facts tests/REALXS.md records for
 an unprivileged guest, so a harness bug cannot pass for a server behaviour.
 """
 
@@ -14,6 +14,8 @@ import pytest
 
 from pyxs.protocol import Decoder, Op, Packet, encode
 from realxs_guest import dom0_request
+
+pytestmark = pytest.mark.realxs
 
 
 class Conn:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Union
 
 import pytest
 
-from conftest import realxs_root, start_real_xenstored, stop_real_xenstored
+from realxs import realxs_root, start_real_xenstored, stop_real_xenstored
 from servers import EmbeddedXsServer, RealXsServer
 
 GUEST = 5

@@ -193,7 +193,7 @@ class Step:
 def real_safe(step: Step, active_tx: Sequence[set[int]]) -> bool:
     """False for a step known to crash the real daemon.
 
-    - the malformed one-argument payloads of the realxs README's "Known
+    - the malformed one-argument payloads of tests/REALXS.md's "Known
       defect" (never generated: one-argument payloads are always built as
       exactly one NUL-terminated string);
     - SET_PERMS on an ``@`` node that fails in ``set_perms_special()``: an
@@ -775,7 +775,7 @@ def main(argv: Sequence[str]) -> int:
     from pathlib import Path
 
     sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
-    from conftest import start_real_xenstored, stop_real_xenstored
+    from realxs import start_real_xenstored, stop_real_xenstored
     from servers import EmbeddedXsServer, RealXsServer
 
     def make_real() -> Any:

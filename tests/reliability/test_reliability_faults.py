@@ -9,7 +9,7 @@ import pytest
 
 from reliability import faults
 
-KINDS = ["embedded", "real"]
+KINDS = ["embedded", pytest.param("real", marks=pytest.mark.realxs)]
 
 
 @pytest.mark.parametrize("kind", KINDS)

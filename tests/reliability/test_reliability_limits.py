@@ -9,7 +9,7 @@ import pytest
 from reliability import limits
 
 
-@pytest.mark.parametrize("kind", ["embedded", "real"])
+@pytest.mark.parametrize("kind", ["embedded", pytest.param("real", marks=pytest.mark.realxs)])
 def test_quotas_give_enospc_never_a_crash(kind) -> None:
     fig = limits.quotas(kind)
     assert fig.ok, fig.explain()
@@ -33,6 +33,7 @@ def test_embedded_sockets_are_private() -> None:
     assert fig.ok, fig.explain()
 
 
+@pytest.mark.realxs
 def test_real_daemon_socket_is_private(real_xenstored) -> None:
     fig = limits.socket_modes(real_xenstored)
     assert fig.ok, fig.explain()

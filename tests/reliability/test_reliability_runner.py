@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import _relpath  # the repository root on sys.path
+import pytest
 
 from reliability import run
 
@@ -28,6 +29,7 @@ def test_runner_lists_every_scenario(capsys) -> None:
         assert expected in names
 
 
+@pytest.mark.realxs  # the scenarios run on both servers
 def test_runner_prints_the_figures() -> None:
     out = subprocess.run(
         [sys.executable, "reliability/run.py", "--only", "payloads", "--only", "socket modes"],

@@ -1,7 +1,7 @@
 """Every operation and its errors, over a real socket, as dom0 (privileged).
 
 The expected bytes are those the real cxenstored 4.17 sends (see
-../shared/realxs/README.md, "Behaviour reference"; test_vs_real.py checks
+tests/REALXS.md, "Behaviour reference"; test_vs_real.py checks
 the same sequences against the real daemon).
 """
 

@@ -16,17 +16,13 @@ packets each connection received -- is deterministic. Guests are reached
 through ``Server.guest_socket_path`` on the embedded server and through the
 ring bridge of tests/realxs_guest.py on the real one.
 
-The scripts cover the README's behaviour reference item by item; they avoid
+The scripts cover tests/REALXS.md's behaviour reference item by item; they avoid
 what makes the real daemon abort (see "Known defect").
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import pytest
@@ -34,13 +30,10 @@ from rawxs import SYNC_REQ_ID, RawConn
 
 from pyxs.protocol import Op, Packet, encode
 from pyxs.server import Server
-from realxs_guest import dom0_request, guests_for, introduce_payload, stop_daemon
+from realxs import start_real_xenstored
+from realxs_guest import dom0_request, guests_for, introduce_payload
 
 pytestmark = pytest.mark.realxs
-
-REALXS = Path(
-    os.environ.get("PYXS_REALXS", Path(__file__).resolve().parents[3] / "shared" / "realxs")
-)
 
 Step = tuple[Any, ...]
 
@@ -130,20 +123,11 @@ def _fmt(packet: Packet) -> str:
     return f"{op} req={req} tx={packet.tx_id} {packet.payload!r}"
 
 
-def _start_real() -> tuple[str, str, int]:
-    rundir = tempfile.mkdtemp(prefix="rxv", dir="/tmp")
-    out = subprocess.run(
-        [str(REALXS / "start.sh"), rundir], check=True, capture_output=True, text=True
-    ).stdout
-    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return rundir, values["SOCKET"], int(values["PID"])
-
-
 @pytest.fixture(scope="module")
 def pair() -> Iterator[tuple[Target, Target]]:
     """(embedded, real): both fresh, used by every test of this module in order."""
-    rundir, socket_path, pid = _start_real()
-    guests = guests_for(rundir, socket_path)
+    daemon = start_real_xenstored()
+    guests = guests_for(daemon.rundir, daemon.socket_path)
     server = Server()
     server.__enter__()
 
@@ -155,11 +139,11 @@ def pair() -> Iterator[tuple[Target, Target]]:
     try:
         yield (
             Target("embedded", server.socket_path, embedded_guest, server.set_domain_state),
-            Target("real", socket_path, guests.introduce, guests.set_domain_state),
+            Target("real", daemon.socket_path, guests.introduce, guests.set_domain_state),
         )
     finally:
         server.__exit__(None, None, None)
-        stop_daemon(rundir, pid)
+        daemon.stop()
 
 
 def check(pair: tuple[Target, Target], script: Sequence[Step]) -> list[str]:
