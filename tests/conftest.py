@@ -5,7 +5,7 @@ working under their own ``unique_path``.
 
 Running one test against both servers (tests/servers.py, tests/realxs_guest.py)
 --------------------------------------------------------------------------------
-``xs_server`` is parametrized ``["embedded", "real"]`` and yields an
+``xs_server`` is parametrized ``["embedded", "real"]`` ("real" marked realxs) and yields an
 ``XsServer``: ``.name`` ("embedded"/"real"), ``.socket_path`` (dom0 socket),
 ``.introduce_guest(domid) -> str`` (INTRODUCE over the wire; returns a Unix
 socket path whose connections act as that unprivileged domain, i.e. the

@@ -47,7 +47,7 @@ def test_close_fails_pending_calls_promptly(xs_server, unique_path) -> None:
     run(main)
 
 
-@pytest.mark.parametrize("kind", ["embedded", "real"])
+@pytest.mark.parametrize("kind", ["embedded", pytest.param("real", marks=pytest.mark.realxs)])
 def test_server_killed_fails_pending_calls(kind, request) -> None:
     async def main() -> None:
         if kind == "real":  # a daemon of its own: SIGSTOP it, then SIGKILL it
