@@ -40,7 +40,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -241,7 +241,8 @@ class RealXenstored:
     socket_path: str
     proc: subprocess.Popen[bytes]
     root: Path
-    log: Path = field(default=Path())
+    log: Path
+    owns_rundir: bool = True  # made by start_*: stop() removes it
 
     @property
     def pid(self) -> int:
@@ -280,8 +281,9 @@ class RealXenstored:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self, remove: bool = True) -> None:
-        """SIGTERM by pid (SIGKILL if it hangs), reap it; remove the run directory."""
+    def stop(self) -> None:
+        """SIGTERM by pid (SIGKILL if it hangs), reap it; remove the run directory
+        if the harness made it."""
         from realxs_guest import close_guests
 
         close_guests(self.rundir)
@@ -292,7 +294,7 @@ class RealXenstored:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if remove:
+        if self.owns_rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)
 
 
@@ -371,8 +373,8 @@ def start_real_xenstored(
     which it crashes on the first request). ``verbose`` adds ``-V`` (a log line
     per message), ``trace`` ``-T RUNDIR/trace``; ``domains`` ("1-10,42", "all")
     are domids the shim reports as existing; ``cpu`` pins the daemon. A new
-    run directory under /tmp unless ``rundir`` is given (a restart on the same
-    socket path).
+    run directory under /tmp (removed by ``stop()``) unless ``rundir`` is given
+    (a restart on the same socket path; the caller removes it).
     """
     root = realxs_root()
     shim = shim_library()
@@ -393,8 +395,13 @@ def start_real_xenstored(
     )
     if domains is not None:
         env["REALXS_DOMAINS"] = domains
-    proc = _launch(argv, path, env, "xenstored", cpu)
-    return RealXenstored(path, socket_path, proc, root, path / "xenstored.log")
+    try:
+        proc = _launch(argv, path, env, "xenstored", cpu)
+    except BaseException:
+        if rundir is None:  # its log is in the error
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    return RealXenstored(path, socket_path, proc, root, path / "xenstored.log", rundir is None)
 
 
 def stop_real_xenstored(daemon: RealXenstored) -> None:
@@ -444,10 +451,14 @@ def start_oxenstored(rundir: Path | str | None = None) -> RealXenstored:
     env = dict(os.environ, LD_LIBRARY_PATH=str(lib_dir(root)), LD_PRELOAD=str(shim))
     proc = _launch(argv, path, env, "oxenstored", None)
     socket_path = sock_dir / "socket"
+    daemon = RealXenstored(
+        path, str(socket_path), proc, root, path / "oxenstored.log", rundir is None
+    )
     if not socket_path.is_socket():
-        RealXenstored(path, str(socket_path), proc, root).stop(remove=False)
+        daemon.owns_rundir = False  # keep its log
+        daemon.stop()
         raise RuntimeError(f"oxenstored is up but has no socket at {socket_path}")
-    return RealXenstored(path, str(socket_path), proc, root, path / "oxenstored.log")
+    return daemon
 
 
 def main(argv: list[str]) -> int:
