@@ -454,6 +454,9 @@ def test_monitors_share_one_connection(xs_server, unique_path) -> None:
             await m1.watch(a, b"same")  # same token, different paths
             await m2.watch(b, b"same")
             await m2.watch(a, b"other")
+            # the initial events written out first: cxenstored 4.17 drops an
+            # event identical to one still queued (see tests/interop/xsdiff.py)
+            await settle(c)
             await c.write(a, b"1")
             await c.write(b, b"1")
             await settle(c)
