@@ -207,6 +207,9 @@ def kill(server) -> None:
     """The server dies: SIGKILL for the real daemon, shutdown for the embedded."""
     if server.name == "real":
         os.kill(server.daemon.pid, signal.SIGKILL)
+        # reaped: all its files are closed, the listening socket too (a peer
+        # can see its connection close while the exit still has that to do)
+        server.daemon.proc.wait()
     else:
         server.close()
         # stopped for good: the fixture's own close() has nothing left to do
