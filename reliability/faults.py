@@ -2,8 +2,8 @@
 clients killed in the middle of a transaction.
 
 Each scenario states its invariant in its docstring. The killable servers
-are real processes (``python -m pyxs.server``, or the real xenstored via
-start.sh), so "killed" means SIGKILL, "stops answering" means SIGSTOP.
+are real processes (``python -m pyxs.server``, or the real xenstored from
+tests/realxs.py), so "killed" means SIGKILL, "stops answering" means SIGSTOP.
 """
 
 from __future__ import annotations
