@@ -23,11 +23,17 @@ a monitor's ``watch`` and ``unwatch``, ``reset_watches``) are coroutines.
 
 *Sending* is batched. A call made while nothing else is in flight is
 written at once (sequential use waits for nothing). Calls made while others
-are in flight are queued in call order and written together at the start
-of the event loop's next turn, with one ``write`` (on the XenBus device, one
-``write()`` per message). So requests from any number of tasks are
-pipelined on the one connection in the order they were made, and 1,000
-calls in a ``gather`` cost two system calls.
+are in flight are queued in call order and written together once every
+callback the event loop had scheduled when the first of them was queued has
+run (two turns of the loop later), with one ``write`` (on the XenBus
+device, one ``write()`` per message). So requests from any number of tasks
+are pipelined on the one connection in the order they were made, and 1,000
+calls in a ``gather`` cost two system calls. Why not on the next turn: a
+call wrapped in a task (``create_task``; on Python 3.9 also
+``ensure_future``, ``gather`` and ``wait_for``, which wrap whatever is a
+coroutine before looking whether it is a future) hears that the task was
+cancelled only at the task's first step, which the loop runs on its next
+turn; by then the request must still be queued, to be taken back.
 
 *Receiving* happens in one place, the transport's read callback (asyncio's
 ``data_received`` for a socket, a ``loop.add_reader`` callback for the
@@ -648,7 +654,7 @@ class AsyncClient(_Operations):
         outbox = self._outbox
         if outbox or waiters:  # others are in flight: go with the next batch
             if not outbox:
-                self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+                self._flush_soon()
             future._slot = self._queued + len(outbox)
             outbox.append(data)
             waiters[req_id] = future
@@ -706,8 +712,20 @@ class AsyncClient(_Operations):
         self._fail(error)
         return error
 
+    def _flush_soon(self) -> None:
+        """Have :meth:`_flush` run once every callback scheduled by now has run.
+
+        A task made around a call just queued (and perhaps cancelled at
+        once) takes its first step, and only then hears of its cancellation,
+        in the loop's next turn: the batch is written in the turn after, so
+        that the call is still queued then, and is taken back.
+        """
+        loop = self._loop
+        assert loop is not None
+        loop.call_soon(loop.call_soon, self._flush)
+
     def _flush(self) -> None:
-        """Write the requests queued during the last turn of the loop."""
+        """Write the requests queued since the last batch."""
         outbox = self._outbox
         if not outbox:
             return
@@ -754,7 +772,7 @@ class AsyncClient(_Operations):
         self._protocol.abandon(req_id)
         outbox = self._outbox
         if not outbox:
-            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+            self._flush_soon()
         outbox.append(data)
 
     def _data_received(self, data: bytes) -> None:

@@ -74,16 +74,19 @@ def test_cancel_before_send(xs_server, unique_path) -> None:
             await c.write(unique_path, b"v")
             tap = Tap(c)
             first = c.read(unique_path)  # alone: sent at once
-            # Behind it, queued for the loop's next turn; cancelled before
-            # then (through a task, and directly): taken back, never sent.
-            task = asyncio.ensure_future(c.read(unique_path + b"/x"))
+            # Behind it, queued for the next batch; cancelled before then
+            # (through ensure_future, a task on Python 3.9 and the call itself
+            # on 3.10+; through a task on every Python; and directly): taken
+            # back, never sent. A task learns of its cancellation at its
+            # first step only, on the loop's next turn.
+            ensured = asyncio.ensure_future(c.read(unique_path + b"/x"))
+            task = asyncio.create_task(c.read(unique_path + b"/z"))
             direct = c.read(unique_path + b"/y")
-            task.cancel()
-            direct.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            with pytest.raises(asyncio.CancelledError):
-                await direct
+            for cancelled in (ensured, task, direct):
+                cancelled.cancel()
+            for cancelled in (ensured, task, direct):
+                with pytest.raises(asyncio.CancelledError):
+                    await cancelled
             assert await first == b"v"
             assert [p.payload for p in tap.sent] == [unique_path + b"\0"]
             assert not c._protocol.pending
@@ -98,12 +101,17 @@ def test_cancel_a_gather(xs_server, unique_path, where) -> None:
         async with AsyncClient(xs_server.socket_path) as c:
             await c.write(unique_path, b"v")
             tap = Tap(c)
-            # The first READ goes out alone, the 499 others wait for the loop's turn.
+            # The first READ goes out alone, the 499 others with the next batch.
             gathered = asyncio.gather(*(c.read(unique_path) for _ in range(500)))
             if where == "queued":
                 gathered.cancel()
-            else:  # the first replies are in, the others not (unless all came at once)
-                tap.on_receive = lambda p: gathered.cancel()
+            else:  # all sent, some replies in, the others not (unless all came at once)
+
+                def cancel_once_all_sent(packet: Packet) -> None:
+                    if len(tap.sent) == 500:  # (the first reply may beat the batch)
+                        gathered.cancel()
+
+                tap.on_receive = cancel_once_all_sent
             try:
                 await gathered
             except asyncio.CancelledError:

@@ -17,10 +17,25 @@ import pytest
 from xs_scenario import scenario
 
 import pyxs
+from interpreters import find_python
 from pyxs import compat
 from realxs import realxs_root
 
 HERE = Path(__file__).parent
+
+
+def binding_python() -> str:
+    """A CPython 3.11: Debian's xen.lowlevel.xs is built for it alone,
+    whatever Python runs the suite (PyPy, 3.9, 3.13...)."""
+    if sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11):
+        return sys.executable
+    python = find_python("cpython", 3, 11)
+    if python is None:
+        pytest.fail(
+            "no CPython 3.11 for Xen's xen.lowlevel.xs (a CPython 3.11 extension):"
+            " put python3.11 on PATH or install it with pyenv"
+        )
+    return python
 
 
 def run_real_binding(root: Path, socket_path: str, base: str, domid: int) -> list:
@@ -29,7 +44,7 @@ def run_real_binding(root: Path, socket_path: str, base: str, domid: int) -> lis
     env["LD_LIBRARY_PATH"] = str(root / "usr" / "lib" / "x86_64-linux-gnu")
     env["PYTHONPATH"] = str(root / "usr" / "lib" / "xen-4.17" / "lib" / "python")
     result = subprocess.run(
-        [sys.executable, str(HERE / "xs_scenario.py"), base, str(domid)],
+        [binding_python(), str(HERE / "xs_scenario.py"), base, str(domid)],
         env=env,
         capture_output=True,
         text=True,

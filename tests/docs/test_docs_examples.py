@@ -171,6 +171,7 @@ def test_split_driver_with_a_separate_run_dir(tmp_path: Path) -> None:
     assert not os.path.exists(tmp_path / "domain-5.sock")  # released: gone
 
 
+@pytest.mark.greenlets  # gevent and eventlet: CPython only (see tests/client/test_greenlets.py)
 @pytest.mark.parametrize("library", ["gevent", "eventlet"])
 def test_greenlets(library: str) -> None:
     assert pyxs_run(sys.executable, example("greenlets.py"), library).splitlines() == [

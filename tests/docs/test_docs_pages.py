@@ -22,9 +22,21 @@ from docs_support import (
 from pyxs.server import Server
 
 PAGES = pages()
+#: pages whose examples run gevent and eventlet: CPython only (tests/client/test_greenlets.py)
+GREENLET_PAGES = {"greenlets.rst"}
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
+@pytest.mark.parametrize(
+    "page",
+    [
+        pytest.param(
+            p,
+            id=str(p.relative_to(DOCS)),
+            marks=[pytest.mark.greenlets] if str(p.relative_to(DOCS)) in GREENLET_PAGES else [],
+        )
+        for p in PAGES
+    ],
+)
 def test_page_examples(page: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Server() as server, scratch_dir() as scratch:
         monkeypatch.setenv("XENSTORED_PATH", server.socket_path)
