@@ -104,10 +104,15 @@ def serve(server: Server, *, announce: bool = True) -> int:
     When ready it prints ``SOCKET=<path>``, ``RUNDIR=<dir>`` and
     ``PID=<pid>`` lines (like realxs's start.sh)."""
 
+    stop_requested: list[int] = []
+
     def stop(signum: int, frame: object) -> None:
+        stop_requested.append(signum)
         server.stop()
 
     def ready() -> None:
+        if stop_requested:  # caught before the server could take a stop()
+            server.stop()
         if announce:
             print(f"SOCKET={server.socket_path}", flush=True)
             print(f"RUNDIR={server.run_dir}", flush=True)
