@@ -36,7 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``pyxs serve``: an embedded server in the foreground."""
     from .server.options import serve, server_from_args
 
-    return serve(server_from_args(args))
+    return serve(server_from_args(args), prog="pyxs serve")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
     import subprocess
 
-    from .server.options import server_from_args
+    from .server.options import cannot_serve, server_from_args
 
     command = list(args.command)
     if command[:1] == ["--"]:
@@ -83,6 +83,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [*forwarded, signal.SIGINT])
         try:
             server.__enter__()  # its thread inherits the blocked signals
+        except OSError as exc:
+            print(cannot_serve(server, exc, "pyxs run"), file=sys.stderr)
+            return 1
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         try:
