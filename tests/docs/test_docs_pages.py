@@ -68,12 +68,12 @@ def test_a_wrong_output_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             tmp_path,
             "Title\n=====\n\n>>> import pyxs\n>>> with pyxs.Client() as c:\n"
             "...     c.write(b'/a', b'1')\n...     c[b'/a']\nb'2'\n\n"
-            ".. code-block:: console\n\n   $ pyxs read /a\n   3\n",
+            ".. code-block:: console\n\n   $ .venv/bin/pyxs read /a\n   3\n",
         )
         with pytest.raises(PageFailure) as info:
             run_page(page, server.socket_path, Path(scratch))
         assert "b'2'" in str(info.value)
-        assert "$ pyxs read /a" in str(info.value)
+        assert "$ .venv/bin/pyxs read /a" in str(info.value)
 
 
 def test_python_and_console_share_the_server_in_order(
@@ -85,8 +85,8 @@ def test_python_and_console_share_the_server_in_order(
             tmp_path,
             ">>> import pyxs\n>>> c = pyxs.Client(); c.connect()\n"
             ">>> c[b'/a'] = b'from python'\n\n"
-            ".. code-block:: console\n\n   $ pyxs read /a\n   from python\n"
-            "   $ x=1; echo $x\n   1\n   $ pyxs write /a shell\n\n"
+            ".. code-block:: console\n\n   $ .venv/bin/pyxs read /a\n   from python\n"
+            "   $ x=1; echo $x\n   1\n   $ .venv/bin/pyxs write /a shell\n\n"
             ">>> c[b'/a']\nb'shell'\n>>> c.close()\n",
         )
         assert run_page(page, server.socket_path, Path(scratch)) == 8
