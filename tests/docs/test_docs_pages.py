@@ -104,3 +104,21 @@ def test_console_block_parsing() -> None:
         ("printf 'b\\nc\\n'", "b\nc\n"),
     ]
     assert block.commands[0].lineno == 6
+
+
+TUTORIAL = ["basics", "connections", "transactions", "events", "compat"]
+
+
+def test_tutorial_pages_in_order_on_one_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader follows the tutorial on one ``pyxs run``: each page works after
+    the ones before it, as it does on a fresh server (test_page_examples)."""
+    toctree = (DOCS / "index.rst").read_text()
+    assert [f"tutorial/{name}" in toctree for name in TUTORIAL] == [True] * len(TUTORIAL)
+    order = sorted(TUTORIAL, key=lambda name: toctree.index(f"tutorial/{name}"))
+    assert order == TUTORIAL
+    with Server() as server, scratch_dir() as scratch:
+        monkeypatch.setenv("XENSTORED_PATH", server.socket_path)
+        monkeypatch.delenv("XENSTORED_RUNDIR", raising=False)
+        monkeypatch.setenv("PATH", console_env(server.socket_path)["PATH"])
+        for name in TUTORIAL:
+            run_page(DOCS / "tutorial" / f"{name}.rst", server.socket_path, Path(scratch))
