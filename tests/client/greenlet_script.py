@@ -120,7 +120,7 @@ def blocked_wait() -> None:
 
 
 g = spawn(blocked_wait)
-sleep(0.1)
+sleep(0)  # a yield: the greenlet runs until it blocks in wait()
 monitor.wake()
 join_all([g])
 assert woken == [[]], woken
@@ -137,7 +137,7 @@ def wait_until_closed() -> None:
 
 
 g = spawn(wait_until_closed)
-sleep(0.1)
+sleep(0)  # a yield: the greenlet runs until it blocks in wait()
 client.close()
 join_all([g])
 assert len(failures) == 1, failures

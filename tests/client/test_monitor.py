@@ -161,17 +161,19 @@ def test_wake_from_another_thread(client, unique_path) -> None:
         m.watch(unique_path, b"t")
         assert m.next_event(5) is not None
         got = []
+        seen = threading.Event()
 
         def waiter() -> None:
-            got.extend(m.wait())  # no timeout: only wake() ends it
+            for event in m.wait():  # no timeout: only wake() ends it
+                got.append(event)
+                seen.set()
 
         t = threading.Thread(target=waiter)
         t.start()
-        time.sleep(0.2)
-        client[unique_path] = b"x"  # an event arrives while it waits
-        time.sleep(0.2)
+        client[unique_path] = b"x"  # an event comes to the waiting thread
+        assert seen.wait(30)  # (a hang guard)
         m.wake()
-        t.join(5)
+        t.join(30)
         assert not t.is_alive()
         assert got == [(unique_path, b"t")]
         # a wake() with nobody waiting ends the next wait at once
@@ -183,18 +185,19 @@ def test_close_from_another_thread_ends_wait(client, unique_path) -> None:
     m = client.monitor()
     m.watch(unique_path, b"t")
     done = threading.Event()
+    waiting = threading.Event()
 
     def waiter() -> None:
         for _ in m.wait():
-            pass
+            waiting.set()  # the watch's first event: it is in wait()
         done.set()
 
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.2)
+    assert waiting.wait(30)
     m.close()
-    assert done.wait(5)
-    t.join(5)
+    assert done.wait(30)
+    t.join(30)
 
 
 def test_client_close_fails_blocked_wait(xs_server, unique_path) -> None:
@@ -203,18 +206,20 @@ def test_client_close_fails_blocked_wait(xs_server, unique_path) -> None:
     m = c.monitor()
     m.watch(unique_path, b"t")
     errors = []
+    waiting = threading.Event()
 
     def waiter() -> None:
         try:
-            list(m.wait())
+            for _ in m.wait():
+                waiting.set()  # the watch's first event: it is in wait()
         except pyxs.ConnectionError as exc:
             errors.append(exc)
 
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.2)
+    assert waiting.wait(30)
     c.close()
-    t.join(5)
+    t.join(30)
     assert not t.is_alive()
     assert len(errors) == 1
     m.close()  # over a closed connection: just forgets

@@ -143,11 +143,12 @@ def test_close_fails_every_waiter_promptly(xs_server, unique_path) -> None:
     c = pyxs.Client(unix_socket_path=xs_server.socket_path)
     c.connect()
     outcome: list[object] = []
-    started = threading.Barrier(THREADS + 1)
+    calling = threading.Barrier(THREADS + 1)
 
     def work(i: int) -> None:
-        started.wait()
         try:
+            c.exists(b"/")
+            calling.wait(30)  # every thread has had a reply: they are all calling
             while True:
                 c.exists(b"/")
         except pyxs.ConnectionError as exc:
@@ -156,8 +157,7 @@ def test_close_fails_every_waiter_promptly(xs_server, unique_path) -> None:
     threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
     for t in threads:
         t.start()
-    started.wait()
-    time.sleep(0.1)
+    calling.wait(30)
     c.close()
     for t in threads:
         t.join(5)

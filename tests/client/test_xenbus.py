@@ -4,7 +4,6 @@ server, answering WATCH itself as Linux's xenbus driver does)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from xenbus_standin import XenBusStandIn
@@ -99,22 +98,25 @@ def test_close_wakes_a_blocked_reader(device, unique_path) -> None:
     c.connect()
     m = c.monitor()
     m.watch(unique_path, b"t")
-    assert m.next_event(5) is not None
     outcome = []
+    waiting = threading.Event()
 
     def waiter() -> None:
         try:
-            outcome.extend(m.wait())
+            for event in m.wait():
+                outcome.append(event)
+                waiting.set()  # the watch's first event: it is in wait()
         except pyxs.ConnectionError as exc:
             outcome.append(exc)
 
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.2)
+    assert waiting.wait(30)
     c.close()
-    t.join(5)
+    t.join(30)
     assert not t.is_alive()
-    assert len(outcome) == 1 and isinstance(outcome[0], pyxs.ConnectionError)
+    assert len(outcome) == 2 and outcome[0] == (unique_path, b"t")
+    assert isinstance(outcome[1], pyxs.ConnectionError)
 
 
 def test_device_gone(device, bus_client) -> None:
