@@ -61,7 +61,7 @@ def note_pending() -> None:
 # -- many greenlets, one client, a monitor listening -----------------------------
 monitor = client.monitor()
 monitor.watch(BASE + b"/w", b"w")
-assert monitor.next_event(5) == (BASE + b"/w", b"w")
+assert monitor.next_event(30) == (BASE + b"/w", b"w")
 events = []
 
 

@@ -97,7 +97,7 @@ def test_thread_local_transactions(client, unique_path) -> None:
 def test_events_while_requests_in_flight(client, unique_path) -> None:
     with client.monitor() as m:
         m.watch(unique_path + b"/w", b"w")
-        assert m.next_event(5) == (unique_path + b"/w", b"w")
+        assert m.next_event(30) == (unique_path + b"/w", b"w")
         received = []
 
         def listen() -> None:
@@ -117,7 +117,7 @@ def test_events_while_requests_in_flight(client, unique_path) -> None:
                     client.exists(unique_path + b"/other")
 
         assert run_threads(work, 4) == []
-        listener.join(10)
+        listener.join(30)
         assert not listener.is_alive()
         assert received == [(unique_path + b"/w/%d" % n, b"w") for n in range(ROUNDS)]
 
@@ -127,15 +127,15 @@ def test_monitor_waiting_does_not_block_requests(client, unique_path) -> None:
     # get through it, and it still gets its events.
     with client.monitor() as m:
         m.watch(unique_path, b"t")
-        assert m.next_event(5) is not None
+        assert m.next_event(30) is not None
         got = []
-        listener = threading.Thread(target=lambda: got.append(m.next_event(10)))
+        listener = threading.Thread(target=lambda: got.append(m.next_event(30)))
         listener.start()
         time.sleep(0.1)
         for i in range(50):
             client.write(unique_path + b"-x", b"%d" % i)
         client[unique_path + b"/ping"] = b""
-        listener.join(10)
+        listener.join(30)
         assert got == [(unique_path + b"/ping", b"t")]
 
 
@@ -160,7 +160,7 @@ def test_close_fails_every_waiter_promptly(xs_server, unique_path) -> None:
     calling.wait(30)
     c.close()
     for t in threads:
-        t.join(5)
+        t.join(30)
     assert not any(t.is_alive() for t in threads)
     assert len(outcome) == THREADS
     with pytest.raises(pyxs.ConnectionError):
@@ -221,7 +221,7 @@ class _ScriptedWriteLock:
             return False
         if self.tries == 2:
             self.paused.set()
-            self.resume.wait(10)
+            self.resume.wait(30)
         return True
 
     def release(self) -> None:
@@ -250,7 +250,7 @@ def test_reconnect_while_a_writer_flushes(xs_server, unique_path) -> None:
     lock = session.write_lock = _ScriptedWriteLock(session.write_lock, writer)
     writer.start()
     try:
-        assert lock.paused.wait(10)  # the request is queued; the writer holds the lock
+        assert lock.paused.wait(30)  # the request is queued; the writer holds the lock
         c.close()
         took: list[float] = []
 
@@ -261,10 +261,10 @@ def test_reconnect_while_a_writer_flushes(xs_server, unique_path) -> None:
 
         connector = threading.Thread(target=reconnect)
         connector.start()
-        assert lock.waited.wait(10)  # connect() waits for the old writer
+        assert lock.waited.wait(30)  # connect() waits for the old writer
         lock.resume.set()  # the writer goes on with its flush
-        connector.join(10)
-        writer.join(10)
+        connector.join(30)
+        writer.join(30)
         assert not connector.is_alive() and not writer.is_alive()
         assert took and took[0] < 2.0, took
         assert len(outcome) == 1 and isinstance(outcome[0], pyxs.ConnectionError), outcome
@@ -294,6 +294,6 @@ def test_close_just_before_a_reader_polls(xs_server, monkeypatch) -> None:
     m = c.monitor()
     start = time.monotonic()
     with pytest.raises(pyxs.ConnectionError, match="closed meanwhile"):
-        m.next_event(timeout=3)
-    assert time.monotonic() - start < 1.5
+        m.next_event(timeout=60)
+    assert time.monotonic() - start < 30  # noticed, not slept until the timeout
     c.close()

@@ -46,9 +46,9 @@ def test_watch_answered_by_the_device(device, bus_client, unique_path) -> None:
     with bus_client.monitor() as m:
         m.watch(unique_path, b"tok")
         assert device.watch_oks == 1 and device.events_before_ok == 1
-        assert m.next_event(5) == (unique_path, b"tok")
+        assert m.next_event(30) == (unique_path, b"tok")
         bus_client[unique_path + b"/x"] = b""
-        assert m.next_event(5) == (unique_path + b"/x", b"tok")
+        assert m.next_event(30) == (unique_path + b"/x", b"tok")
         with pytest.raises(pyxs.ExistsError):
             m.watch(unique_path, b"tok")
         m.unwatch(unique_path, b"tok")
@@ -60,7 +60,7 @@ def test_watch_answered_by_the_device(device, bus_client, unique_path) -> None:
 def test_threads_and_a_monitor_over_the_device(bus_client, unique_path) -> None:
     with bus_client.monitor() as m:
         m.watch(unique_path, b"t")
-        assert m.next_event(5) == (unique_path, b"t")
+        assert m.next_event(30) == (unique_path, b"t")
         got = []
 
         def listen() -> None:
@@ -86,7 +86,7 @@ def test_threads_and_a_monitor_over_the_device(bus_client, unique_path) -> None:
             t.start()
         for t in threads:
             t.join(30)
-        listener.join(10)
+        listener.join(30)
         assert errors == []
         assert len(got) == 80
 
