@@ -16,6 +16,9 @@ registers each with its options. To add a subcommand, write its
     sockets ``domain-<domid>.sock`` appear), both absolute. As with
     libxenstore, ``XENSTORED_PATH`` wins over ``$XENSTORED_RUNDIR/socket``;
     the two name the same socket unless ``--socket`` puts it elsewhere.
+    From a virtual environment, its ``bin`` directory comes first on CMD's
+    ``PATH``. SIGTERM/SIGHUP are forwarded to CMD whenever they arrive (see
+    :func:`cmd_run`).
 """
 
 from __future__ import annotations
@@ -153,7 +156,9 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "domain-<domid>.sock appear once a domain is introduced), stop the server "
         "when CMD exits; exit with CMD's status. As with libxenstore, XENSTORED_PATH "
         "wins over $XENSTORED_RUNDIR/socket; they name the same socket unless "
-        "--socket puts it elsewhere.",
+        "--socket puts it elsewhere. Run from a virtual environment, its bin directory "
+        "comes first on CMD's PATH (so 'python' is the one pyxs is installed in). "
+        "SIGTERM and SIGHUP are passed on to CMD.",
     )
     add_server_arguments(parser)
     parser.add_argument(

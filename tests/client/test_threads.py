@@ -131,7 +131,11 @@ def test_monitor_waiting_does_not_block_requests(client, unique_path) -> None:
         got = []
         listener = threading.Thread(target=lambda: got.append(m.next_event(30)))
         listener.start()
-        time.sleep(0.1)
+        read_lock = client.router._session.read_lock
+        deadline = time.monotonic() + 30  # a hang guard
+        while not read_lock.locked() and time.monotonic() < deadline:
+            time.sleep(0.001)  # until the listener is the reader, blocked in wait
+        assert read_lock.locked()
         for i in range(50):
             client.write(unique_path + b"-x", b"%d" % i)
         client[unique_path + b"/ping"] = b""
