@@ -51,9 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     is passed on to it; one that arrives before means CMD is never started,
     and the run ends with status 128+signal, as if CMD had been killed by
     it. SIGINT is left to reach CMD from the terminal (it is caught, not
-    ignored: an ignored signal would stay ignored in CMD). The server's
-    thread is started with these signals blocked, so the kernel delivers
-    them to the main thread, which waits for CMD and forwards them.
+    ignored: an ignored signal would stay ignored in CMD); before CMD exists
+    it ends the run as SIGTERM does. The server's thread is started with
+    these signals blocked, so the kernel delivers them to the main thread,
+    which waits for CMD and forwards them.
     """
     import signal
     import subprocess
@@ -77,7 +78,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             child.send_signal(signum)
 
     def leave_to_terminal(signum: int, frame: object) -> None:
-        pass
+        if child is None:  # Ctrl-C before CMD exists: the run ends
+            early.append(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in forwarded}
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, leave_to_terminal)

@@ -299,21 +299,22 @@ def test_pyxs_run_forwards_a_signal_sent_the_moment_cmd_starts(sig: str) -> None
         assert not os.path.exists(run_dir)
 
 
-def test_pyxs_run_signalled_before_cmd_starts(tmp_path: Path) -> None:
-    """A SIGTERM caught while the server is being set up: CMD is never
-    started, the run ends with 128+SIGTERM and removes its run dir."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_pyxs_run_signalled_before_cmd_starts(tmp_path: Path, sig: signal.Signals) -> None:
+    """A signal caught while the server is being set up: CMD is never
+    started, the run ends with 128+signal and removes its run dir."""
     marker = tmp_path / "cmd-ran"
     script = (
         "import os, signal, sys; import pyxs.server.options as o; from pyxs import cli;"
         "made = o.server_from_args\n"
         "def early(args):\n"
         "    server = made(args); print(server.run_dir, flush=True)\n"
-        "    os.kill(os.getpid(), signal.SIGTERM); return server\n"
+        f"    os.kill(os.getpid(), {int(sig)}); return server\n"
         "o.server_from_args = early\n"
         f"sys.exit(cli.main(['run', '--', 'touch', {str(marker)!r}]))"
     )
     result = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert result.returncode == 128 + sig, result.stderr
     assert not marker.exists()
     assert not os.path.exists(result.stdout.strip())
 
