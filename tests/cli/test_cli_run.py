@@ -161,12 +161,18 @@ def test_cannot_serve_says_why_in_words(tmp_path: Path, name: str) -> None:
 
 def test_run_puts_the_environment_of_pyxs_first_on_path(tmp_path: Path) -> None:
     """From a virtual environment, CMD's ``python`` is that environment's (as
-    if it were activated), so ``pyxs run -- python examples/x.py`` imports pyxs."""
+    if it were activated), so ``pyxs run -- python examples/x.py`` imports
+    pyxs; outside one, CMD's PATH is left alone."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XENSTORED_")}
     env["PATH"] = "/usr/bin:/bin"
-    script = "import sys, pyxs; print(sys.prefix)"
+    in_venv = sys.prefix != sys.base_prefix
+    script = (
+        'echo "$PATH"; python -c "import sys, pyxs; print(sys.prefix)"'
+        if in_venv
+        else ('echo "$PATH"')
+    )
     proc = subprocess.run(
-        [*PYXS, "run", "--", "python", "-c", script],
+        [*PYXS, "run", "--", "sh", "-c", script],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -174,5 +180,8 @@ def test_run_puts_the_environment_of_pyxs_first_on_path(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    if sys.prefix != sys.base_prefix:  # the suite runs from a virtual environment
-        assert proc.stdout.strip() == sys.prefix
+    if in_venv:  # (the suite runs from one, as the README's second command)
+        bindir = os.path.dirname(sys.executable)
+        assert proc.stdout.splitlines() == [f"{bindir}:/usr/bin:/bin", sys.prefix]
+    else:
+        assert proc.stdout.splitlines() == ["/usr/bin:/bin"]
