@@ -56,7 +56,7 @@ async def main() -> int:
         await asyncio.sleep(0)  # the watches are sent before any guest moves
         guests = [asyncio.create_task(guest(c, name, pause)) for name, pause in GUESTS.items()]
         try:
-            await asyncio.wait_for(asyncio.gather(*waiters, *guests), timeout=10)
+            await asyncio.wait_for(asyncio.gather(*waiters, *guests), timeout=60)
         except asyncio.TimeoutError:
             print("timed out", file=sys.stderr)
             return 1
@@ -64,7 +64,8 @@ async def main() -> int:
             changes = await c.read(b"/vm/%s/state-changes" % name)
             print(f"{name.decode()}: running after {changes.decode()} state changes")
         print(f"all {len(GUESTS)} guests are running")
-        await c.delete(b"/vm")
+        for name in GUESTS:  # only what this program made
+            await c.delete(b"/vm/%s" % name)
     return 0
 
 

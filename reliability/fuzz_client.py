@@ -300,7 +300,7 @@ class _Gate:
             while self.active:
                 self.cond.wait()
         try:
-            for _ in range(100):
+            for _ in range(3000):  # 30 s at most: a hang guard
                 try:
                     c.connect()
                     return
@@ -430,7 +430,7 @@ def _run_async(
                 except BaseException as e:  # noqa: BLE001 - judged
                     exc = e
                 if tally.judge(name, path, kind, value, exc):
-                    for _ in range(100):
+                    for _ in range(3000):  # 30 s at most: a hang guard
                         try:
                             await c.connect()
                             break

@@ -16,6 +16,9 @@ registers each with its options. To add a subcommand, write its
     sockets ``domain-<domid>.sock`` appear), both absolute. As with
     libxenstore, ``XENSTORED_PATH`` wins over ``$XENSTORED_RUNDIR/socket``;
     the two name the same socket unless ``--socket`` puts it elsewhere.
+    From a virtual environment, its ``bin`` directory comes first on CMD's
+    ``PATH``. SIGTERM/SIGHUP are forwarded to CMD whenever they arrive (see
+    :func:`cmd_run`).
 """
 
 from __future__ import annotations
@@ -36,15 +39,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``pyxs serve``: an embedded server in the foreground."""
     from .server.options import serve, server_from_args
 
-    return serve(server_from_args(args))
+    return serve(server_from_args(args), prog="pyxs serve")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``pyxs run -- CMD...``: CMD against a throwaway server."""
+    """``pyxs run -- CMD...``: CMD against a throwaway server.
+
+    Signals, at any moment: SIGTERM and SIGHUP are caught before anything
+    else is set up, so none of them can kill ``pyxs run`` and leave CMD
+    orphaned and the run directory behind. One that arrives once CMD exists
+    is passed on to it; one that arrives before means CMD is never started,
+    and the run ends with status 128+signal, as if CMD had been killed by
+    it. SIGINT is left to reach CMD from the terminal (it is caught, not
+    ignored: an ignored signal would stay ignored in CMD); before CMD exists
+    it ends the run as SIGTERM does. The server's thread is started with
+    these signals blocked, so the kernel delivers them to the main thread,
+    which waits for CMD and forwards them.
+    """
     import signal
     import subprocess
 
-    from .server.options import server_from_args
+    from .server.options import cannot_serve, server_from_args
 
     command = list(args.command)
     if command[:1] == ["--"]:
@@ -52,33 +67,70 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not command:
         print("pyxs run: no command given (pyxs run [options] -- CMD...)", file=sys.stderr)
         return 2
-    server = server_from_args(args)
-    with server:
-        env = dict(os.environ)
-        # Absolute: CMD may change directory before it connects.
-        env["XENSTORED_PATH"] = os.path.abspath(server.socket_path)
-        env["XENSTORED_RUNDIR"] = os.path.abspath(server.run_dir)
-        try:
-            child = subprocess.Popen(command, env=env)
-        except OSError as exc:
-            print(f"pyxs run: {command[0]}: {exc.strerror}", file=sys.stderr)
-            return 127
+    forwarded = (signal.SIGTERM, signal.SIGHUP)
+    child: subprocess.Popen[bytes] | None = None
+    early: list[int] = []  # signals that arrived before CMD existed
 
-        def forward(signum: int, frame: object) -> None:
+    def forward(signum: int, frame: object) -> None:
+        if child is None:
+            early.append(signum)
+        else:
             child.send_signal(signum)
 
-        # Ctrl-C reaches the child from the terminal; SIGTERM/SIGHUP are passed on.
-        previous = {
-            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-            signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
-            signal.SIGHUP: signal.signal(signal.SIGHUP, forward),
-        }
+    def leave_to_terminal(signum: int, frame: object) -> None:
+        if child is None:  # Ctrl-C before CMD exists: the run ends
+            early.append(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in forwarded}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, leave_to_terminal)
+    try:
+        server = server_from_args(args)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [*forwarded, signal.SIGINT])
         try:
+            server.__enter__()  # its thread inherits the blocked signals
+        except OSError as exc:
+            print(cannot_serve(server, exc, "pyxs run"), file=sys.stderr)
+            return 1
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        try:
+            env = dict(os.environ)
+            # Absolute: CMD may change directory before it connects.
+            env["XENSTORED_PATH"] = os.path.abspath(server.socket_path)
+            env["XENSTORED_RUNDIR"] = os.path.abspath(server.run_dir)
+            _prepend_own_scripts(env)
+            if early:
+                return 128 + early[0]
+            try:
+                child = subprocess.Popen(command, env=env)
+            except OSError as exc:
+                print(f"pyxs run: {command[0]}: {exc.strerror}", file=sys.stderr)
+                return 127
+            # A signal caught between the fork and the assignment to child.
+            while early:
+                child.send_signal(early.pop(0))
             status = child.wait()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            server.__exit__(None, None, None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 128 - status if status < 0 else status
+
+
+def _prepend_own_scripts(env: dict[str, str]) -> None:
+    """When pyxs runs from a virtual environment, put that environment's
+    scripts directory first on CMD's PATH, as activating it would.
+
+    So ``.venv/bin/pyxs run -- python x.py`` runs the environment's
+    ``python``, the one pyxs is installed in, not whatever ``python`` the
+    shell would find. Outside a virtual environment PATH is left alone."""
+    if sys.prefix == sys.base_prefix:
+        return
+    scripts = os.path.dirname(sys.executable)
+    path = env.get("PATH", os.defpath)
+    if scripts and path.split(os.pathsep)[:1] != [scripts]:
+        env["PATH"] = os.pathsep.join([scripts, path]) if path else scripts
 
 
 def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,7 +158,9 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "domain-<domid>.sock appear once a domain is introduced), stop the server "
         "when CMD exits; exit with CMD's status. As with libxenstore, XENSTORED_PATH "
         "wins over $XENSTORED_RUNDIR/socket; they name the same socket unless "
-        "--socket puts it elsewhere.",
+        "--socket puts it elsewhere. Run from a virtual environment, its bin directory "
+        "comes first on CMD's PATH (so 'python' is the one pyxs is installed in). "
+        "SIGTERM and SIGHUP are passed on to CMD.",
     )
     add_server_arguments(parser)
     parser.add_argument(

@@ -18,7 +18,7 @@ from pyxs.protocol import Decoder, Op, Packet, encode
 T = TypeVar("T")
 
 #: Generous: only a hang (a bug) gets near it.
-HANG_GUARD = 30.0
+HANG_GUARD = 60.0
 
 
 def run(main: Callable[[], Awaitable[T]], timeout: float = HANG_GUARD) -> T:

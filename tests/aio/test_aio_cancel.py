@@ -202,7 +202,7 @@ def test_cancel_watch(xs_server, unique_path, where) -> None:
             # So the same pair can be watched again, and works.
             await m.watch(unique_path, b"tok")
             await c.write(unique_path + b"/x", b"1")
-            while (await asyncio.wait_for(m.next_event(), 5)).path != unique_path + b"/x":
+            while (await asyncio.wait_for(m.next_event(), 30)).path != unique_path + b"/x":
                 pass
 
     run(main)
@@ -286,7 +286,7 @@ def test_cancelled_monitor_get_loses_no_event(xs_server, unique_path) -> None:
             await c.write(unique_path, b"1")
             with pytest.raises(asyncio.CancelledError):
                 await getter
-            assert await asyncio.wait_for(m.next_event(), 5) == (unique_path, b"t")
+            assert await asyncio.wait_for(m.next_event(), 30) == (unique_path, b"t")
 
     run(main)
 
@@ -311,7 +311,7 @@ def test_timeouts_around_iteration_leave_the_monitor_usable(xs_server, unique_pa
                         await consume()
             assert await m.next_event(timeout=0.01) is None  # a timeout gives None
             await c.write(unique_path, b"1")
-            assert await asyncio.wait_for(m.__anext__(), 5) == (unique_path, b"t")
+            assert await asyncio.wait_for(m.__anext__(), 30) == (unique_path, b"t")
             await settle(c)
 
     run(main)

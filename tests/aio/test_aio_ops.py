@@ -403,7 +403,7 @@ def test_monitor(xs_server, unique_path) -> None:
                 await m.watch(unique_path, b"tok")
                 assert m.watched == {unique_path}
                 assert m.unwatch_queue == {(unique_path, b"tok")}
-                event = await asyncio.wait_for(m.next_event(), 5)  # the initial event
+                event = await asyncio.wait_for(m.next_event(), 30)  # the initial event
                 assert event == pyxs.aio.Event(unique_path, b"tok")
                 assert event.path == unique_path and event.token == b"tok"
                 await c.write(unique_path + b"/x", b"1")
@@ -417,7 +417,7 @@ def test_monitor(xs_server, unique_path) -> None:
                     await m.watch(unique_path, b"tok")
                 assert m.unwatch_queue == {(unique_path, b"tok")}  # still watched
                 await c.write(unique_path + b"/y", b"1")
-                assert await asyncio.wait_for(m.next_event(), 5) == (unique_path + b"/y", b"tok")
+                assert await asyncio.wait_for(m.next_event(), 30) == (unique_path + b"/y", b"tok")
 
                 await m.unwatch(unique_path, b"tok")
                 assert not m.watched
@@ -428,9 +428,9 @@ def test_monitor(xs_server, unique_path) -> None:
                     await m.unwatch(unique_path, b"tok")
 
                 await m.watch(b"@introduceDomain", b"intro")
-                assert await asyncio.wait_for(m.next_event(), 5) == (b"@introduceDomain", b"intro")
+                assert await asyncio.wait_for(m.next_event(), 30) == (b"@introduceDomain", b"intro")
                 await m.watch(unique_path + b"/x", b"")  # an empty token is allowed
-                assert await asyncio.wait_for(m.next_event(), 5) == (unique_path + b"/x", b"")
+                assert await asyncio.wait_for(m.next_event(), 30) == (unique_path + b"/x", b"")
                 await c.write(unique_path + b"/x", b"2")
                 await settle(c)  # an event is queued: close drops it
             assert await m.next_event(0) is None
@@ -441,7 +441,7 @@ def test_monitor(xs_server, unique_path) -> None:
             async with c.monitor() as m2:
                 await m2.watch(unique_path, b"tok")
                 await m2.watch(unique_path + b"/x", b"")
-                assert await asyncio.wait_for(m2.next_event(), 5) == (unique_path, b"tok")
+                assert await asyncio.wait_for(m2.next_event(), 30) == (unique_path, b"tok")
             await settle(c)
 
     run(main)
@@ -480,7 +480,7 @@ def test_monitors_share_one_connection(xs_server, unique_path) -> None:
             consumer = asyncio.ensure_future(consume())
             await asyncio.sleep(0)
             m1.wake()
-            assert await asyncio.wait_for(consumer, 5) == []
+            assert await asyncio.wait_for(consumer, 30) == []
             assert await m2.next_event(timeout=0.01) == (b, b"same")
             assert await m2.next_event(timeout=0.01) == (b, b"same")
             assert await m2.next_event(timeout=0.01) is None
@@ -496,9 +496,9 @@ def test_relative_paths_and_reset_watches(xs_server, unique_path) -> None:
             assert await c.read(b"/local/domain/0/" + rel + b"/x") == b"1"
             async with c.monitor() as m:
                 await m.watch(rel, b"r")
-                assert await asyncio.wait_for(m.next_event(), 5) == (rel, b"r")
+                assert await asyncio.wait_for(m.next_event(), 30) == (rel, b"r")
                 await c.write(rel + b"/y", b"2")
-                assert await asyncio.wait_for(m.next_event(), 5) == (rel + b"/y", b"r")
+                assert await asyncio.wait_for(m.next_event(), 30) == (rel + b"/y", b"r")
                 t = await c.transaction()
                 await c.reset_watches()  # drops the watches and the transaction
                 assert not m.watched
@@ -564,7 +564,7 @@ def test_every_way_to_await_a_call(xs_server, unique_path) -> None:
                 async with asyncio.TaskGroup() as group:
                     grouped = group.create_task(c.read(unique_path))
                 assert grouped.result() == b"v"
-            assert await asyncio.wait_for(c.read(unique_path), 5) == b"v"
+            assert await asyncio.wait_for(c.read(unique_path), 30) == b"v"
             assert await asyncio.shield(c.read(unique_path)) == b"v"
             done, _ = await asyncio.wait([asyncio.create_task(c.read(unique_path))])
             assert [t.result() for t in done] == [b"v"]

@@ -43,7 +43,7 @@ def test_1000_concurrent_reads_with_interleaved_events(xs_server, unique_path) -
                 values = [r for r in results if r is not None]
                 assert values == [b"value-%d" % i for i in range(n)]
 
-                events = [await asyncio.wait_for(m.next_event(), 5) for _ in range(n // 10)]
+                events = [await asyncio.wait_for(m.next_event(), 30) for _ in range(n // 10)]
                 assert events == [(unique_path + b"/w/%d" % i, b"tok") for i in range(0, n, 10)]
                 assert await m.next_event(0) is None
                 # Events came in between replies, and reached the monitor.

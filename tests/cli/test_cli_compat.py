@@ -194,10 +194,39 @@ def test_write_errors(xs_server: Any, base: str) -> None:
     compare("exists", [f"{base}/c/ok"], s)  # nothing was written
     compare("exists", [f"{base}/p/ok"], s)
     compare("write", [f"{base}/a/", "v"], s)
-    # an odd number of arguments is a usage error: 4.17 exits 1, pyxs 2
+    # an odd number of arguments is a usage error: both exit 1
     r = pyxs(["write", f"{base}/odd"], s)
-    assert r.rc == 2 and b"usage: pyxs write" in r.stderr and r.stdout == b""
+    assert r.rc == 1 and b"usage: pyxs write" in r.stderr and r.stdout == b""
     assert real_tool("xenstore-write", [f"{base}/odd"], s).rc == 1
+
+
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [
+        ("read", []),
+        ("write", []),
+        ("write", ["/k"]),
+        ("write", ["/k", "v", "/j"]),
+        ("rm", []),
+        ("exists", []),
+        ("list", []),
+        ("chmod", []),
+        ("watch", []),
+        ("watch", ["-n"]),
+    ],
+)
+def test_usage_errors_exit_as_xenstore_utils(tool: str, args: list[str]) -> None:
+    """Scripts test $?: a usage error exits 1 as the real tool does, prints
+    nothing on stdout and a usage line on stderr (pyxs says what is wrong
+    first). ls has no usage error in 4.17 (no key lists /); unknown options
+    are warnings there, usage errors in pyxs; pyxs has no control command."""
+    expected = real_tool(f"xenstore-{tool}", args, None)
+    got = pyxs([tool, *args], None)
+    assert (got.rc, got.stdout) == (expected.rc, expected.stdout) == (1, b""), (expected, got)
+    assert expected.stderr.decode().splitlines()[-1].startswith(f"xenstore-{tool}: Usage: ")
+    lines = got.stderr.decode().splitlines()
+    assert lines[0].startswith(f"pyxs {tool}: "), lines
+    assert lines[1].startswith(f"usage: pyxs {tool} "), lines
 
 
 def test_ls(xs_server: Any, base: str) -> None:

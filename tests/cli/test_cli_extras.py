@@ -68,7 +68,7 @@ def test_top_level_help_lists_every_subcommand() -> None:
         (["read", "--bogus", "/a"], "unrecognized option '--bogus'"),
         (["read", "--raw=1", "/a"], "option '--raw' doesn't allow an argument"),
         (["watch", "-n"], "option requires an argument -- 'n'"),
-        (["watch", "-n", "two", "/a"], "invalid argument for -n: 'two'"),
+        (["watch", "-n", "two", "/a"], "invalid argument for -n: 'two' (not a whole number)"),
         (["restore", "--no", "f"], "option '--no' is ambiguous"),
         (["write", "/a"], "too few operands"),
         (["write", "/a", "b", "/c"], "every key needs a value"),
@@ -78,7 +78,7 @@ def test_top_level_help_lists_every_subcommand() -> None:
     ],
 )
 def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(argv) == 2
+    assert main(argv) == 1  # as xenstore-utils
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.splitlines()
@@ -508,6 +508,22 @@ def test_connection_choice(xs_server: Any, base: str, tmp_path: Path) -> None:
         4,
         b"pyxs: cannot open XenBus device /nonexistent/xenbus: No such file or directory\n",
     )
+
+
+def test_default_xenbus_device_is_named_as_libxenstore_finds_it() -> None:
+    """--xenbus alone: /dev/xen/xenbus, else /proc/xen/xenbus (xs_domain_dev());
+    when neither exists the message names /dev/xen/xenbus first."""
+    r = pyxs(["read", "--xenbus", "/a"], None)
+    if os.path.exists("/dev/xen/xenbus"):
+        assert r.rc == 0 or b"/dev/xen/xenbus" in r.stderr, r
+    elif os.path.exists("/proc/xen/xenbus"):
+        assert r.rc == 0 or b"/proc/xen/xenbus" in r.stderr, r
+    else:
+        assert (r.rc, r.stderr) == (
+            4,
+            b"pyxs: cannot open XenBus device /dev/xen/xenbus: No such file or directory "
+            b"(nor /proc/xen/xenbus)\n",
+        )
 
 
 def test_never_writes_into_a_regular_file(tmp_path: Path) -> None:

@@ -120,3 +120,68 @@ def test_top_level_help_points_at_command_help() -> None:
     out = proc.stdout.decode()
     assert "pyxs COMMAND --help" in out
     assert "(xenstore-\n" not in out  # summaries are not broken at a hyphen
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-Q", "bogus=1"], "argument -Q/--quota: unknown quota 'bogus' (known: "),
+        (["-q", "nodes=1"], "argument -q/--quota-soft: unknown soft quota 'nodes'"),
+        (["-Q", "nodes"], "argument -Q/--quota: quotas must be given as <what>=<nb>"),
+        (["-E", "many"], "argument -E/--entry-nb: invalid int value: 'many'"),
+    ],
+)
+@pytest.mark.parametrize("name", ["serve", "run"])
+def test_server_option_errors_are_usage_errors(name: str, args: list[str], message: str) -> None:
+    """Reported while parsing, like any other bad option: status 2, the usage
+    line, then ``pyxs NAME: error: ...``; no server is started."""
+    proc = subprocess.run(
+        [*PYXS, name, *args, *(["--", "true"] if name == "run" else [])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.startswith(f"usage: pyxs {name} ")
+    assert f"\npyxs {name}: error: {message}" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["serve", "run"])
+def test_cannot_serve_says_why_in_words(tmp_path: Path, name: str) -> None:
+    sock = tmp_path / "missing-dir" / "socket"
+    (tmp_path / "missing-dir").write_text("a file, not a directory")
+    command = [*PYXS, name, "--socket", str(sock), *(["--", "true"] if name == "run" else [])]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == (
+        f"pyxs {name}: cannot serve on {sock}: File exists ({tmp_path / 'missing-dir'})\n"
+    )
+    assert (tmp_path / "missing-dir").read_text() == "a file, not a directory"
+
+
+def test_run_puts_the_environment_of_pyxs_first_on_path(tmp_path: Path) -> None:
+    """From a virtual environment, CMD's ``python`` is that environment's (as
+    if it were activated), so ``pyxs run -- python examples/x.py`` imports
+    pyxs; outside one, CMD's PATH is left alone."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XENSTORED_")}
+    env["PATH"] = "/usr/bin:/bin"
+    in_venv = sys.prefix != sys.base_prefix
+    script = (
+        'echo "$PATH"; python -c "import sys, pyxs; print(sys.prefix)"'
+        if in_venv
+        else ('echo "$PATH"')
+    )
+    proc = subprocess.run(
+        [*PYXS, "run", "--", "sh", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    if in_venv:  # (the suite runs from one, as the README's second command)
+        bindir = os.path.dirname(sys.executable)
+        assert proc.stdout.splitlines() == [f"{bindir}:/usr/bin:/bin", sys.prefix]
+    else:
+        assert proc.stdout.splitlines() == ["/usr/bin:/bin"]

@@ -61,7 +61,7 @@ def note_pending() -> None:
 # -- many greenlets, one client, a monitor listening -----------------------------
 monitor = client.monitor()
 monitor.watch(BASE + b"/w", b"w")
-assert monitor.next_event(5) == (BASE + b"/w", b"w")
+assert monitor.next_event(30) == (BASE + b"/w", b"w")
 events = []
 
 
@@ -120,7 +120,7 @@ def blocked_wait() -> None:
 
 
 g = spawn(blocked_wait)
-sleep(0.1)
+sleep(0)  # a yield: the greenlet runs until it blocks in wait()
 monitor.wake()
 join_all([g])
 assert woken == [[]], woken
@@ -137,7 +137,7 @@ def wait_until_closed() -> None:
 
 
 g = spawn(wait_until_closed)
-sleep(0.1)
+sleep(0)  # a yield: the greenlet runs until it blocks in wait()
 client.close()
 join_all([g])
 assert len(failures) == 1, failures

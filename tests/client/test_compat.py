@@ -125,7 +125,7 @@ def test_watch_tokens_keep_identity_and_threads(xs_server, unique_path) -> None:
     reader = threading.Thread(target=lambda: got.append(x.read_watch()))
     reader.start()
     x.write("", f"{path}/1/child", b"")  # requests while read_watch blocks
-    reader.join(5)
+    reader.join(30)
     assert got == [(f"{path}/1/child", tokens[1])]
     assert got[0][1] is tokens[1]
     x.close()

@@ -4,7 +4,6 @@ server, answering WATCH itself as Linux's xenbus driver does)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from xenbus_standin import XenBusStandIn
@@ -47,9 +46,9 @@ def test_watch_answered_by_the_device(device, bus_client, unique_path) -> None:
     with bus_client.monitor() as m:
         m.watch(unique_path, b"tok")
         assert device.watch_oks == 1 and device.events_before_ok == 1
-        assert m.next_event(5) == (unique_path, b"tok")
+        assert m.next_event(30) == (unique_path, b"tok")
         bus_client[unique_path + b"/x"] = b""
-        assert m.next_event(5) == (unique_path + b"/x", b"tok")
+        assert m.next_event(30) == (unique_path + b"/x", b"tok")
         with pytest.raises(pyxs.ExistsError):
             m.watch(unique_path, b"tok")
         m.unwatch(unique_path, b"tok")
@@ -61,7 +60,7 @@ def test_watch_answered_by_the_device(device, bus_client, unique_path) -> None:
 def test_threads_and_a_monitor_over_the_device(bus_client, unique_path) -> None:
     with bus_client.monitor() as m:
         m.watch(unique_path, b"t")
-        assert m.next_event(5) == (unique_path, b"t")
+        assert m.next_event(30) == (unique_path, b"t")
         got = []
 
         def listen() -> None:
@@ -87,7 +86,7 @@ def test_threads_and_a_monitor_over_the_device(bus_client, unique_path) -> None:
             t.start()
         for t in threads:
             t.join(30)
-        listener.join(10)
+        listener.join(30)
         assert errors == []
         assert len(got) == 80
 
@@ -99,22 +98,25 @@ def test_close_wakes_a_blocked_reader(device, unique_path) -> None:
     c.connect()
     m = c.monitor()
     m.watch(unique_path, b"t")
-    assert m.next_event(5) is not None
     outcome = []
+    waiting = threading.Event()
 
     def waiter() -> None:
         try:
-            outcome.extend(m.wait())
+            for event in m.wait():
+                outcome.append(event)
+                waiting.set()  # the watch's first event: it is in wait()
         except pyxs.ConnectionError as exc:
             outcome.append(exc)
 
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.2)
+    assert waiting.wait(30)
     c.close()
-    t.join(5)
+    t.join(30)
     assert not t.is_alive()
-    assert len(outcome) == 1 and isinstance(outcome[0], pyxs.ConnectionError)
+    assert len(outcome) == 2 and outcome[0] == (unique_path, b"t")
+    assert isinstance(outcome[1], pyxs.ConnectionError)
 
 
 def test_device_gone(device, bus_client) -> None:

@@ -10,9 +10,16 @@ started for that page (``XENSTORED_PATH`` points at it):
 * ``.. code-block:: console`` blocks: ``$ command`` lines followed by their
   expected output (stdout and stderr together). A block runs as one bash
   script (so ``cd``, variables and ``$!`` carry over inside the block), in a
-  scratch directory where ``examples`` and ``docs`` are the repository's,
-  with the interpreter's ``bin`` directory first on ``PATH`` (``python`` and
-  ``pyxs`` are the ones under test).
+  scratch directory where ``examples`` and ``docs`` are the repository's and
+  ``.venv`` is the environment under test, as in a checkout after the
+  README's two commands.
+
+Commands must work as a reader types them, without an activated virtual
+environment: the environment's ``bin`` directory is not on ``PATH``, so a
+page names ``.venv/bin/pyxs``, ``.venv/bin/python``... A page that says its
+commands run in the shell ``.venv/bin/pyxs run -- bash`` gives (see
+:data:`SHELL_PAGE`) gets what that shell has: ``XENSTORED_PATH`` and the
+environment's ``bin`` first on ``PATH`` (``pyxs run`` puts it there).
 
 Expected output is compared with doctest's rules plus ``ELLIPSIS``: ``...``
 matches anything (a temporary path, a timing).
@@ -39,6 +46,9 @@ OPTIONFLAGS = doctest.ELLIPSIS
 _MARK = "@@pyxs-docs-output-of-command@@"
 
 _CONSOLE = re.compile(r"^(?P<indent>[ \t]*)\.\. code-block:: console[ \t]*$")
+
+#: A page whose text holds this runs its console blocks in that shell.
+SHELL_PAGE = "``.venv/bin/pyxs run -- bash``"
 
 
 def pages() -> List[Path]:
@@ -150,7 +160,7 @@ def run_page(path: Path, socket_path: str, scratch: Path) -> int:
     report: List[str] = []
     runner = doctest.DocTestRunner(optionflags=OPTIONFLAGS, verbose=False)
     checker = doctest.OutputChecker()
-    env = console_env(socket_path)
+    env = console_env(socket_path, in_pyxs_shell=SHELL_PAGE in text)
     ran = 0
     pending: List[doctest.Example] = []
 
@@ -197,11 +207,18 @@ def run_page(path: Path, socket_path: str, scratch: Path) -> int:
     return ran
 
 
-def console_env(socket_path: str) -> dict[str, str]:
+def console_env(socket_path: str, *, in_pyxs_shell: bool = True) -> dict[str, str]:
+    """The environment of a console block; ``in_pyxs_shell``: as in the shell
+    of ``.venv/bin/pyxs run -- bash``, else as in a plain shell of the
+    checkout (the environment's ``bin`` directory off ``PATH``)."""
     env = dict(os.environ)
     env["XENSTORED_PATH"] = socket_path
     bindir = os.path.dirname(sys.executable)
-    env["PATH"] = bindir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+    path = [p for p in env.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p != bindir]
+    if in_pyxs_shell:
+        path.insert(0, bindir)
+    env["PATH"] = os.pathsep.join(path)
+    env.pop("VIRTUAL_ENV", None)
     env["COLUMNS"] = "80"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.pop("XENSTORED_RUNDIR", None)
@@ -233,9 +250,11 @@ def run_console(block: ConsoleBlock, env: dict[str, str], cwd: Path) -> List[str
 
 def scratch_dir() -> tempfile.TemporaryDirectory[str]:
     """A scratch directory in which ``examples`` and ``docs`` are the
-    repository's (so that pages can name them as from a checkout), and
-    anything else a page writes is thrown away."""
+    repository's and ``.venv`` the environment under test (so that pages can
+    name them as from a checkout), and anything else a page writes is thrown
+    away."""
     tmp = tempfile.TemporaryDirectory(prefix="pyxs-docs-", dir="/tmp")
     os.symlink(EXAMPLES, os.path.join(tmp.name, "examples"))
     os.symlink(DOCS, os.path.join(tmp.name, "docs"))
+    os.symlink(sys.prefix, os.path.join(tmp.name, ".venv"))
     return tmp

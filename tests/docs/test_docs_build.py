@@ -3,11 +3,14 @@ follow the rule that makes every example run."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import posixpath
 import re
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -50,6 +53,73 @@ def test_sphinx_build_without_warnings(tmp_path: Path) -> None:
     reference = (out / "api" / "client.html").read_text()
     assert 'id="pyxs.client.Client.transact"' in reference
     assert (out / "_images" / "targets.svg").is_file()
+    check_inventory(out / "objects.inv")
+
+
+def _resolve(name: str) -> object:
+    """The object a dotted name names: the longest importable module, then attributes."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise LookupError(name)
+
+
+def check_inventory(path: Path) -> None:
+    """objects.inv (what intersphinx links resolve against) names every object
+    by a name it can be imported by: no module path doubled, as
+    ``pyxs.client.pyxs.client.Event`` was; a class or function also under
+    its canonical module.qualname."""
+    from sphinx.util.inventory import InventoryFile
+
+    with path.open("rb") as f:
+        inventory = InventoryFile.load(f, "", posixpath.join)
+    names = {t: set(items) for t, items in inventory.items() if t.startswith("py:")}
+    everything = set().union(*names.values())
+    for key in ("pyxs.client.Client", "pyxs.client.Event", "pyxs.compat.Error", "pyxs.__version__"):
+        assert key in everything, key
+    for kind, kind_names in names.items():
+        for name in kind_names:
+            assert not re.search(r"\b(pyxs(\.\w+)*)\.\1\b", name), (kind, name)
+            if kind == "py:module":
+                importlib.import_module(name)
+                continue
+            if kind == "py:attribute":  # instance attributes exist on instances only
+                _resolve(name.rpartition(".")[0])
+                continue
+            obj = _resolve(name)
+            if kind in ("py:class", "py:exception", "py:function"):
+                canonical = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+                assert canonical in names[kind], (name, canonical)
+
+
+def test_inventory_check_catches_a_doubled_module_path(tmp_path: Path) -> None:
+    from sphinx.util.inventory import InventoryFile
+
+    need_sphinx()
+    text = (
+        "# Sphinx inventory version 2\n# Project: p\n# Version: 1\n"
+        "# The remainder of this file is compressed using zlib.\n"
+    )
+    good = [
+        "pyxs.client.Client py:class 1 api/client.html#$ -",
+        "pyxs.client.Event py:data 1 api/client.html#$ -",
+        "pyxs.compat.Error py:data 1 api/compat.html#$ -",
+        "pyxs.__version__ py:data 1 api/pyxs.html#$ -",
+    ]
+    (tmp_path / "good.inv").write_bytes(text.encode() + zlib.compress("\n".join(good).encode()))
+    check_inventory(tmp_path / "good.inv")
+    body = "\n".join([*good, "pyxs.client.pyxs.client.Event py:data 1 api/client.html#$ -"])
+    (tmp_path / "objects.inv").write_bytes(text.encode() + zlib.compress(body.encode()))
+    with (tmp_path / "objects.inv").open("rb") as f:
+        assert InventoryFile.load(f, "", posixpath.join)
+    with pytest.raises(AssertionError, match=re.escape("pyxs.client.pyxs.client.Event")):
+        check_inventory(tmp_path / "objects.inv")
 
 
 def test_no_code_block_goes_unrun() -> None:

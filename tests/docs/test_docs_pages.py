@@ -80,12 +80,12 @@ def test_a_wrong_output_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             tmp_path,
             "Title\n=====\n\n>>> import pyxs\n>>> with pyxs.Client() as c:\n"
             "...     c.write(b'/a', b'1')\n...     c[b'/a']\nb'2'\n\n"
-            ".. code-block:: console\n\n   $ pyxs read /a\n   3\n",
+            ".. code-block:: console\n\n   $ .venv/bin/pyxs read /a\n   3\n",
         )
         with pytest.raises(PageFailure) as info:
             run_page(page, server.socket_path, Path(scratch))
         assert "b'2'" in str(info.value)
-        assert "$ pyxs read /a" in str(info.value)
+        assert "$ .venv/bin/pyxs read /a" in str(info.value)
 
 
 def test_python_and_console_share_the_server_in_order(
@@ -97,8 +97,8 @@ def test_python_and_console_share_the_server_in_order(
             tmp_path,
             ">>> import pyxs\n>>> c = pyxs.Client(); c.connect()\n"
             ">>> c[b'/a'] = b'from python'\n\n"
-            ".. code-block:: console\n\n   $ pyxs read /a\n   from python\n"
-            "   $ x=1; echo $x\n   1\n   $ pyxs write /a shell\n\n"
+            ".. code-block:: console\n\n   $ .venv/bin/pyxs read /a\n   from python\n"
+            "   $ x=1; echo $x\n   1\n   $ .venv/bin/pyxs write /a shell\n\n"
             ">>> c[b'/a']\nb'shell'\n>>> c.close()\n",
         )
         assert run_page(page, server.socket_path, Path(scratch)) == 8
@@ -116,3 +116,21 @@ def test_console_block_parsing() -> None:
         ("printf 'b\\nc\\n'", "b\nc\n"),
     ]
     assert block.commands[0].lineno == 6
+
+
+TUTORIAL = ["basics", "connections", "transactions", "events", "compat"]
+
+
+def test_tutorial_pages_in_order_on_one_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader follows the tutorial on one ``pyxs run``: each page works after
+    the ones before it, as it does on a fresh server (test_page_examples)."""
+    toctree = (DOCS / "index.rst").read_text()
+    assert [f"tutorial/{name}" in toctree for name in TUTORIAL] == [True] * len(TUTORIAL)
+    order = sorted(TUTORIAL, key=lambda name: toctree.index(f"tutorial/{name}"))
+    assert order == TUTORIAL
+    with Server() as server, scratch_dir() as scratch:
+        monkeypatch.setenv("XENSTORED_PATH", server.socket_path)
+        monkeypatch.delenv("XENSTORED_RUNDIR", raising=False)
+        monkeypatch.setenv("PATH", console_env(server.socket_path)["PATH"])
+        for name in TUTORIAL:
+            run_page(DOCS / "tutorial" / f"{name}.rst", server.socket_path, Path(scratch))

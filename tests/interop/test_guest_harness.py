@@ -148,7 +148,7 @@ def test_events_from_others_arrive_without_guest_activity(
         timer.start()
         start = time.monotonic()
         assert guest.recv() == Packet(Op.WATCH_EVENT, 0, 0, unique_path + b"/w\0t\0")
-        assert time.monotonic() - start < 5
+        assert time.monotonic() - start < 30  # a hang guard
         timer.join()
     finally:
         guest.close()

@@ -8,7 +8,7 @@ import signal
 import struct
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -181,8 +181,10 @@ def test_bad_quota_option(tmp_path: Path) -> None:
         text=True,
         timeout=30,
     )
-    assert result.returncode != 0
-    assert "unknown quota" in result.stderr
+    assert result.returncode == 2  # a usage error, as argparse reports them
+    assert "python -m pyxs.server: error: argument -Q/--quota: unknown quota 'bogus'" in (
+        result.stderr
+    )
 
 
 def test_pyxs_run(tmp_path: Path) -> None:
@@ -244,7 +246,6 @@ def test_serve_survives_many_clients(srv: Server) -> None:
             c.send(Op.WRITE, b"/many/%d\0" % i)
         for c in conns:
             assert c.read_packet().payload == OK
-        time.sleep(0.01)
     finally:
         for c in conns:
             c.close()
@@ -263,6 +264,110 @@ def test_pyxs_run_forwards_sigterm(tmp_path: Path) -> None:
     proc.terminate()
     proc.communicate(timeout=20)
     assert proc.returncode == 128 + signal.SIGTERM
+
+
+# The child traps the signals, tells its run dir, signals
+# "pyxs run" (its parent) at once, then blocks reading stdin, which the test
+# holds open: only a forwarded signal ends it early.
+SIGNAL_PARENT = (
+    'trap "echo forwarded; exit 3" TERM HUP; echo $XENSTORED_RUNDIR; kill -{sig} $PPID; read x'
+)
+
+
+@pytest.mark.parametrize("sig", ["TERM", "HUP"])
+def test_pyxs_run_forwards_a_signal_sent_the_moment_cmd_starts(sig: str) -> None:
+    """The signal reaches pyxs run right after it started CMD: it is
+    forwarded, pyxs run exits with CMD's status, and the run dir is gone.
+    (With the handlers installed after Popen, about half of these runs
+    killed pyxs run and orphaned CMD.)"""
+    for _ in range(8):
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "pyxs.cli", "run", "--", "sh", "-c", SIGNAL_PARENT.format(sig=sig)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            status = proc.wait(timeout=60)
+        finally:
+            proc.stdin.close()  # an orphaned CMD reads EOF and exits
+        run_dir = proc.stdout.readline().strip()
+        rest = proc.stdout.read()
+        proc.stdout.close()
+        assert (status, rest) == (3, "forwarded\n")
+        assert not os.path.exists(run_dir)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_pyxs_run_signalled_before_cmd_starts(tmp_path: Path, sig: signal.Signals) -> None:
+    """A signal caught while the server is being set up: CMD is never
+    started, the run ends with 128+signal and removes its run dir."""
+    marker = tmp_path / "cmd-ran"
+    script = (
+        "import os, signal, sys; import pyxs.server.options as o; from pyxs import cli;"
+        "made = o.server_from_args\n"
+        "def early(args):\n"
+        "    server = made(args); print(server.run_dir, flush=True)\n"
+        f"    os.kill(os.getpid(), {int(sig)}); return server\n"
+        "o.server_from_args = early\n"
+        f"sys.exit(cli.main(['run', '--', 'touch', {str(marker)!r}]))"
+    )
+    result = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 128 + sig, result.stderr
+    assert not marker.exists()
+    assert not os.path.exists(result.stdout.strip())
+
+
+def test_pyxs_serve_stops_on_a_sigterm_sent_upon_the_pid_line(tmp_path: Path) -> None:
+    """SIGTERM the moment the PID= line is read: every server exits (the
+    serving loop used to overwrite a stop() that came before it started)."""
+    for i in range(15):
+        sock = tmp_path / f"s{i}.sock"
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "pyxs.cli", "serve", "--socket", str(sock)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("PID="):
+                proc.terminate()
+                break
+        try:
+            assert proc.wait(timeout=60) == 0
+        finally:
+            proc.kill()
+            proc.stdout.close()
+        assert not sock.exists()
+
+
+def test_stop_from_ready_ends_serve_forever(tmp_path: Path) -> None:
+    """A stop() right after the sockets exist, before the loop runs, wins."""
+    srv = Server(tmp_path / "s")
+    done = threading.Event()
+
+    def serve() -> None:
+        srv.serve_forever(ready=srv.stop)
+        done.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    assert done.wait(timeout=60)
+    assert not (tmp_path / "s").exists()
+
+
+def test_with_server_exits_at_once(tmp_path: Path) -> None:
+    """Leaving ``with Server()`` before its thread has started serving."""
+    done = threading.Event()
+
+    def enter_and_leave() -> None:
+        for _ in range(100):
+            with Server(tmp_path / "s"):
+                pass
+        done.set()
+
+    threading.Thread(target=enter_and_leave, daemon=True).start()
+    assert done.wait(timeout=60)
 
 
 def test_a_bug_drops_only_that_connection(

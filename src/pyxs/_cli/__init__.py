@@ -53,13 +53,14 @@ def _function(name: str) -> Callable[[Any, Any], int]:
 
 
 def _usage_error(prog: str, spec: Any, message: str) -> int:
+    from .context import USAGE
     from .options import usage_line
 
     err = sys.stderr
     err.write(f"{prog} {spec.name}: {message}\n{usage_line(prog, spec)}\n")
     err.write(f"Try '{prog} {spec.name} --help' for more information.\n")
     err.flush()
-    return 2
+    return USAGE
 
 
 def main(argv: Sequence[str], prog: str = "pyxs") -> int:

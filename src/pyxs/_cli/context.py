@@ -4,14 +4,18 @@ Exit statuses (documented in ``pyxs --help`` and the docs)::
 
     0    success (for ``exists``: every path exists)
     1    the operation failed: no such node, an invalid path or value, any
-         other error XenStore reported; for ``exists``: a path does not exist
-    2    usage error (bad option, missing operand)
+         other error XenStore reported; for ``exists``: a path does not exist;
+         or a usage error (bad option, missing operand), as xenstore-utils
     3    permission denied (EACCES or EPERM from XenStore)
     4    XenStore unreachable: cannot connect, or the connection was lost
     130  interrupted (Ctrl-C)
 
-xenstore-utils 4.17 exits with 1 for all of 1-4; scripts that only test for
-zero/non-zero see no difference.
+xenstore-utils 4.17 exits with 1 for all of 1, 3 and 4; scripts that only
+test for zero/non-zero see no difference. A usage error is 1, as with
+xenstore-utils (``xenstore-write KEY`` prints its usage line and exits 1),
+not argparse's 2: scripts moving from ``xenstore-write`` to ``pyxs write``
+may test ``$?``. (``pyxs serve`` and ``pyxs run``, which have no
+xenstore-utils counterpart, parse with argparse and exit 2.)
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ __all__ = [
 
 OK = 0
 FAILED = 1
-USAGE = 2
+USAGE = 1  # as xenstore-utils
 DENIED = 3
 UNREACHABLE = 4
 INTERRUPTED = 130
@@ -47,8 +51,8 @@ INTERRUPTED = 130
 EXIT_STATUS_HELP = """\
 exit status:
   0    success
-  1    failed: no such node, invalid path or value, another XenStore error
-  2    usage error
+  1    failed: no such node, invalid path or value, another XenStore error;
+       or a usage error (as xenstore-utils)
   3    permission denied by XenStore (EACCES, EPERM)
   4    XenStore unreachable (cannot connect, connection lost)
   130  interrupted

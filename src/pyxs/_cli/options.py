@@ -9,7 +9,8 @@ be abbreviated to any unambiguous prefix (``--pre``) and take an argument as
 ``--opt=ARG`` or ``--opt ARG``; an *optional* argument only as ``--opt=ARG``.
 
 Where 4.17 would print a warning and carry on (an unknown option), this
-parser refuses: a usage error, exit status 2.
+parser refuses: a usage error, exit status 1 (xenstore-utils' status for
+the usage errors it does report).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Spec(NamedTuple):
 
 
 class UsageError(Exception):
-    """A bad command line: exit status 2."""
+    """A bad command line: exit status 1, as xenstore-utils."""
 
 
 def _xenbus_path(value: str) -> str:

@@ -113,12 +113,24 @@ def _open_xenbus(path: str) -> PacketConnection:
     return conn
 
 
+def _default_xenbus() -> str:
+    """libxenstore's device (:func:`default_xenbus_path`), which must exist.
+
+    On Linux that is /proc/xen/xenbus only when /dev/xen/xenbus is missing:
+    when neither exists, say so naming the modern one first."""
+    device = default_xenbus_path()
+    kind, reason = _kind(device)
+    if kind == "missing" and device == "/proc/xen/xenbus":
+        raise CannotConnect(f"cannot open XenBus device /dev/xen/xenbus: {reason} (nor {device})")
+    return device
+
+
 def connect(socket_path: str | None = None, xenbus: str | bool | None = None) -> PacketConnection:
     """Open the transport chosen by ``--socket``/``--xenbus``, else as libxenstore does."""
     if socket_path:
         return _open_socket(socket_path)
     if xenbus:
-        return _open_xenbus(xenbus if isinstance(xenbus, str) else default_xenbus_path())
+        return _open_xenbus(xenbus if isinstance(xenbus, str) else _default_xenbus())
     path = default_socket_path()
     kind, reason = _kind(path)
     if kind == "socket":

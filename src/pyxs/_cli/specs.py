@@ -8,7 +8,10 @@ __all__ = ["SPECS"]
 
 
 def _count(text: str) -> int:
-    return int(text)
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("not a whole number") from None
 
 
 JSON = Opt(None, "json", "json", "print JSON instead (see 'JSON output' below)")

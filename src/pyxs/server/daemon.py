@@ -152,6 +152,9 @@ class _SelectorLoop:
         self.conns: dict[int, _SelConn] = {}
         self.listeners: dict[int, socket.socket] = {}
         self.running = False
+        # Set by stop() and never cleared: a stop() that comes after the
+        # loop was made, even before run() starts, ends it.
+        self.stopping = False
         self.thread_id: int | None = None
         self.calls: collections.deque[Callable[[], None]] = collections.deque()
         self.wake_r, self.wake_w = socket.socketpair()
@@ -294,15 +297,20 @@ class _SelectorLoop:
 
     # -- running -------------------------------------------------------------
     def run(self) -> None:
-        self.running = True
         self.thread_id = threading.get_ident()
+        self.running = True
         select = self.sel.select
-        while self.running:
-            for key, mask in select():
-                key.data(mask)
+        try:
+            while not self.stopping:
+                for key, mask in select():
+                    key.data(mask)
+        finally:
+            self.running = False
 
     def stop(self) -> None:
-        self.running = False
+        self.stopping = True
+        # A signal handler calling this on the loop's own thread interrupts
+        # select(), which resumes and finds this byte waiting.
         self.wake()
 
     def close(self) -> None:
@@ -550,7 +558,8 @@ class Server:
     def serve_forever(self, ready: Callable[[], None] | None = None) -> None:
         """Serve in the calling thread until :meth:`stop` (call it from another
         thread or a signal handler). ``ready()`` is called once the sockets
-        exist."""
+        exist; a :meth:`stop` from then on, even from ``ready()`` itself or
+        before the loop has started, ends the serving."""
         self._start_selector()
         frontend = self._frontend
         assert isinstance(frontend, _SelectorLoop)

@@ -13,14 +13,31 @@ import sys
 from .daemon import Server
 from .domains import Quotas, SoftQuotas
 
-__all__ = ["add_server_arguments", "serve", "server_from_args"]
+__all__ = ["add_server_arguments", "cannot_serve", "serve", "server_from_args"]
 
 
-def _quota_assignment(text: str) -> tuple[str, int]:
+def _assignment(text: str) -> tuple[str, int]:
     name, sep, value = text.partition("=")
     if not sep or not value.isdigit():
         raise argparse.ArgumentTypeError(f"quotas must be given as <what>=<nb>, not {text!r}")
     return name, int(value)
+
+
+# Unknown names are usage errors, found while parsing (exit status 2, with
+# the usage line), as argparse reports any other bad option.
+def _quota_assignment(text: str) -> tuple[str, int]:
+    name, value = _assignment(text)
+    if not Quotas().set(name, value):
+        names = ", ".join(Quotas.__slots__).replace("_", "-")
+        raise argparse.ArgumentTypeError(f"unknown quota {name!r} (known: {names})")
+    return name, value
+
+
+def _soft_quota_assignment(text: str) -> tuple[str, int]:
+    name, value = _assignment(text)
+    if not SoftQuotas().set(name, value):
+        raise argparse.ArgumentTypeError(f"unknown soft quota {name!r} (only 'memory')")
+    return name, value
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +69,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument(
         "-q",
         "--quota-soft",
-        type=_quota_assignment,
+        type=_soft_quota_assignment,
         action="append",
         default=[],
         metavar="WHAT=NB",
@@ -82,12 +99,10 @@ def server_from_args(args: argparse.Namespace, socket_path: str | None = None) -
     if getattr(args, "path_max", None) is not None:
         quotas.path_max = min(2048, args.path_max)
     for name, value in args.quota:
-        if not quotas.set(name, value):
-            raise SystemExit(f"unknown quota {name!r}")
+        quotas.set(name, value)  # (names checked by _quota_assignment)
     soft = SoftQuotas()
     for name, value in args.quota_soft:
-        if not soft.set(name, value):
-            raise SystemExit(f"unknown soft quota {name!r}")
+        soft.set(name, value)
     return Server(
         socket_path if socket_path is not None else args.socket,
         run_dir=args.run_dir,
@@ -98,16 +113,29 @@ def server_from_args(args: argparse.Namespace, socket_path: str | None = None) -
     )
 
 
-def serve(server: Server, *, announce: bool = True) -> int:
+def cannot_serve(server: Server, exc: OSError, prog: str) -> str:
+    """The one-line message for a server that could not start."""
+    message = f"{prog}: cannot serve on {server.socket_path}: {exc.strerror or exc}"
+    if exc.filename is not None and os.fsdecode(exc.filename) != server.socket_path:
+        message += f" ({os.fsdecode(exc.filename)})"
+    return message
+
+
+def serve(server: Server, *, announce: bool = True, prog: str = "pyxs") -> int:
     """Serve in the foreground until SIGINT or SIGTERM; 0 on a clean stop.
 
     When ready it prints ``SOCKET=<path>``, ``RUNDIR=<dir>`` and
     ``PID=<pid>`` lines (like realxs's start.sh)."""
 
+    stop_requested: list[int] = []
+
     def stop(signum: int, frame: object) -> None:
+        stop_requested.append(signum)
         server.stop()
 
     def ready() -> None:
+        if stop_requested:  # caught before the server could take a stop()
+            server.stop()
         if announce:
             print(f"SOCKET={server.socket_path}", flush=True)
             print(f"RUNDIR={server.run_dir}", flush=True)
@@ -117,7 +145,7 @@ def serve(server: Server, *, announce: bool = True) -> int:
     try:
         server.serve_forever(ready)
     except OSError as exc:
-        print(f"pyxs: cannot serve on {server.socket_path}: {exc}", file=sys.stderr)
+        print(cannot_serve(server, exc, prog), file=sys.stderr)
         return 1
     finally:
         for sig, handler in previous.items():
