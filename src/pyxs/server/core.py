@@ -64,10 +64,6 @@ c_atoi = _control.c_atoi
 
 OK = b"OK\0"
 _ERROR_PAYLOAD = {e: e.payload for e in XsdError}
-_EINVAL = Fail(XsdError.EINVAL)
-_ENOENT = Fail(XsdError.ENOENT)
-_ENOSPC = Fail(XsdError.ENOSPC)
-_EACCES = Fail(XsdError.EACCES)
 _WATCH_EVENT = int(Op.WATCH_EVENT)
 _ERROR = int(Op.ERROR)
 _RELEASE_DOMAIN = b"@releaseDomain"
@@ -121,7 +117,7 @@ class Connection:
 def _onearg(payload: bytes) -> bytes:
     """The single NUL-terminated argument, else EINVAL."""
     if not payload or payload.find(b"\0") != len(payload) - 1:
-        raise _EINVAL
+        raise Fail(XsdError.EINVAL)
     return payload[:-1]
 
 
@@ -310,7 +306,7 @@ class XenStore:
         """Canonical node path, or EINVAL."""
         path = canonicalize(path, conn.home)
         if not is_valid_nodename(path, self.quotas.path_max):
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         return path
 
     def _fail_tx(self, tx: Transaction | None) -> Callable[[], None] | None:
@@ -418,7 +414,7 @@ class XenStore:
     def _directory_part(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         strings = _strings(payload)
         if len(strings) != 2:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         path = self._path(conn, strings[0])
         node = get_node(self._access(tx), conn, path, PERM_READ, self.domains)
         offset = c_atoi(strings[1]) & 0xFFFFFFFF
@@ -441,7 +437,7 @@ class XenStore:
     def _write(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         nul = payload.find(b"\0")
         if nul < 0:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         path = self._path(conn, payload[:nul])
         value = payload[nul + 1 :]
         acc = self._access(tx)
@@ -467,31 +463,31 @@ class XenStore:
         if lookup_node(acc, conn, path, PERM_WRITE, self.domains) is None:
             if acc.read(parent_of(path)) is not None:
                 return OK
-            raise _ENOENT
+            raise Fail(XsdError.ENOENT)
         if path == b"/":
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         rm_node(acc, path)
         return OK
 
     def _set_perms(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         strings = _strings(payload)
         if len(strings) < 2:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         if not conn.privileged and len(strings) - 1 > self.quotas.permissions:
-            raise _ENOSPC
+            raise Fail(XsdError.ENOSPC)
         perms = Perms.parse(strings[1:])
         if not self.domains.exists(perms.owner):
-            raise _ENOENT
+            raise Fail(XsdError.ENOENT)
         for _bits, domid in perms.entries[1:]:
             self.domains.exists(domid)
         name = strings[0]
         if name[:1] == b"@":
             current = self.special_perms.get(name)
             if current is None:
-                raise _EINVAL
+                raise Fail(XsdError.EINVAL)
             wanted = PERM_WRITE | PERM_OWNER
             if self._perm(conn, current[0], current[1]) & wanted != wanted:
-                raise _EACCES
+                raise Fail(XsdError.EACCES)
             self.special_perms[name] = (perms, self.store.generation)
             return OK
         path = self._path(conn, name)
@@ -509,7 +505,7 @@ class XenStore:
                 acc.consume(1)
                 if tx is not None:
                     tx.failed = True
-                raise _ENOSPC
+                raise Fail(XsdError.ENOSPC)
         node.perms = perms
         acc.write(path, node, old.owner)
         acc.fire(path, node, False, old)
@@ -520,12 +516,12 @@ class XenStore:
     def _watch(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         strings = _strings(payload)
         if len(strings) != 2:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         path, token = strings
         cut = 0
         if path[:1] == b"@":
             if len(path) > 2048:
-                raise _EINVAL
+                raise Fail(XsdError.EINVAL)
         else:
             if path[:1] != b"/":
                 cut = len(conn.home) + 1
@@ -544,11 +540,11 @@ class XenStore:
     def _unwatch(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         strings = _strings(payload)
         if len(strings) != 2:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         key = (canonicalize(strings[0], conn.home), strings[1])
         watch = conn.watches.pop(key, None)
         if watch is None:
-            raise _ENOENT
+            raise Fail(XsdError.ENOENT)
         self.watches.remove(watch)
         return OK
 
@@ -566,7 +562,7 @@ class XenStore:
             domain = conn.domain
             started = domain.transaction_count if domain is not None else len(conn.transactions)
             if started > self.quotas.transactions:
-                raise _ENOSPC
+                raise Fail(XsdError.ENOSPC)
         transactions = conn.transactions
         tx_id = conn.next_tx_id
         while tx_id == 0 or tx_id in transactions:
@@ -578,9 +574,9 @@ class XenStore:
 
     def _transaction_end(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         if payload not in (b"T\0", b"F\0"):
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         if tx is None:
-            raise _ENOENT
+            raise Fail(XsdError.ENOENT)
         del conn.transactions[tx.id]
         if payload == b"T\0":
             if tx.failed or tx.lost_domain():
@@ -589,7 +585,7 @@ class XenStore:
                 counts = self.store.node_counts
                 for domid, delta in tx.count_deltas().items():
                     if domid != 0 and counts.get(domid, 0) + delta >= self.quotas.nodes:
-                        raise _ENOSPC
+                        raise Fail(XsdError.ENOSPC)
             if tx.conflicts():
                 raise Fail(XsdError.EAGAIN)
             tx.commit(self.fire)
@@ -600,11 +596,11 @@ class XenStore:
     def _introduce(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         strings = _strings(payload)
         if len(strings) < 3:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         domid = c_atoi(strings[0]) & 0xFFFFFFFF
         port = c_atoi(strings[2]) & 0xFFFFFFFF
         if port == 0:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         domain, new = self.domains.introduce(domid, port)
         if new:
             if domid != 0:
@@ -622,16 +618,16 @@ class XenStore:
     def _onearg_domain(self, payload: bytes) -> Domain:
         domid = c_atoi(_onearg(payload)) & 0xFFFFFFFF
         if domid == 0:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         return self._connected_domain(domid)
 
     def _connected_domain(self, domid: int) -> Domain:
         """``find_connected_domain``: introduced (ENOENT) and connected (EINVAL)."""
         domain = self.domains.introduced(domid)
         if domain is None:
-            raise _ENOENT
+            raise Fail(XsdError.ENOENT)
         if domain.detached:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         return domain
 
     def _release(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
@@ -651,7 +647,7 @@ class XenStore:
     def _set_target(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         strings = _strings(payload)
         if len(strings) < 2:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         domain = self._connected_domain(c_atoi(strings[0]) & 0xFFFFFFFF)
         target = self._connected_domain(c_atoi(strings[1]) & 0xFFFFFFFF)
         domain.target = target.domid
@@ -765,7 +761,7 @@ class XenStore:
         # as a permission names a domain the hypervisor knows)
         domain = self.domains.get(domid)
         if domain is None:
-            raise _ENOENT
+            raise Fail(XsdError.ENOENT)
         memory = self.store.memory_of(domid)
         for conn in self.conns.values():
             if conn.domid == domid:

@@ -82,19 +82,19 @@ _LOCAL = b"/local/domain/"
 
 
 class Fail(Exception):
-    """An operation failed with a XenStore error: the reply is ``E<name>``."""
+    """An operation failed with a XenStore error: the reply is ``E<name>``.
+
+    Raise a new instance every time, never a shared one: each raise chains
+    the raising frames onto the instance's ``__traceback__``, and a
+    module-level instance would keep them (and the requests and connections
+    they reference) alive forever.
+    """
 
     __slots__ = ("error",)
 
     def __init__(self, error: XsdError) -> None:
         super().__init__(error)
         self.error = error
-
-
-EINVAL = Fail(XsdError.EINVAL)
-EACCES = Fail(XsdError.EACCES)
-ENOENT = Fail(XsdError.ENOENT)
-ENOSPC = Fail(XsdError.ENOSPC)
 
 
 class Perms:
@@ -143,7 +143,7 @@ class Perms:
         for item in strings:
             bits = _LETTER_BITS.get(item[0]) if item else None
             if bits is None:
-                raise EINVAL
+                raise Fail(XsdError.EINVAL)
             domid = _strtol0(item[1:])
             entries.append((bits, domid & 0xFFFFFFFF))
         return Perms.get(tuple(entries))
@@ -160,7 +160,7 @@ def _strtol0(text: bytes) -> int:
     """C ``strtol(text, &end, 0)`` that must consume all of ``text``."""
     match = _STRTOL.match(text)
     if match is None:
-        raise EINVAL
+        raise Fail(XsdError.EINVAL)
     digits = match.group(2)
     if digits[:2] in (b"0x", b"0X"):
         value = int(digits[2:], 16)
@@ -535,7 +535,7 @@ def lookup_node(
     if node is not None:
         if who.privileged or (perm_for(who, node, domains) & perm) == perm:
             return node
-        error: Fail | None = EACCES
+        error: Fail | None = Fail(XsdError.EACCES)
     else:
         error = None
     if who.privileged and not acc.records:
@@ -546,14 +546,14 @@ def lookup_node(
         if error is not None:
             raise error
         return None
-    raise EACCES
+    raise Fail(XsdError.EACCES)
 
 
 def get_node(acc: Access, who: Requester, path: bytes, perm: int, domains: Domains | None) -> Node:
     """Like :func:`lookup_node`, but a missing node is ENOENT."""
     node = lookup_node(acc, who, path, perm, domains)
     if node is None:
-        raise ENOENT
+        raise Fail(XsdError.ENOENT)
     return node
 
 
@@ -588,7 +588,7 @@ def create_node(
         if parent is not None:
             break
         if name == b"/":
-            raise ENOENT
+            raise Fail(XsdError.ENOENT)
         new_paths.append(name)
     perms = parent.perms if who.privileged else parent.perms.with_owner(who.domid)
 
@@ -615,7 +615,7 @@ def create_node(
             acc.consume(attempted)
             if on_fail is not None and attempted:
                 on_fail()
-            raise ENOSPC
+            raise Fail(XsdError.ENOSPC)
 
     node = Node(value, perms, 0)
     acc.write(path, node, None)
@@ -646,7 +646,7 @@ def set_node_value(
             acc.consume(1)
             if on_fail is not None:
                 on_fail()
-            raise ENOSPC
+            raise Fail(XsdError.ENOSPC)
     node.value = value
     acc.write(path, node, node.perms.owner)
 
@@ -661,7 +661,7 @@ def rm_node(acc: Access, path: bytes) -> None:
     parent = acc.read(parent_path)
     root = acc.read(path)
     if parent is None or root is None:
-        raise EINVAL
+        raise Fail(XsdError.EINVAL)
     # Iterative post-order walk: (path, node, iterator over child names)
     stack: list[tuple[bytes, Node, Iterator[bytes]]] = [(path, root, iter(root.child_names()))]
     while stack:

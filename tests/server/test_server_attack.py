@@ -1,0 +1,116 @@
+"""The embedded server under attack: what a hostile or careless client must
+not be able to do to it (issue 11).
+
+Each test checks an invariant without timing: memory by what stays
+referenced (gc, tracemalloc), CPU by what the loop polls, files by what is
+left on disk.
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from typing import Callable
+
+from rawxs import RawConn
+
+from pyxs.protocol import Op, encode
+from pyxs.server import Server
+from pyxs.server.core import Connection
+from pyxs.server.store import Fail
+
+#: requests that fail, and their error, from dom0 and from a guest (domid 5,
+#: which may not read /secret and may not write /)
+DOM0_ERRORS = [
+    (Op.READ, b"/missing\0", "ENOENT"),
+    (Op.READ, b"/bad.path\0", "EINVAL"),
+    (Op.READ, b"/x", "EINVAL"),
+    (Op.RM, b"/\0", "EINVAL"),
+    (Op.SET_PERMS, b"/secret\0q0\0", "EINVAL"),
+    (Op.WATCH, b"/dup\0tok\0", "EEXIST"),
+    (Op.TRANSACTION_END, b"T\0", "ENOENT"),
+    (Op.CONTROL, b"no-such-command\0", "EINVAL"),
+    (99, b"", "ENOSYS"),
+]
+GUEST_ERRORS = [
+    (Op.READ, b"/secret\0", "EACCES"),
+    (Op.WRITE, b"/secret\0v", "EACCES"),
+    (Op.READ, b"missing\0", "ENOENT"),
+    (Op.INTRODUCE, b"6\x000\x001\0", "EACCES"),
+    (Op.WRITE, b"big\0" + b"x" * 3000, "ENOSPC"),
+    (Op.SET_PERMS, b"/local/domain/5\0n0\0", "EPERM"),
+]
+
+
+def _fire(conn: RawConn, requests: list[tuple[int, bytes, str]], rounds: int) -> None:
+    """Pipeline ``rounds`` copies of ``requests``; check every reply."""
+    batch = b"".join(encode(op, i, 0, payload) for i, (op, payload, _) in enumerate(requests))
+    for _ in range(rounds):
+        conn.send_raw(batch)
+        for i, (_op, _payload, error) in enumerate(requests):
+            packet = conn.read_packet()
+            expected = (Op.ERROR, i, error.encode() + b"\0")
+            assert (packet.op, packet.req_id, packet.payload) == expected
+
+
+def _setup(dom0: RawConn, guest: Callable[[int], RawConn]) -> RawConn:
+    """Domain 5 introduced, its home its own, /secret unreadable; a guest connection."""
+    g = guest(5)
+    dom0.ok(Op.WRITE, b"/secret\0s")
+    dom0.ok(Op.MKDIR, b"/local/domain/5\0")
+    dom0.ok(Op.SET_PERMS, b"/local/domain/5\0n5\0")
+    return g
+
+
+def test_error_replies_retain_nothing(
+    srv: Server, dom0: RawConn, guest: Callable[[int], RawConn]
+) -> None:
+    """No exception instance outlives its reply, so an error reply keeps no
+    frame, request or connection alive: memory after N error replies of
+    every kind is what it was after the first N (a shared exception grew by
+    about a kilobyte per reply)."""
+    g = _setup(dom0, guest)
+    dom0.ok(Op.WATCH, b"/dup\0tok\0")
+    dom0.sync()
+
+    def fire(rounds: int) -> None:
+        _fire(dom0, DOM0_ERRORS, rounds)
+        _fire(g, GUEST_ERRORS, rounds)
+
+    fire(50)  # warm up caches (interned permissions, decoders)
+    tracemalloc.start()
+    try:
+        fire(200)
+        gc.collect()
+        first = tracemalloc.get_traced_memory()[0]
+        fire(200)
+        gc.collect()
+        second = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    replies = 200 * (len(DOM0_ERRORS) + len(GUEST_ERRORS))
+    # a leak of even 30 bytes per reply would show; the old leak was ~1 KB
+    assert second - first < replies * 30, (first, second)
+    alive = [o for o in gc.get_objects() if isinstance(o, Fail)]
+    assert alive == []
+
+
+def test_closed_connections_are_not_retained(
+    srv: Server, dom0: RawConn, guest: Callable[[int], RawConn]
+) -> None:
+    """A connection that got error replies and closed is garbage: nothing
+    (no traceback, no watch, no queue) still refers to it."""
+    _setup(dom0, guest).close()
+    for _ in range(5):
+        g = guest(5)
+        _fire(g, GUEST_ERRORS[:3], 20)
+        g.ok(Op.WATCH, b"/secret\0t\0")
+        g.close()
+        d = RawConn(srv.socket_path)
+        _fire(d, DOM0_ERRORS[:4], 20)
+        d.close()
+    dom0.sync()  # the server has seen every close before this reply
+    gc.collect()
+    live = srv.call(lambda core: len(core.conns))
+    assert live == 1
+    assert len([o for o in gc.get_objects() if isinstance(o, Connection)]) == live
