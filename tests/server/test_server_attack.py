@@ -9,14 +9,21 @@ left on disk.
 from __future__ import annotations
 
 import gc
+import os
+import socket
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 from typing import Callable
 
+import pytest
 from rawxs import RawConn
 
 from pyxs.protocol import Op, encode
-from pyxs.server import Server
+from pyxs.server import Server, SocketInUse
 from pyxs.server.core import Connection
+from pyxs.server.options import EXIT_IN_USE
 from pyxs.server.store import Fail
 
 #: requests that fail, and their error, from dom0 and from a guest (domid 5,
@@ -114,3 +121,85 @@ def test_closed_connections_are_not_retained(
     live = srv.call(lambda core: len(core.conns))
     assert live == 1
     assert len([o for o in gc.get_objects() if isinstance(o, Connection)]) == live
+
+
+# -- socket path safety ----------------------------------------------------------
+
+
+def _serve_cli(socket_path: str) -> subprocess.CompletedProcess[str]:
+    """``pyxs serve --socket PATH`` that must refuse at once (a hang guard only)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pyxs", "serve", "--socket", socket_path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink", "directory"])
+def test_a_non_socket_at_the_path_is_refused_and_kept(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "socket"
+    target = tmp_path / "target"
+    target.write_bytes(b"keep me")
+    if kind == "file":
+        path.write_bytes(b"keep me")
+    elif kind == "symlink":
+        path.symlink_to(target)
+    else:
+        path.mkdir()
+    with pytest.raises(FileExistsError):
+        Server(path).__enter__()
+    result = _serve_cli(str(path))
+    assert result.returncode == 1
+    assert "not a socket" in result.stderr
+    assert os.path.lexists(path)
+    if kind == "file":
+        assert path.read_bytes() == b"keep me"
+    elif kind == "symlink":
+        assert os.readlink(path) == str(target)
+    assert target.read_bytes() == b"keep me"
+
+
+def test_a_live_server_is_not_taken_over(tmp_path: Path) -> None:
+    path = str(tmp_path / "socket")
+    with Server(path) as first:
+        before = os.stat(path).st_ino
+        with pytest.raises(SocketInUse):
+            Server(path).__enter__()
+        result = _serve_cli(path)
+        assert result.returncode == EXIT_IN_USE
+        assert "already listening" in result.stderr
+        assert os.stat(path).st_ino == before
+        with RawConn(first.socket_path) as conn:
+            assert conn.ok(Op.READ, b"/\0") == b""
+    assert not os.path.lexists(path)
+
+
+def test_a_stale_socket_is_replaced(tmp_path: Path) -> None:
+    path = str(tmp_path / "socket")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()  # the file stays; nobody listens: connect is refused
+    with Server(path), RawConn(path) as conn:
+        assert conn.ok(Op.READ, b"/\0") == b""
+
+
+def test_only_its_own_socket_is_removed_at_exit(tmp_path: Path) -> None:
+    """A server whose socket was replaced under it leaves the new one alone."""
+    path = str(tmp_path / "socket")
+    srv = Server(path)
+    srv.__enter__()
+    try:
+        os.rename(path, str(tmp_path / "moved"))
+        other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        other.bind(path)
+        other.listen(1)
+    finally:
+        srv.__exit__(None, None, None)
+    try:
+        assert os.path.lexists(path)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.connect(path)
+        probe.close()
+    finally:
+        other.close()

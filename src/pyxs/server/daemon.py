@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
 import selectors
 import socket
@@ -46,7 +47,7 @@ import stat
 import struct
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple, TypeVar
 
 from .core import Connection, XenStore
 from .domains import DOMAIN_STATES, Quotas, SoftQuotas
@@ -54,7 +55,7 @@ from .domains import DOMAIN_STATES, Quotas, SoftQuotas
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Server"]
+__all__ = ["Server", "SocketInUse"]
 
 T = TypeVar("T")
 
@@ -76,20 +77,67 @@ def _make_quotas(quotas: Quotas | Mapping[str, int] | None) -> Quotas:
     return result
 
 
-def _listen_unix(path: str) -> socket.socket:
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
+class SocketInUse(OSError):
+    """A server already answers on the socket path: this one does not start."""
+
+
+#: a file's identity: the socket file a server made is removed only while
+#: the path still names that file (a later server may have replaced it)
+FileId = Tuple[int, int]
+
+
+def _file_id(path: str) -> FileId | None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _listen_unix(path: str) -> tuple[socket.socket, FileId]:
+    """Listen at ``path``; the socket and the identity of the file it made.
+
+    Only a *stale* socket is replaced (one nobody listens on: connecting is
+    refused). A live server's socket raises :class:`SocketInUse`; anything
+    else at ``path`` (a regular file, a symlink, a directory) raises
+    :class:`FileExistsError`. Neither is touched.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise FileExistsError(errno.EEXIST, "exists and is not a socket (left alone)", path)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.setblocking(False)  # a live server with a full backlog: EAGAIN
+        try:
+            live = probe.connect_ex(path) != errno.ECONNREFUSED
+        finally:
+            probe.close()
+        if live:
+            raise SocketInUse(errno.EADDRINUSE, "a server is already listening there", path)
+        if _file_id(path) == (st.st_dev, st.st_ino):
             os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
+        made = _file_id(path)
+        assert made is not None
         os.chmod(path, 0o600)
         sock.listen(128)
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
-    return sock
+    return sock, made
+
+
+def _unlink_if(path: str, made: FileId | None) -> None:
+    """Remove ``path`` if it is still the file this server made."""
+    if made is not None and _file_id(path) == made:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _receive(core: XenStore, conn: Connection, data: bytes) -> bool:
@@ -513,6 +561,8 @@ class Server:
         self._frontend: _SelectorLoop | _AsyncLoop | None = None
         self._thread: threading.Thread | None = None
         self._guest_paths: dict[int, str] = {}
+        #: socket files (and the FIFO) this server made: path -> identity
+        self._made: dict[str, FileId] = {}
         self._virq_fd: int | None = None
         self._virq_path: str | None = None
         self._virq_buf = b""
@@ -576,7 +626,7 @@ class Server:
         self._frontend = frontend
         try:
             os.makedirs(self.run_dir, exist_ok=True)
-            frontend.listen(0, _listen_unix(self.socket_path))
+            frontend.listen(0, self._listen(self.socket_path))
             self._open_virq_fifo()
         except BaseException:
             self._teardown()
@@ -591,9 +641,9 @@ class Server:
 
     def _close_files(self) -> None:
         self._close_virq_fifo()
-        for path in [self.socket_path, *self._guest_paths.values()]:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        for path, made in self._made.items():
+            _unlink_if(path, made)
+        self._made.clear()
         self._guest_paths.clear()
         if self._tempdir is not None:
             import shutil
@@ -614,7 +664,7 @@ class Server:
         self._stopped = asyncio.Event()
         try:
             os.makedirs(self.run_dir, exist_ok=True)
-            sock = _listen_unix(self.socket_path)
+            sock = self._listen(self.socket_path)
             frontend.pending[0] = sock
             await frontend.start_listening(0, sock)
             self._open_virq_fifo()
@@ -650,6 +700,11 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    def _listen(self, path: str) -> socket.socket:
+        sock, made = _listen_unix(path)
+        self._made[path] = made
+        return sock
 
     # ------------------------------------------------------------------
     # public API
@@ -715,7 +770,7 @@ class Server:
             return
         path = self.guest_socket_path(domid)
         try:
-            sock = _listen_unix(path)
+            sock = self._listen(path)
         except OSError:
             return
         self._guest_paths[domid] = path
@@ -727,8 +782,7 @@ class Server:
             frontend.unlisten(domid)
         path = self._guest_paths.pop(domid, None)
         if path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            _unlink_if(path, self._made.pop(path, None))
 
     def _on_close(self, conn: Connection) -> None:
         frontend = self._frontend
@@ -739,12 +793,21 @@ class Server:
     def _open_virq_fifo(self) -> None:
         path = os.path.join(self.run_dir, "evtchn")
         try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            st = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISFIFO(st.st_mode):
+                return  # not ours to replace: no VIRQ FIFO then
+            os.unlink(path)  # a FIFO left by an earlier server
+        try:
             os.mkfifo(path, 0o600)
+            made = _file_id(path)
             fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
         except OSError:
             return
+        if made is not None:
+            self._made[path] = made
         self._virq_fd = fd
         self._virq_path = path
         frontend = self._frontend
@@ -763,9 +826,6 @@ class Server:
             with contextlib.suppress(Exception):
                 frontend.loop.remove_reader(fd)
         os.close(fd)
-        if self._virq_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._virq_path)
 
     def _poll_virq(self) -> None:
         fd = self._virq_fd

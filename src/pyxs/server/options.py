@@ -10,10 +10,13 @@ import os
 import signal
 import sys
 
-from .daemon import Server
+from .daemon import Server, SocketInUse
 from .domains import Quotas, SoftQuotas
 
-__all__ = ["add_server_arguments", "serve", "server_from_args"]
+__all__ = ["EXIT_IN_USE", "add_server_arguments", "serve", "server_from_args"]
+
+#: exit status of ``pyxs serve`` when a live server answers on its socket path
+EXIT_IN_USE = 5
 
 
 def _quota_assignment(text: str) -> tuple[str, int]:
@@ -99,7 +102,10 @@ def server_from_args(args: argparse.Namespace, socket_path: str | None = None) -
 
 
 def serve(server: Server, *, announce: bool = True) -> int:
-    """Serve in the foreground until SIGINT or SIGTERM; 0 on a clean stop.
+    """Serve in the foreground until SIGINT or SIGTERM; 0 on a clean stop,
+    :data:`EXIT_IN_USE` when a server already answers on the socket path, 1
+    when the socket cannot be made (e.g. a file that is not a socket is in
+    the way: it is left alone).
 
     When ready it prints ``SOCKET=<path>``, ``RUNDIR=<dir>`` and
     ``PID=<pid>`` lines (like realxs's start.sh)."""
@@ -116,8 +122,12 @@ def serve(server: Server, *, announce: bool = True) -> int:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.serve_forever(ready)
+    except SocketInUse as exc:
+        print(f"pyxs: cannot serve on {server.socket_path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_IN_USE
     except OSError as exc:
-        print(f"pyxs: cannot serve on {server.socket_path}: {exc}", file=sys.stderr)
+        reason = exc.strerror or str(exc)
+        print(f"pyxs: cannot serve on {server.socket_path}: {reason}", file=sys.stderr)
         return 1
     finally:
         for sig, handler in previous.items():
