@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -203,3 +204,64 @@ def test_only_its_own_socket_is_removed_at_exit(tmp_path: Path) -> None:
         probe.close()
     finally:
         other.close()
+
+
+# -- out of file descriptors ---------------------------------------------------------
+
+
+def _listening(srv: Server) -> bool:
+    """Whether the server's loop polls its dom0 listener (asked in the loop)."""
+
+    def ask(core: object) -> bool:
+        frontend = srv._frontend
+        assert frontend is not None and hasattr(frontend, "sel")
+        return frontend.listeners[0] in [key.fileobj for key in frontend.sel.get_map().values()]
+
+    return srv.call(ask)
+
+
+def test_out_of_descriptors_the_listener_rests_until_one_frees(srv: Server, dom0: RawConn) -> None:
+    """At the descriptor limit accept() fails and the listener stays readable:
+    the loop stops polling it (no spinning) and polls it again as soon as a
+    connection closes, so the next client in the backlog gets served."""
+
+    def no_timed_retry(core: object) -> None:
+        # the loop also retries after a second (a descriptor freed elsewhere);
+        # a loaded machine must not make that retry race this test
+        frontend = srv._frontend
+        assert frontend is not None and hasattr(frontend, "accept_retry_delay")
+        frontend.accept_retry_delay = 3600.0
+
+    srv.call(no_timed_retry)
+    fds = sorted(int(name) for name in os.listdir("/proc/self/fd"))
+    # fill the holes in the descriptor table: new descriptors then count up
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(fds[-1] + 1 - len(fds))]
+    clients = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(8)]
+    limit = clients[-1].fileno() + 1 + 2  # room for two accepted connections
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        for client in clients:
+            client.settimeout(30)
+            client.connect(srv.socket_path)  # the backlog holds what is not accepted
+        # the listener was readable before this request: its reply comes from
+        # a batch of events that handled the listener too, or a later one
+        dom0.sync()
+        accepted = srv.call(lambda core: len(core.conns)) - 1
+        assert 0 < accepted < len(clients)
+        assert not _listening(srv)
+        clients[0].close()  # the server sees EOF, drops it: one descriptor free
+        waiting = clients[accepted]
+        waiting.sendall(encode(Op.READ, 7, 0, b"/\0"))
+        reply = waiting.recv(4096)
+        assert reply == encode(Op.READ, 7, 0, b"")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for client in clients:
+            client.close()
+        for fd in fillers:
+            os.close(fd)
+    dom0.sync()
+    with RawConn(srv.socket_path) as late:
+        assert late.ok(Op.READ, b"/\0") == b""
+    assert _listening(srv)

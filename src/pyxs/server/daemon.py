@@ -46,6 +46,7 @@ import socket
 import stat
 import struct
 import threading
+import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple, TypeVar
 
@@ -63,6 +64,10 @@ _VIRQ_DOM_EXC = 1
 #: stop reading from a connection whose unsent output exceeds this
 _HIGH_WATER = 1 << 20
 _READ_SIZE = 1 << 16
+#: accept() errors that mean "no descriptor (or memory) for a new connection"
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+#: out of descriptors, try accepting again after this many seconds at most
+_ACCEPT_RETRY = 1.0
 
 
 def _make_quotas(quotas: Quotas | Mapping[str, int] | None) -> Quotas:
@@ -199,6 +204,10 @@ class _SelectorLoop:
         self.sel = selectors.DefaultSelector()
         self.conns: dict[int, _SelConn] = {}
         self.listeners: dict[int, socket.socket] = {}
+        #: whether the listeners are polled (not while out of descriptors)
+        self.accepting = True
+        self.accept_retry = 0.0
+        self.accept_retry_delay = _ACCEPT_RETRY
         self.running = False
         self.thread_id: int | None = None
         self.calls: collections.deque[Callable[[], None]] = collections.deque()
@@ -225,16 +234,43 @@ class _SelectorLoop:
             calls.popleft()()
 
     # -- listening -------------------------------------------------------------
+    # Out of file descriptors, accept() fails while the listener stays
+    # readable: polling it would spin. The listeners are then taken out of
+    # the selector until a connection closes (a descriptor is free again),
+    # or _ACCEPT_RETRY seconds have passed (one freed elsewhere in the
+    # process), as asyncio's own loop does.
     def listen(self, domid: int, sock: socket.socket) -> None:
         self.listeners[domid] = sock
+        if self.accepting:
+            self._register_listener(domid, sock)
+
+    def _register_listener(self, domid: int, sock: socket.socket) -> None:
         self.sel.register(sock, selectors.EVENT_READ, lambda mask: self._accept(sock, domid))
 
     def unlisten(self, domid: int) -> None:
         sock = self.listeners.pop(domid, None)
         if sock is not None:
+            if self.accepting:
+                with contextlib.suppress(Exception):
+                    self.sel.unregister(sock)
+            sock.close()
+            self._resume_accepting()
+
+    def _pause_accepting(self) -> None:
+        if not self.accepting:
+            return
+        self.accepting = False
+        self.accept_retry = time.monotonic() + self.accept_retry_delay
+        for sock in self.listeners.values():
             with contextlib.suppress(Exception):
                 self.sel.unregister(sock)
-            sock.close()
+
+    def _resume_accepting(self) -> None:
+        if self.accepting:
+            return
+        self.accepting = True
+        for domid, sock in self.listeners.items():
+            self._register_listener(domid, sock)
 
     def _accept(self, listener: socket.socket, domid: int) -> None:
         for _ in range(64):
@@ -242,7 +278,9 @@ class _SelectorLoop:
                 sock, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._pause_accepting()
                 return
             try:
                 conn = self.core.connect(domid)
@@ -339,6 +377,7 @@ class _SelectorLoop:
         with contextlib.suppress(Exception):
             self.sel.unregister(entry.sock)
         entry.sock.close()
+        self._resume_accepting()
 
     # -- running -------------------------------------------------------------
     def run(self) -> None:
@@ -346,7 +385,13 @@ class _SelectorLoop:
         self.thread_id = threading.get_ident()
         select = self.sel.select
         while self.running:
-            for key, mask in select():
+            if self.accepting:
+                events = select()
+            else:
+                events = select(max(0.0, self.accept_retry - time.monotonic()))
+                if time.monotonic() >= self.accept_retry:
+                    self._resume_accepting()
+            for key, mask in events:
                 key.data(mask)
 
     def stop(self) -> None:
