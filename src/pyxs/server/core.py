@@ -36,6 +36,7 @@ from ..protocol import PAYLOAD_MAX, Decoder, Op, PacketTooLarge, XsdError, encod
 from . import control as _control
 from .domains import DOMID_SELF, Domain, Domains, Quotas, SoftQuotas
 from .store import (
+    PERM_IGNORE,
     PERM_OWNER,
     PERM_READ,
     PERM_WRITE,
@@ -475,11 +476,9 @@ class XenStore:
             raise Fail(XsdError.EINVAL)
         if not conn.privileged and len(strings) - 1 > self.quotas.permissions:
             raise Fail(XsdError.ENOSPC)
-        perms = Perms.parse(strings[1:])
-        if not self.domains.exists(perms.owner):
-            raise Fail(XsdError.ENOENT)
-        for _bits, domid in perms.entries[1:]:
-            self.domains.exists(domid)
+        perms = self.domains.parsed(Perms.parse(strings[1:]))
+        if perms.entries[0][0] & PERM_IGNORE:
+            raise Fail(XsdError.ENOENT)  # the owner does not exist
         name = strings[0]
         if name[:1] == b"@":
             current = self.special_perms.get(name)
@@ -507,7 +506,7 @@ class XenStore:
                     tx.failed = True
                 raise Fail(XsdError.ENOSPC)
         node.perms = perms
-        acc.write(path, node, old.owner)
+        acc.write(path, node, old.owner, new_perms=True)
         acc.fire(path, node, False, old)
         return OK
 

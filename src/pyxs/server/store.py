@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NO_GENERATION",
     "PERM_NONE",
+    "PERM_IGNORE",
     "PERM_OWNER",
     "PERM_READ",
     "PERM_WRITE",
@@ -68,6 +69,10 @@ PERM_NONE = 0
 PERM_READ = 1
 PERM_WRITE = 2
 PERM_OWNER = 4
+#: ``XS_PERM_IGNORE``: an entry for a domain that did not exist (or was
+#: younger than the node) when the node was read or written. It stays on the
+#: node for good and grants nothing; GET_PERMS still lists the entry.
+PERM_IGNORE = 8
 _ALL = PERM_READ | PERM_WRITE | PERM_OWNER
 _LETTER_BITS = {0x6E: PERM_NONE, 0x72: PERM_READ, 0x77: PERM_WRITE, 0x62: PERM_READ | PERM_WRITE}
 _BITS_LETTER = {PERM_NONE: "n", PERM_READ: "r", PERM_WRITE: "w", PERM_READ | PERM_WRITE: "b"}
@@ -115,7 +120,10 @@ class Perms:
         self.owner = entries[0][1]
         self.wire = b"".join(
             b"%s%d\0"
-            % (_BITS_LETTER[bits].encode(), domid - (1 << 32) if domid >= 1 << 31 else domid)
+            % (
+                _BITS_LETTER[bits & ~PERM_IGNORE].encode(),
+                domid - (1 << 32) if domid >= 1 << 31 else domid,
+            )
             for bits, domid in entries
         )
 
@@ -354,10 +362,16 @@ class Access(Protocol):
 
     def read(self, path: bytes) -> Node | None: ...
 
-    def write(self, path: bytes, node: Node, old_owner: int | None) -> None:
+    def write(
+        self, path: bytes, node: Node, old_owner: int | None, new_perms: bool = False
+    ) -> None:
         """Store ``node`` at ``path`` after a change; it takes a new generation.
 
-        ``old_owner`` is the owner before the change (None: a new node)."""
+        ``old_owner`` is the owner before the change (None: a new node).
+        Permission entries stale when the node was read (at its old
+        generation) are marked ignored for good; with ``new_perms`` (SET_PERMS
+        replaced them) only those stale at the new generation, as
+        cxenstored's ``read_node`` and ``write_node_raw`` both adjust them."""
 
     def delete(self, path: bytes, node: Node) -> None: ...
 
@@ -367,6 +381,9 @@ class Access(Protocol):
 
     def node_count(self, domid: int) -> int:
         """How many nodes ``domid`` owns, as seen through this access."""
+
+    def adjust(self, perms: Perms, gen: int) -> Perms:
+        """``perms`` of a node read at generation ``gen``, stale entries ignored."""
 
     def consume(self, count: int) -> None:
         """Use up ``count`` generations (writes the real daemon began, then undid)."""
@@ -419,7 +436,13 @@ class Store:
     # -- Access ------------------------------------------------------------
     read = lookup
 
-    def write(self, path: bytes, node: Node, old_owner: int | None) -> None:
+    def write(
+        self, path: bytes, node: Node, old_owner: int | None, new_perms: bool = False
+    ) -> None:
+        perms = node.perms
+        if len(perms.entries) > 1:
+            read = old_owner is not None and not new_perms
+            node.perms = self.adjust(perms, node.gen if read else self.generation + 1)
         self.generation += 1
         node.gen = self.generation
         owner = node.perms.owner
@@ -440,6 +463,10 @@ class Store:
 
     def node_count(self, domid: int) -> int:
         return self.node_counts.get(domid, 0)
+
+    def adjust(self, perms: Perms, gen: int) -> Perms:
+        domains = self.domains
+        return domains.adjust(perms, gen) if domains is not None else perms
 
     def consume(self, count: int) -> None:
         self.generation += count
@@ -590,7 +617,10 @@ def create_node(
         if name == b"/":
             raise Fail(XsdError.ENOENT)
         new_paths.append(name)
-    perms = parent.perms if who.privileged else parent.perms.with_owner(who.domid)
+    # a new node copies the parent's entries as read, ignored ones included
+    perms = acc.adjust(parent.perms, parent.gen)
+    if not who.privileged:
+        perms = perms.with_owner(who.domid)
 
     if not who.privileged:
         # The real daemon writes bottom-up and undoes on failure; check first.

@@ -117,6 +117,9 @@ class Transaction:
         self._introduce(path, _Entry(copy, node.gen, True))
         return copy
 
+    def adjust(self, perms: Perms, gen: int) -> Perms:
+        return self.store.adjust(perms, gen)
+
     def _owner(self, owner: int, gen: int) -> int:
         """The owner as accounting sees it: dom0 once the owner is gone."""
         domains = self.store.domains
@@ -124,13 +127,19 @@ class Transaction:
             return owner
         return 0
 
-    def write(self, path: bytes, node: Node, old_owner: int | None) -> None:
+    def write(
+        self, path: bytes, node: Node, old_owner: int | None, new_perms: bool = False
+    ) -> None:
         if old_owner != node.perms.owner:
             # the new owner is named by this write; the old one is judged
             # at node.gen, the generation the node was read at
             self.changed_domains.add(node.perms.owner)
             if old_owner is not None:
                 self.changed_domains.add(self._owner(old_owner, node.gen))
+        if len(node.perms.entries) > 1:
+            read = old_owner is not None and not new_perms
+            gen = node.gen if read else self.store.generation + 1
+            node.perms = self.adjust(node.perms, gen)
         node.gen = self.store.next_generation()
         entry = self.entries.get(path)
         if entry is None:
