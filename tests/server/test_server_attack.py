@@ -22,7 +22,7 @@ import pytest
 from rawxs import RawConn
 
 from pyxs.protocol import Op, encode
-from pyxs.server import Server, SocketInUse
+from pyxs.server import Server, SocketInUse, XenStore
 from pyxs.server.core import Connection
 from pyxs.server.options import EXIT_IN_USE
 from pyxs.server.store import Fail
@@ -265,3 +265,62 @@ def test_out_of_descriptors_the_listener_rests_until_one_frees(srv: Server, dom0
     with RawConn(srv.socket_path) as late:
         assert late.ok(Op.READ, b"/\0") == b""
     assert _listening(srv)
+
+
+# -- unread watch events -------------------------------------------------------------
+
+
+def _backlog(srv: Server, domid: int) -> tuple[int, int]:
+    """(bytes of output waiting for ``domid``'s connection, events dropped)."""
+
+    def ask(core: XenStore) -> tuple[int, int]:
+        conn = next(c for c in core.conns.values() if c.domid == domid)
+        assert conn.unsent is not None
+        return conn.out_bytes + conn.unsent(), conn.dropped_events
+
+    return srv.call(ask)
+
+
+def _write_many(dom0: RawConn, count: int, base: bytes) -> None:
+    """``count`` WRITEs of distinct watched paths (pipelined, all answered)."""
+    name = base + b"/" + b"n" * 200
+    for start in range(0, count, 100):
+        dom0.send_raw(
+            b"".join(encode(Op.WRITE, i, 0, name + b"%d\0v" % i) for i in range(start, start + 100))
+        )
+        for _ in range(100):
+            assert dom0.read_packet().op == Op.WRITE
+
+
+def test_a_guest_that_does_not_read_its_events_is_bounded_by_its_memory_quota() -> None:
+    limit = 64 * 1024
+    with Server(quotas={"memory": limit}) as srv, RawConn(srv.socket_path) as dom0:
+        dom0.ok(Op.INTRODUCE, b"5\x000\x001\0")
+        with RawConn(srv.guest_socket_path(5)) as idle:
+            dom0.ok(Op.WRITE, b"/ev\0")
+            dom0.ok(Op.SET_PERMS, b"/ev\0n0\0r5\0")  # the guest may read them all
+            idle.ok(Op.WATCH, b"/ev\0tok\0")
+            # more than the socket buffers and the quota hold: events ~230 bytes
+            _write_many(dom0, 6000, b"/ev")
+            backlog, dropped = _backlog(srv, 5)
+            assert backlog <= limit + 300
+            assert dropped > 0
+            # the guest still gets its replies, after the events it was sent
+            events = idle.sync()
+            assert 0 < len(events) < 6000
+        dom0.sync()
+        assert srv.call(lambda core: len(core.conns)) == 1
+
+
+def test_a_dom0_connection_that_does_not_read_its_events_is_closed() -> None:
+    with Server() as srv, RawConn(srv.socket_path) as dom0:
+
+        def small(core: XenStore) -> None:
+            core.dom0_backlog_max = 64 * 1024
+
+        srv.call(small)
+        with RawConn(srv.socket_path) as idle:
+            idle.ok(Op.WATCH, b"/ev\0tok\0")
+            _write_many(dom0, 6000, b"/ev")
+            assert srv.call(lambda core: len(core.conns)) == 1
+            assert idle.is_closed(timeout=30)

@@ -67,6 +67,8 @@ OK = b"OK\0"
 _ERROR_PAYLOAD = {e: e.payload for e in XsdError}
 _WATCH_EVENT = int(Op.WATCH_EVENT)
 _ERROR = int(Op.ERROR)
+#: default of :attr:`XenStore.dom0_backlog_max`: 64 MiB
+DOM0_BACKLOG_MAX = 64 << 20
 _RELEASE_DOMAIN = b"@releaseDomain"
 _INTRODUCE_DOMAIN = b"@introduceDomain"
 
@@ -79,13 +81,16 @@ class Connection:
         "decoder",
         "domain",
         "domid",
+        "dropped_events",
         "events",
         "home",
         "next_tx_id",
         "out",
+        "out_bytes",
         "privileged",
         "seq",
         "transactions",
+        "unsent",
         "watches",
     )
 
@@ -99,8 +104,13 @@ class Connection:
         self.transactions: dict[int, Transaction] = {}
         self.next_tx_id = 1
         self.watches: dict[tuple[bytes, bytes], Watch] = {}
-        #: encoded packets waiting to be sent
+        #: encoded packets waiting to be sent, and their total size
         self.out: list[bytes] = []
+        self.out_bytes = 0
+        #: the front end's count of bytes it took and could not send yet
+        self.unsent: Callable[[], int] | None = None
+        #: watch events dropped because the client did not read (guests)
+        self.dropped_events = 0
         #: event payloads queued since the last flush (duplicate suppression)
         self.events: set[bytes] | None = None
         self.decoder = Decoder()
@@ -140,6 +150,9 @@ class XenStore:
         self.quotas = quotas if quotas is not None else Quotas()
         self.soft_quotas = soft_quotas if soft_quotas is not None else SoftQuotas()
         self.keep_orphans = keep_orphans
+        #: a dom0 connection with this many bytes of output not taken by its
+        #: client is closed (guests: their memory quota bounds it)
+        self.dom0_backlog_max = DOM0_BACKLOG_MAX
         self.store = Store()
         self.domains = Domains(self.store)
         self.watches = WatchRegistry()
@@ -218,6 +231,12 @@ class XenStore:
             domain.conns.append(conn)
         return conn
 
+    def close(self, conn: Connection) -> None:
+        """Forget a connection and have the front end close it."""
+        self.disconnect(conn)
+        if self.on_close is not None:
+            self.on_close(conn)
+
     def disconnect(self, conn: Connection) -> None:
         """Forget a connection: its watches and transactions go with it."""
         if conn.closed:
@@ -230,6 +249,8 @@ class XenStore:
         if conn.domain is not None and conn in conn.domain.conns:
             conn.domain.conns.remove(conn)
         conn.out = []
+        conn.out_bytes = 0
+        conn.unsent = None
 
     def _drop_watches(self, conn: Connection) -> None:
         registry = self.watches
@@ -257,6 +278,7 @@ class XenStore:
         if not out:
             return b""
         conn.out = []
+        conn.out_bytes = 0
         conn.events = None
         return out[0] if len(out) == 1 else b"".join(out)
 
@@ -292,13 +314,16 @@ class XenStore:
         if not conn.out:
             self.dirty[conn.seq] = conn
         if error is None:
-            conn.out.append(encode(op, req_id, tx_id, reply))
+            packet = encode(op, req_id, tx_id, reply)
             post = self._post
-            if post is not None:
-                self._post = None
-                self._queue_event(conn, post)
         else:
-            conn.out.append(encode(_ERROR, req_id, tx_id, _ERROR_PAYLOAD[error]))
+            packet = encode(_ERROR, req_id, tx_id, _ERROR_PAYLOAD[error])
+            post = None
+        conn.out.append(packet)
+        conn.out_bytes += len(packet)
+        if post is not None:
+            self._post = None
+            self._queue_event(conn, post)
 
     def _access(self, tx: Transaction | None) -> Access:
         return tx if tx is not None else self.store
@@ -364,9 +389,24 @@ class XenStore:
                 return
             else:
                 events.add(payload)
+        unsent = conn.unsent
+        backlog = conn.out_bytes + (unsent() if unsent is not None else 0)
+        if conn.privileged:
+            if backlog >= self.dom0_backlog_max:
+                # a dom0 client this far behind loses its connection rather
+                # than its events: it notices, and can read the tree again
+                self.close(conn)
+                return
+        elif backlog >= self.quotas.memory:
+            # what a guest has not read is bounded by its memory quota;
+            # cxenstored drops a guest's unread events too (after 20 s)
+            conn.dropped_events += 1
+            return
         if not conn.out:
             self.dirty[conn.seq] = conn
-        conn.out.append(encode(_WATCH_EVENT, 0, 0, payload))
+        packet = encode(_WATCH_EVENT, 0, 0, payload)
+        conn.out.append(packet)
+        conn.out_bytes += len(packet)
 
     def _perm(self, conn: Connection, perms: Perms, gen: int) -> int:
         if conn.privileged:

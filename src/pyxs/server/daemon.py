@@ -12,9 +12,16 @@ its connections are closed.
 All protocol work happens in the sans-I/O core
 (:class:`~pyxs.server.core.XenStore`). An I/O loop only moves bytes: it
 feeds what a connection sent to the core, then writes out what the core
-queued for every connection (one write per connection per batch). A
-connection whose client does not read is no longer read from until its
-output drains, so the server never blocks and its memory stays bounded.
+queued for every connection (one write per connection per batch).
+
+**What bounds memory.** A connection whose client does not read its
+replies is no longer read from once 1 MiB of output waits for it
+(``_HIGH_WATER``): its replies are bounded. Watch events are caused by
+*other* connections, so they are bounded apart: a guest's unread output
+stops growing at its ``memory`` quota (2.5 MiB; later events are dropped,
+as cxenstored drops the events a guest leaves unread); a dom0 connection
+is closed once 64 MiB wait for it (``XenStore.dom0_backlog_max``). All of
+it goes with the connection.
 
 Two loops, equally thin:
 
@@ -289,6 +296,7 @@ class _SelectorLoop:
                 continue
             sock.setblocking(False)
             entry = _SelConn(sock, conn)
+            conn.unsent = entry.out.__len__
             self.conns[conn.seq] = entry
             self.sel.register(
                 sock, selectors.EVENT_READ, lambda mask, e=entry: self._on_event(e, mask)
@@ -448,6 +456,7 @@ class _AsyncLoop:
                 except LookupError:
                     transport.abort()
                     return
+                self.conn.unsent = transport.get_write_buffer_size
                 frontend.protocols[self.conn.seq] = self
 
             def data_received(self, data: bytes) -> None:
