@@ -958,3 +958,21 @@ def test_entries_of_a_dead_domain_are_not_inherited(pair: tuple[Target, Target])
         ("h", R, b"/sp/b\0"),
     ]
     check(pair, script)
+
+
+def test_a_domain_reintroduced_with_no_write_in_between(pair: tuple[Target, Target]) -> None:
+    """cxenstored compares generations with <=: a domain that comes back
+    before any node was written has the generation of the granted node."""
+    script: list[Step] = [
+        ("connect", "a"),
+        ("a", W, b"/sp/e\0x"),
+        ("connect", "h", 73),
+        ("a", SP, b"/sp/e\0n0\0r73\0"),
+        ("close", "h"),
+        ("state", 73, "dying"),
+        ("state", 73, "running"),
+        ("connect", "h", 73),
+        ("a", W, b"/sp/e\0y"),
+        ("h", R, b"/sp/e\0"),
+    ]
+    assert check(pair, script)[-1] == "9 h <- READ req=1 tx=0 b'y'"
