@@ -73,6 +73,20 @@ _RELEASE_DOMAIN = b"@releaseDomain"
 _INTRODUCE_DOMAIN = b"@introduceDomain"
 
 
+class _Budget:
+    """A guest's memory quota, as :func:`~pyxs.server.store.create_node` asks it."""
+
+    __slots__ = ("core", "domid", "prefix")
+
+    def __init__(self, core: XenStore, domid: int, prefix: int) -> None:
+        self.core = core
+        self.domid = domid
+        self.prefix = prefix
+
+    def left(self) -> int:
+        return self.core.quotas.memory - self.core.domain_memory(self.domid)
+
+
 class Connection:
     """One client connection: dom0 (privileged) or a guest domain."""
 
@@ -313,6 +327,16 @@ class XenStore:
             return
         if not conn.out:
             self.dirty[conn.seq] = conn
+        if (
+            error is None
+            and not conn.privileged
+            and self.quotas.memory
+            and self.domain_memory(conn.domid) + 16 + len(reply) >= self.quotas.memory
+        ):
+            # cxenstored accounts a reply to the guest while it is queued: a
+            # reply that would bring it to its memory quota is ENOMEM
+            error = XsdError.ENOMEM
+            self._post = None
         if error is None:
             packet = encode(op, req_id, tx_id, reply)
             post = self._post
@@ -334,6 +358,12 @@ class XenStore:
         if not is_valid_nodename(path, self.quotas.path_max):
             raise Fail(XsdError.EINVAL)
         return path
+
+    def _budget(self, conn: Connection, tx: Transaction | None) -> _Budget | None:
+        """The memory quota a guest's write is held to (None: not held)."""
+        if conn.privileged or not self.quotas.memory:
+            return None
+        return _Budget(self, conn.domid, len(b"%d/" % tx.generation) if tx is not None else 0)
 
     def _fail_tx(self, tx: Transaction | None) -> Callable[[], None] | None:
         if tx is None:
@@ -484,9 +514,13 @@ class XenStore:
         acc = self._access(tx)
         node = lookup_node(acc, conn, path, PERM_WRITE, self.domains)
         if node is None:
-            node = create_node(acc, conn, path, value, self.quotas, self._fail_tx(tx))
+            node = create_node(
+                acc, conn, path, value, self.quotas, self._fail_tx(tx), self._budget(conn, tx)
+            )
         else:
-            set_node_value(acc, conn, path, node, value, self.quotas, self._fail_tx(tx))
+            set_node_value(
+                acc, conn, path, node, value, self.quotas, self._fail_tx(tx), self._budget(conn, tx)
+            )
         acc.fire(path, node, False, None)
         return OK
 
@@ -494,7 +528,9 @@ class XenStore:
         path = self._path(conn, _onearg(payload))
         acc = self._access(tx)
         if lookup_node(acc, conn, path, PERM_WRITE, self.domains) is None:
-            node = create_node(acc, conn, path, b"", self.quotas, self._fail_tx(tx))
+            node = create_node(
+                acc, conn, path, b"", self.quotas, self._fail_tx(tx), self._budget(conn, tx)
+            )
             acc.fire(path, node, False, None)
         return OK
 
@@ -745,6 +781,7 @@ class XenStore:
                     store.node_counts[domid] -= 1
                     node.perms = node.perms.with_owner(0)
                     store.node_counts[0] = store.node_counts.get(0, 0) + 1
+                    store.account(path, node, domid)
                 else:
                     rm_node(store, path)
                     continue
@@ -801,19 +838,7 @@ class XenStore:
         domain = self.domains.get(domid)
         if domain is None:
             raise Fail(XsdError.ENOENT)
-        memory = self.store.memory_of(domid)
-        for conn in self.conns.values():
-            if conn.domid == domid:
-                memory += sum(len(w.path) + len(w.token) for w in conn.watches.values())
-                # a transaction's node copies live in the TDB as
-                # "<generation>/<path>", accounted to the transaction's owner
-                for tx in conn.transactions.values():
-                    prefix = len(b"%d/" % tx.generation)
-                    memory += sum(
-                        node_size(entry.node) + prefix + len(path)
-                        for path, entry in tx.entries.items()
-                        if entry.node is not None
-                    )
+        memory = self.domain_memory(domid)
         guest = domid != 0
         lines = (
             ("nodes", self.store.node_counts.get(domid, 0)),
@@ -825,6 +850,26 @@ class XenStore:
         text = b"Domain %d:\n" % domid
         text += b"".join(b"%-16s: %8d\n" % (name.encode(), value) for name, value in lines)
         return text + b"\0"
+
+    def domain_memory(self, domid: int) -> int:
+        """What cxenstored accounts to ``domid`` (the ``memory`` quota): the
+        nodes it owns, its watches, its transactions' node copies."""
+        memory = self.store.memory_of(domid)
+        domain = self.domains.get(domid)
+        conns = domain.conns if domain is not None and domid != 0 else self.conns.values()
+        for conn in conns:
+            if conn.domid == domid:
+                memory += sum(len(w.path) + len(w.token) for w in conn.watches.values())
+                # a transaction's node copies live in the TDB as
+                # "<generation>/<path>", accounted to the transaction's owner
+                for tx in conn.transactions.values():
+                    prefix = len(b"%d/" % tx.generation)
+                    memory += sum(
+                        node_size(entry.node) + prefix + len(path)
+                        for path, entry in tx.entries.items()
+                        if entry.node is not None
+                    )
+        return memory
 
     def memreport(self) -> str:
         return (

@@ -211,13 +211,15 @@ class Children(Dict[bytes, "Node"]):
 class Node:
     """One node. Only nodes with children carry a :class:`Children` map."""
 
-    __slots__ = ("children", "gen", "perms", "value")
+    __slots__ = ("acc", "children", "gen", "perms", "value")
 
     def __init__(self, value: bytes, perms: Perms, gen: int) -> None:
         self.value = value
         self.perms = perms
         self.children: Children | None = None
         self.gen = gen
+        #: the memory accounted to the owner for this node when last stored
+        self.acc = 0
 
     @property
     def childlen(self) -> int:
@@ -227,6 +229,7 @@ class Node:
     def copy(self) -> Node:
         """A private copy for a transaction (the child map is copied)."""
         node = Node(self.value, self.perms, self.gen)
+        node.acc = self.acc
         children = self.children
         if children:
             copy = node.children = Children()
@@ -397,13 +400,24 @@ class Store:
     :meth:`write` and :meth:`delete` only count generations and owners.
     """
 
-    __slots__ = ("domains", "fire_hook", "generation", "node_counts", "records", "root")
+    __slots__ = (
+        "domains",
+        "fire_hook",
+        "generation",
+        "memory",
+        "node_counts",
+        "records",
+        "root",
+    )
 
     def __init__(self) -> None:
         self.generation = 0
         self.records = False
         #: nodes per owner domid (the "nodes" quota)
         self.node_counts: dict[int, int] = {}
+        #: bytes per owner domid, as cxenstored accounts its nodes (the
+        #: "memory" quota): node_size() plus the length of the path
+        self.memory: dict[int, int] = {}
         self.fire_hook: Callable[[bytes, Node | None, bool, Perms | None], None] | None = None
         self.domains: Domains | None = None
         # manual_node() of setup_structure(): /, /tool, /tool/xenstored, n0.
@@ -413,6 +427,8 @@ class Store:
         tool.add_child(b"xenstored", xenstored)
         self.root.add_child(b"tool", tool)
         self.node_counts[0] = 3
+        for path, node in ((b"/", self.root), (b"/tool", tool), (b"/tool/xenstored", xenstored)):
+            self.account(path, node, None)
 
     def next_generation(self) -> int:
         self.generation += 1
@@ -445,6 +461,7 @@ class Store:
             node.perms = self.adjust(perms, node.gen if read else self.generation + 1)
         self.generation += 1
         node.gen = self.generation
+        self.account(path, node, old_owner)
         owner = node.perms.owner
         if old_owner != owner:
             counts = self.node_counts
@@ -455,6 +472,21 @@ class Store:
     def delete(self, path: bytes, node: Node) -> None:
         self.generation += 1
         self.node_counts[node.perms.owner] -= 1
+        self.memory[node.perms.owner] -= node.acc
+
+    def account(self, path: bytes, node: Node, old_owner: int | None) -> None:
+        """Account ``node`` (just stored at ``path``) to its owner; ``old_owner``
+        had it before (None: a new node)."""
+        memory = self.memory
+        if old_owner is not None:
+            memory[old_owner] -= node.acc
+        acc = node.acc = node_size(node) + len(path)
+        owner = node.perms.owner
+        memory[owner] = memory.get(owner, 0) + acc
+
+    def unaccount(self, node: Node) -> None:
+        """Forget a node a transaction replaced or removed."""
+        self.memory[node.perms.owner] -= node.acc
 
     def fire(self, path: bytes, node: Node | None, exact: bool, old_perms: Perms | None) -> None:
         hook = self.fire_hook
@@ -490,9 +522,7 @@ class Store:
 
     def memory_of(self, domid: int) -> int:
         """Bytes the real daemon would account to ``domid`` for its nodes."""
-        return sum(
-            node_size(node) + len(path) for path, node in self.walk() if node.perms.owner == domid
-        )
+        return self.memory.get(domid, 0)
 
     def count_nodes(self) -> int:
         return sum(self.node_counts.values())
@@ -501,12 +531,17 @@ class Store:
         """Consistency problems (an empty list when the tree is sound)."""
         problems = []
         counts: dict[int, int] = {}
+        memory: dict[int, int] = {}
         seen: set[int] = set()
         for path, node in self.walk():
             if id(node) in seen:
                 problems.append(f"{path!r} is linked twice")
             seen.add(id(node))
             counts[node.perms.owner] = counts.get(node.perms.owner, 0) + 1
+            size = node_size(node) + len(path)
+            memory[node.perms.owner] = memory.get(node.perms.owner, 0) + size
+            if node.acc != size:
+                problems.append(f"{path!r} is accounted {node.acc} bytes, has {size}")
             children = node.children
             if children is not None:
                 if not children:
@@ -522,6 +557,12 @@ class Store:
                 problems.append(
                     f"domain {domid} counted {self.node_counts.get(domid, 0)} nodes, "
                     f"owns {counts.get(domid, 0)}"
+                )
+        for domid in set(memory) | set(self.memory):
+            if memory.get(domid, 0) != self.memory.get(domid, 0):
+                problems.append(
+                    f"domain {domid} accounted {self.memory.get(domid, 0)} bytes, "
+                    f"owns {memory.get(domid, 0)}"
                 )
         return problems
 
@@ -584,6 +625,19 @@ def get_node(acc: Access, who: Requester, path: bytes, perm: int, domains: Domai
     return node
 
 
+class Memory(Protocol):
+    """The memory quota of an unprivileged writer (cxenstored's hard quota).
+
+    A change that would bring the writer's accounted memory to the quota
+    fails with EIO (the real daemon's reply), nothing changed."""
+
+    #: the key of a node copy in a transaction ("<generation>/") adds this
+    prefix: int
+
+    def left(self) -> int:
+        """Bytes the writer may still take before it reaches its quota."""
+
+
 class Quota(Protocol):
     @property
     def nodes(self) -> int: ...
@@ -599,13 +653,15 @@ def create_node(
     value: bytes,
     quota: Quota,
     on_fail: Callable[[], None] | None = None,
+    memory: Memory | None = None,
 ) -> Node:
     """``create_node``: create ``path`` and its missing ancestors (empty).
 
     New nodes copy the permissions of the nearest existing ancestor; an
     unprivileged creator becomes their owner. Quotas (nodes per domain,
-    node size) apply to unprivileged creators; on failure nothing changes
-    but the generations the real daemon consumed are consumed too.
+    node size, and with ``memory`` the creator's memory: EIO) apply to
+    unprivileged creators; on failure nothing changes but the generations
+    the real daemon consumed are consumed too.
     """
     new_paths = [path]
     name = path
@@ -625,27 +681,36 @@ def create_node(
     if not who.privileged:
         # The real daemon writes bottom-up and undoes on failure; check first.
         base = acc.node_count(who.domid)
+        left = memory.left() if memory is not None else 1 << 62
         attempted = 0
-        failed = False
+        error: XsdError | None = None
         for index in range(len(new_paths)):
             if base + index >= quota.nodes:
-                failed = True
+                error = XsdError.ENOSPC
                 break
             attempted += 1
             size = _HDR_SIZE + _PERM_SIZE * len(perms.entries)
             size += len(value) if index == 0 else len(basename(new_paths[index - 1])) + 1
             if size >= quota.node_size:
-                failed = True
+                error = XsdError.ENOSPC
                 break
+            if memory is not None:
+                left -= size + memory.prefix + len(new_paths[index])
+                if left <= 0:
+                    error = XsdError.EIO
+                    break
         else:
             attempted += 1
-            if node_size(parent) + len(basename(new_paths[-1])) + 1 >= quota.node_size:
-                failed = True
-        if failed:
+            grown = len(basename(new_paths[-1])) + 1
+            if node_size(parent) + grown >= quota.node_size:
+                error = XsdError.ENOSPC
+            elif left - grown <= 0:
+                error = XsdError.EIO
+        if error is not None:
             acc.consume(attempted)
             if on_fail is not None and attempted:
                 on_fail()
-            raise Fail(XsdError.ENOSPC)
+            raise Fail(error)
 
     node = Node(value, perms, 0)
     acc.write(path, node, None)
@@ -668,15 +733,22 @@ def set_node_value(
     value: bytes,
     quota: Quota,
     on_fail: Callable[[], None] | None = None,
+    memory: Memory | None = None,
 ) -> None:
-    """Give an existing node a new value (node-size quota for the unprivileged)."""
+    """Give an existing node a new value (node-size and, with ``memory``,
+    memory quota for the unprivileged)."""
     if not who.privileged:
         size = _HDR_SIZE + _PERM_SIZE * len(node.perms.entries) + len(value) + node.childlen
+        error = None
         if size >= quota.node_size:
+            error = XsdError.ENOSPC
+        elif memory is not None and memory.left() - (len(value) - len(node.value)) <= 0:
+            error = XsdError.EIO
+        if error is not None:
             acc.consume(1)
             if on_fail is not None:
                 on_fail()
-            raise Fail(XsdError.ENOSPC)
+            raise Fail(error)
     node.value = value
     acc.write(path, node, node.perms.owner)
 

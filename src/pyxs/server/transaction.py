@@ -250,13 +250,17 @@ class Transaction:
                 counts[owner] = counts.get(owner, 0) + 1
                 if previous is not None:
                     counts[previous.perms.owner] -= 1
+                    store.unaccount(previous)
+                store.account(path, node, None)
             elif previous is not None and entry.generation != NO_GENERATION:
                 counts[previous.perms.owner] -= 1
+                store.unaccount(previous)
                 parent_path = parent_of(path)
                 if parent_path not in new:
                     parent = lookup(parent_path)
                     if parent is not None:
                         parent.remove_child(basename(path))
+                        store.account(parent_path, parent, parent.perms.owner)
             if entry.fire:
                 # the node as read back from the store now (None if removed)
                 fire(path, node, entry.exact, entry.perms)
