@@ -23,6 +23,11 @@ Its notes carry the numbers; a scenario fails when a bound is broken.
     a regular file, a symlink, a live server's socket and a stale socket
     at ``--socket PATH``; invariant: the first three are refused and left
     as they were (exit statuses 1, 1, 5), the stale one is replaced.
+``memory_quota``
+    a guest opens 10 transactions and writes 1,900-byte nodes in them until
+    a write fails; invariant: the first failure is EIO at the real
+    daemon's point (the same write number and the same accounted memory,
+    2,619,870 bytes, on both servers), and the guest holds no more.
 ``stale_permissions``
     R rounds of: domain D is granted ``rD``, dies (its home is removed), a
     new domain D comes, dom0 rewrites the node; invariant: the new domain D
@@ -50,6 +55,7 @@ from .figures import Figures
 __all__ = [
     "error_replies",
     "fd_exhaustion",
+    "memory_quota",
     "socket_path",
     "stale_permissions",
     "unread_events",
@@ -429,3 +435,55 @@ def stale_permissions(rounds: int) -> Figures:
         dom0.close()
     fig.note(f"{rounds} domid reuses: the new domain read the old one's node 0 times")
     return fig.done()
+
+
+def memory_quota(kind: str, domid: int = 5) -> Figures:
+    """Where a guest filling 10 transactions is stopped, and how (a fresh
+    server of ``kind``: the figures depend on generation numbers)."""
+    from .harness import open_server
+
+    fig = Figures("memory quota", kind)
+    with open_server(kind) as server:
+        _fill_transactions(fig, server, domid)
+    return fig.done()
+
+
+def _fill_transactions(fig: Figures, server: Any, domid: int) -> None:
+    dom0 = _Conn(server.socket_path)
+    guest = _Conn(server.introduce_guest(domid))
+    try:
+        home = b"/local/domain/%d" % domid
+        dom0.reply(Op.MKDIR, home + b"\0")
+        dom0.reply(Op.SET_PERMS, home + b"\0n%d\0" % domid)
+        txs = [int(guest.reply(Op.TRANSACTION_START, b"\0").payload[:-1]) for _ in range(10)]
+        value = b"v" * 1900
+        writes = 0
+        failure = None
+        for tx in txs:
+            for i in range(900):
+                request = encode(
+                    Op.WRITE, 1, tx, b"t%d/d%d/n%d\0" % (tx, i // 100, i % 100) + value
+                )
+                guest.sock.sendall(request)
+                packet = guest.packet()
+                writes += 1
+                fig.ops += 1
+                if packet.op == Op.ERROR:
+                    failure = packet.payload.rstrip(b"\0").decode()
+                    break
+            if failure:
+                break
+        report = dom0.reply(Op.CONTROL, b"quota\0%d\0" % domid).payload.decode()
+        memory = int(report.split("memory")[1].split(":")[1].split()[0])
+        fig.note(
+            f"first failure: {failure} at write {writes:,} "
+            f"({writes * 1900 / MIB:.2f} MiB of values), accounted memory {memory:,} bytes"
+        )
+        if (failure, writes, memory) != ("EIO", 1335, 2_619_870):
+            fig.fail("expected EIO at write 1,335 with 2,619,870 bytes, as the real daemon")
+        else:
+            fig.faults += 1
+            fig.errors += 1
+    finally:
+        guest.close()
+        dom0.close()

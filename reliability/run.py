@@ -181,6 +181,8 @@ def scenarios(mode: str, servers: Dict[str, Any], seed: int, allow_known: bool) 
         ("attack socket path", lambda: attack.socket_path()),
         ("attack stale permissions", lambda: attack.stale_permissions(n["reuse_rounds"])),
     ]
+    for kind in KINDS:
+        out.append((f"attack memory quota {kind}", lambda k=kind: attack.memory_quota(k)))
     return out
 
 

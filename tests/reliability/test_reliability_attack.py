@@ -6,6 +6,7 @@ reliability/run.py figure only: it measures over a second)."""
 from __future__ import annotations
 
 import _relpath  # noqa: F401  (the repository root on sys.path)
+import pytest
 
 from reliability import attack
 
@@ -31,3 +32,10 @@ def test_domid_reuse_inherits_nothing() -> None:
     fig = attack.stale_permissions(20)
     assert fig.ok, fig.explain()
     assert fig.errors == 20
+
+
+@pytest.mark.parametrize("kind", ["embedded", "real"])
+def test_a_guest_filling_transactions_stops_at_the_memory_quota(kind: str) -> None:
+    fig = attack.memory_quota(kind)
+    assert fig.ok, fig.explain()
+    assert fig.errors == 1
