@@ -863,12 +863,7 @@ class XenStore:
                 # a transaction's node copies live in the TDB as
                 # "<generation>/<path>", accounted to the transaction's owner
                 for tx in conn.transactions.values():
-                    prefix = len(b"%d/" % tx.generation)
-                    memory += sum(
-                        node_size(entry.node) + prefix + len(path)
-                        for path, entry in tx.entries.items()
-                        if entry.node is not None
-                    )
+                    memory += tx.memory
         return memory
 
     def memreport(self) -> str:
@@ -898,6 +893,16 @@ class XenStore:
         """Consistency problems of the whole state (empty when sound)."""
         problems = self.store.check()
         for conn in self.conns.values():
+            for tx in conn.transactions.values():
+                memory = sum(
+                    node_size(entry.node) + tx.prefix + len(path)
+                    for path, entry in tx.entries.items()
+                    if entry.node is not None
+                )
+                if memory != tx.memory:
+                    problems.append(
+                        f"{conn!r}: transaction {tx.id} accounts {tx.memory}, has {memory}"
+                    )
             for key, watch in conn.watches.items():
                 if watch not in self.watches.by_path.get(watch.path, ()):
                     problems.append(f"{conn!r}: watch {key!r} missing from the registry")

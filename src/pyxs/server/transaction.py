@@ -40,7 +40,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from ..protocol import XsdError
-from .store import NO_GENERATION, Fail, Node, Perms, Store, basename, parent_of
+from .store import NO_GENERATION, Fail, Node, Perms, Store, basename, node_size, parent_of
 
 if TYPE_CHECKING:
     from .core import Connection
@@ -53,7 +53,7 @@ FireFunc = Callable[[bytes, "Node | None", bool, "Perms | None"], None]
 class _Entry:
     """One touched node (``struct accessed_node``)."""
 
-    __slots__ = ("check_gen", "exact", "fire", "generation", "modified", "node", "perms")
+    __slots__ = ("acc", "check_gen", "exact", "fire", "generation", "modified", "node", "perms")
 
     def __init__(self, node: Node | None, generation: int, check_gen: bool) -> None:
         #: the transaction's copy of the node (None: missing in the transaction)
@@ -66,6 +66,8 @@ class _Entry:
         self.perms: Perms | None = node.perms if node is not None else None
         self.fire = False
         self.exact = True
+        #: the memory accounted for this copy (see Transaction.memory)
+        self.acc = 0
 
 
 class Transaction:
@@ -79,6 +81,8 @@ class Transaction:
         "generation",
         "id",
         "limit",
+        "memory",
+        "prefix",
         "store",
     )
 
@@ -97,12 +101,19 @@ class Transaction:
         self.limit = limit
         #: domains whose node count the transaction changed
         self.changed_domains: set[int] = set()
+        #: what cxenstored accounts to the owner for the transaction's node
+        #: copies: each stored as "<generation>/<path>" (the memory quota)
+        self.prefix = len(b"%d/" % self.generation)
+        self.memory = 0
 
     def _introduce(self, path: bytes, entry: _Entry) -> None:
         if self.limit is not None and len(self.entries) >= self.limit:
             self.failed = True
             raise Fail(XsdError.ENOSPC)
         self.entries[path] = entry
+        if entry.node is not None:
+            entry.acc = node_size(entry.node) + self.prefix + len(path)
+            self.memory += entry.acc
 
     # -- Access ------------------------------------------------------------
     def read(self, path: bytes) -> Node | None:
@@ -147,6 +158,9 @@ class Transaction:
             self._introduce(path, entry)
         entry.node = node
         entry.modified = True
+        acc = node_size(node) + self.prefix + len(path)
+        self.memory += acc - entry.acc
+        entry.acc = acc
 
     def delete(self, path: bytes, node: Node) -> None:
         self.changed_domains.add(self._owner(node.perms.owner, node.gen))
@@ -156,6 +170,8 @@ class Transaction:
             return
         entry.node = None
         entry.modified = True
+        self.memory -= entry.acc
+        entry.acc = 0
 
     def fire(self, path: bytes, node: Node | None, exact: bool, old_perms: Perms | None) -> None:
         entry = self.entries.get(path)
