@@ -461,13 +461,28 @@ class Store:
             node.perms = self.adjust(perms, node.gen if read else self.generation + 1)
         self.generation += 1
         node.gen = self.generation
-        self.account(path, node, old_owner)
-        owner = node.perms.owner
-        if old_owner != owner:
+        # account() inlined: this runs for every node written
+        perms = node.perms
+        owner = perms.owner
+        children = node.children
+        acc = (
+            _HDR_SIZE
+            + _PERM_SIZE * len(perms.entries)
+            + len(node.value)
+            + (children.length if children is not None else 0)
+            + len(path)
+        )
+        memory = self.memory
+        if old_owner == owner:
+            memory[owner] += acc - node.acc
+        else:
+            memory[owner] = memory.get(owner, 0) + acc
             counts = self.node_counts
             counts[owner] = counts.get(owner, 0) + 1
             if old_owner is not None:
+                memory[old_owner] -= node.acc
                 counts[old_owner] -= 1
+        node.acc = acc
 
     def delete(self, path: bytes, node: Node) -> None:
         self.generation += 1
