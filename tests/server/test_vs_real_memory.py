@@ -98,8 +98,14 @@ def test_writes_and_replies_at_the_memory_quota(pair: tuple[Target, Target]) -> 
         ("a", Op.RM, b"/local/domain/74/a\0"),
         ("a", Op.CONTROL, b"quota\x0074\0"),
         ("g", W, b"f\0" + big),
+        ("a", Op.CONTROL, b"quota\x0074\0"),
+        ("g", Op.WATCH, b"f\0" + b"t" * 800 + b"\0"),  # a watch counts its path and token
+        ("g", Op.WATCH, b"f\0" + b"u" * 1200 + b"\0"),
+        ("a", Op.CONTROL, b"quota\x0074\0"),
+        ("g", Op.UNWATCH, b"f\0" + b"t" * 800 + b"\0"),
+        ("g", R, b"f\0"),
     ]
     lines = check(pair, script)
     errors = [line.split(" b'")[1] for line in lines if " <- ERROR " in line]
     assert errors.count("EIO\\x00'") == 2  # a plain write, a write in a transaction
-    assert errors.count("ENOMEM\\x00'") == 3  # two replies, the failed commit
+    assert errors.count("ENOMEM\\x00'") == 5  # three replies, the failed commit, a watch

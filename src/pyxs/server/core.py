@@ -331,9 +331,10 @@ class XenStore:
             error is None
             and not conn.privileged
             and self.quotas.memory
-            and self.domain_memory(conn.domid) + 16 + len(reply) >= self.quotas.memory
+            and self.domain_memory(conn.domid) + self._backlog(conn) + 16 + len(reply)
+            >= self.quotas.memory
         ):
-            # cxenstored accounts a reply to the guest while it is queued: a
+            # cxenstored accounts output to the guest while it is queued: a
             # reply that would bring it to its memory quota is ENOMEM
             error = XsdError.ENOMEM
             self._post = None
@@ -411,32 +412,38 @@ class XenStore:
     def _queue_event(self, conn: Connection, payload: bytes) -> None:
         if len(payload) > PAYLOAD_MAX or conn.closed:
             return
-        if payload[:1] != b"@":
-            events = conn.events
-            if events is None:
-                conn.events = {payload}
-            elif payload in events:
-                return
-            else:
-                events.add(payload)
-        unsent = conn.unsent
-        backlog = conn.out_bytes + (unsent() if unsent is not None else 0)
-        if conn.privileged:
+        events = conn.events
+        if events is not None and payload in events:
+            return
+        backlog = self._backlog(conn)
+        if conn.privileged or not self.quotas.memory:
             if backlog >= self.dom0_backlog_max:
                 # a dom0 client this far behind loses its connection rather
                 # than its events: it notices, and can read the tree again
                 self.close(conn)
                 return
-        elif backlog >= self.quotas.memory:
-            # what a guest has not read is bounded by its memory quota;
-            # cxenstored drops a guest's unread events too (after 20 s)
+        elif self.domain_memory(conn.domid) + backlog + 16 + len(payload) >= self.quotas.memory:
+            # as in cxenstored, output waiting for a guest counts in its
+            # memory, and an event that would bring it to the quota is dropped
             conn.dropped_events += 1
             return
+        if payload[:1] != b"@":
+            if events is None:
+                conn.events = {payload}
+            else:
+                events.add(payload)
         if not conn.out:
             self.dirty[conn.seq] = conn
         packet = encode(_WATCH_EVENT, 0, 0, payload)
         conn.out.append(packet)
         conn.out_bytes += len(packet)
+
+    @staticmethod
+    def _backlog(conn: Connection) -> int:
+        """Bytes of output waiting for ``conn``: queued here, or taken by the
+        front end and not sent yet."""
+        unsent = conn.unsent
+        return conn.out_bytes + (unsent() if unsent is not None else 0)
 
     def _perm(self, conn: Connection, perms: Perms, gen: int) -> int:
         if conn.privileged:
@@ -607,6 +614,12 @@ class XenStore:
         domain = conn.domain
         if domain is not None and not conn.privileged and domain.watch_count > self.quotas.watches:
             raise Fail(XsdError.E2BIG)
+        if (
+            not conn.privileged
+            and self.quotas.memory
+            and self.domain_memory(conn.domid) + len(path) + len(token) >= self.quotas.memory
+        ):
+            raise Fail(XsdError.ENOMEM)  # a watch counts its path and token
         watch = self.watches.add(conn, path, token, cut)
         conn.watches[key] = watch
         self._post = (path[cut:] if cut else path) + watch.tail

@@ -18,10 +18,10 @@ queued for every connection (one write per connection per batch).
 replies is no longer read from once 1 MiB of output waits for it
 (``_HIGH_WATER``): its replies are bounded. Watch events are caused by
 *other* connections, so they are bounded apart: a guest's unread output
-stops growing at its ``memory`` quota (2.5 MiB; later events are dropped,
-as cxenstored drops the events a guest leaves unread); a dom0 connection
-is closed once 64 MiB wait for it (``XenStore.dom0_backlog_max``). All of
-it goes with the connection.
+counts in its ``memory`` quota (2.5 MiB), and an event that would bring it
+to the quota is dropped, as in cxenstored; a dom0 connection is closed
+once 64 MiB wait for it (``XenStore.dom0_backlog_max``). All of it goes
+with the connection.
 
 Two loops, equally thin:
 
