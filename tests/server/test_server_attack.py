@@ -8,6 +8,7 @@ left on disk.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import resource
@@ -324,3 +325,52 @@ def test_a_dom0_connection_that_does_not_read_its_events_is_closed() -> None:
             _write_many(dom0, 6000, b"/ev")
             assert srv.call(lambda core: len(core.conns)) == 1
             assert idle.is_closed(timeout=30)
+
+
+# -- the outstanding quota -------------------------------------------------------------
+
+
+def _pipeline_reads(srv: Server, dom0: RawConn, conn: RawConn, count: int) -> None:
+    """``count`` pipelined READs of a 4000-byte node, replies unread; then
+    every reply, in order."""
+    conn.sync()  # accepted and answering (asyncio accepts guest sockets in a task)
+    conn.send_raw(b"".join(encode(Op.READ, i, 0, b"big\0") for i in range(count)))
+    dom0.sync()  # the server read what the guest sent (one recv) before this
+
+    def state(core: XenStore) -> tuple[int, int, int]:
+        c = next(c for c in core.conns.values() if c.domid == 5)
+        return core.outstanding(c), len(c.held), core.quotas.outstanding
+
+    outstanding, held, limit = srv.call(state)
+    assert outstanding <= limit
+    assert held > 0  # the socket buffers filled up: the rest waits
+    for i in range(count):
+        packet = conn.read_packet()
+        assert (packet.op, packet.req_id, len(packet.payload)) == (Op.READ, i, 4000)
+    assert srv.call(state)[:2] == (0, 0)
+
+
+def test_a_guest_that_does_not_read_its_replies_has_20_outstanding_at_most(
+    srv: Server, dom0: RawConn, guest: Callable[[int], RawConn]
+) -> None:
+    g = _setup(dom0, guest)
+    dom0.ok(Op.WRITE, b"/local/domain/5/big\0" + b"v" * 4000)  # the guest's
+    _pipeline_reads(srv, dom0, g, 3000)
+
+
+def test_the_outstanding_quota_on_the_asyncio_loop() -> None:
+    async def main() -> None:
+        async with Server() as srv:
+
+            def client() -> None:
+                with RawConn(srv.socket_path) as dom0:
+                    dom0.ok(Op.INTRODUCE, b"5\x000\x001\0")
+                    dom0.ok(Op.MKDIR, b"/local/domain/5\0")
+                    dom0.ok(Op.SET_PERMS, b"/local/domain/5\0n5\0")
+                    dom0.ok(Op.WRITE, b"/local/domain/5/big\0" + b"v" * 4000)
+                    with RawConn(srv.guest_socket_path(5)) as g:
+                        _pipeline_reads(srv, dom0, g, 3000)
+
+            await asyncio.get_running_loop().run_in_executor(None, client)
+
+    asyncio.run(main())

@@ -29,10 +29,11 @@ here "waiting" means queued since the last :meth:`XenStore.take_output`.
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import Callable, Sequence
 
-from ..protocol import PAYLOAD_MAX, Decoder, Op, PacketTooLarge, XsdError, encode
+from ..protocol import PAYLOAD_MAX, Decoder, Op, Packet, PacketTooLarge, XsdError, encode
 from . import control as _control
 from .domains import DOMID_SELF, Domain, Domains, Quotas, SoftQuotas
 from .store import (
@@ -91,17 +92,20 @@ class Connection:
     """One client connection: dom0 (privileged) or a guest domain."""
 
     __slots__ = (
+        "appended",
         "closed",
         "decoder",
         "domain",
         "domid",
         "dropped_events",
         "events",
+        "held",
         "home",
         "next_tx_id",
         "out",
         "out_bytes",
         "privileged",
+        "reply_ends",
         "seq",
         "transactions",
         "unsent",
@@ -125,6 +129,13 @@ class Connection:
         self.unsent: Callable[[], int] | None = None
         #: watch events dropped because the client did not read (guests)
         self.dropped_events = 0
+        #: bytes ever queued, and where in that stream each reply ends (for
+        #: the "outstanding" quota: replies not yet sent)
+        self.appended = 0
+        self.reply_ends: collections.deque[int] = collections.deque()
+        #: requests received but not processed: the guest has too many
+        #: replies outstanding (the front end stops reading it meanwhile)
+        self.held: list[Packet] = []
         #: event payloads queued since the last flush (duplicate suppression)
         self.events: set[bytes] | None = None
         self.decoder = Decoder()
@@ -181,6 +192,8 @@ class XenStore:
         self._conn_seq = 0
         #: connections with queued output (the front end flushes them)
         self.dirty: dict[int, Connection] = {}
+        #: connections with held requests (see outstanding())
+        self.holding: dict[int, Connection] = {}
         self.logfile: str | None = None
         self.logging_enabled = True
         #: called with a domid when it is first introduced / destroyed
@@ -265,6 +278,9 @@ class XenStore:
         conn.out = []
         conn.out_bytes = 0
         conn.unsent = None
+        conn.held = []
+        conn.reply_ends.clear()
+        self.holding.pop(conn.seq, None)
 
     def _drop_watches(self, conn: Connection) -> None:
         registry = self.watches
@@ -280,10 +296,60 @@ class XenStore:
             packets = conn.decoder.feed(data)
         except PacketTooLarge:
             return False
-        process = self.process
-        for op, req_id, tx_id, payload in packets:
-            process(conn, op, req_id, tx_id, payload)
+        if conn.held:
+            conn.held.extend(packets)
+        else:
+            self._run(conn, packets)
         return not conn.closed
+
+    # -- the "outstanding" quota ---------------------------------------------
+    # cxenstored stops reading a guest while quota_req_outstanding (20) of its
+    # requests wait for their replies to be delivered. Here a reply is
+    # outstanding until the front end has sent its last byte; requests
+    # received meanwhile are held, and the front end stops reading.
+    def _run(self, conn: Connection, packets: list[Packet]) -> None:
+        process = self.process
+        limit = 0 if conn.privileged else self.quotas.outstanding
+        for index, (op, req_id, tx_id, payload) in enumerate(packets):
+            if limit and self.outstanding(conn) >= limit:
+                conn.held = packets[index:]
+                self.holding[conn.seq] = conn
+                return
+            process(conn, op, req_id, tx_id, payload)
+            if conn.closed:
+                return
+
+    def outstanding(self, conn: Connection) -> int:
+        """Replies queued for ``conn`` and not yet sent (all of its domain's
+        connections, as cxenstored counts them per domain)."""
+        domain = conn.domain
+        conns = domain.conns if domain is not None else [conn]
+        count = 0
+        for c in conns:
+            unsent = c.unsent
+            sent = c.appended - c.out_bytes - (unsent() if unsent is not None else 0)
+            ends = c.reply_ends
+            while ends and ends[0] <= sent:
+                ends.popleft()
+            count += len(ends)
+        return count
+
+    def resume(self) -> bool:
+        """Process held requests of connections no longer held back; True if
+        any was (the front end then flushes, and calls again)."""
+        progress = False
+        for seq, conn in list(self.holding.items()):
+            limit = self.quotas.outstanding
+            if conn.closed or not conn.held:
+                del self.holding[seq]
+                continue
+            if limit and self.outstanding(conn) >= limit:
+                continue
+            del self.holding[seq]
+            packets, conn.held = conn.held, []
+            self._run(conn, packets)
+            progress = True
+        return progress
 
     def take_output(self, conn: Connection) -> bytes:
         """The bytes queued for ``conn`` (and forget them)."""
@@ -346,6 +412,9 @@ class XenStore:
             post = None
         conn.out.append(packet)
         conn.out_bytes += len(packet)
+        conn.appended += len(packet)
+        if not conn.privileged:
+            conn.reply_ends.append(conn.appended)
         if post is not None:
             self._post = None
             self._queue_event(conn, post)
@@ -437,6 +506,7 @@ class XenStore:
         packet = encode(_WATCH_EVENT, 0, 0, payload)
         conn.out.append(packet)
         conn.out_bytes += len(packet)
+        conn.appended += len(packet)
 
     @staticmethod
     def _backlog(conn: Connection) -> int:

@@ -326,6 +326,8 @@ class _SelectorLoop:
         if not _receive(self.core, entry.conn, data):
             self.drop(entry.conn.seq)
         self.flush()
+        if entry.conn.held:
+            self._update(entry)  # too many replies outstanding: stop reading
 
     def write(self, seq: int, data: bytes) -> None:
         entry = self.conns.get(seq)
@@ -356,9 +358,11 @@ class _SelectorLoop:
             return
         del entry.out[:sent]
         self._update(entry)
+        if self.core.holding:
+            self.flush()  # replies went out: held requests may go on
 
     def _update(self, entry: _SelConn) -> None:
-        entry.reading = len(entry.out) < _HIGH_WATER
+        entry.reading = len(entry.out) < _HIGH_WATER and not entry.conn.held
         mask = selectors.EVENT_WRITE if entry.out else 0
         if entry.reading:
             mask |= selectors.EVENT_READ
@@ -369,12 +373,20 @@ class _SelectorLoop:
 
     def flush(self) -> None:
         core = self.core
-        if not core.dirty:
-            return
-        for seq, conn in list(core.dirty.items()):
-            data = core.take_output(conn)
-            if data:
-                self.write(seq, data)
+        while True:
+            for seq, conn in list(core.dirty.items()):
+                data = core.take_output(conn)
+                if data:
+                    self.write(seq, data)
+            if not core.holding:
+                return
+            held = list(core.holding)
+            if not core.resume():
+                return
+            for seq in held:  # released: read it again
+                entry = self.conns.get(seq)
+                if entry is not None and seq not in core.holding:
+                    self._update(entry)
 
     def drop(self, seq: int) -> None:
         """Close a connection now; the core forgets it."""
@@ -457,6 +469,9 @@ class _AsyncLoop:
                     transport.abort()
                     return
                 self.conn.unsent = transport.get_write_buffer_size
+                if not self.conn.privileged:
+                    # be told whenever its output drains (the outstanding quota)
+                    transport.set_write_buffer_limits(high=0)
                 frontend.protocols[self.conn.seq] = self
 
             def data_received(self, data: bytes) -> None:
@@ -469,6 +484,8 @@ class _AsyncLoop:
                 if not _receive(core, conn, data):
                     frontend.drop(conn.seq)
                 frontend.flush()
+                if conn.held and self.transport is not None:
+                    self.transport.pause_reading()  # resumed by resume_writing
 
             def pause_writing(self) -> None:
                 if self.transport is not None and not self.paused:
@@ -476,10 +493,13 @@ class _AsyncLoop:
                     self.transport.pause_reading()
 
             def resume_writing(self) -> None:
-                if self.transport is not None and self.paused:
-                    self.paused = False
+                self.paused = False
+                frontend.flush()  # replies went out: held requests may go on
+                conn = self.conn
+                transport = self.transport
+                if transport is not None and conn is not None and not conn.held and not self.paused:
                     with contextlib.suppress(Exception):
-                        self.transport.resume_reading()
+                        transport.resume_reading()
 
             def connection_lost(self, exc: Exception | None) -> None:
                 conn = self.conn
@@ -518,12 +538,21 @@ class _AsyncLoop:
 
     def flush(self) -> None:
         core = self.core
-        if not core.dirty:
-            return
-        for seq, conn in list(core.dirty.items()):
-            data = core.take_output(conn)
-            if data:
-                self.write(seq, data)
+        while True:
+            for seq, conn in list(core.dirty.items()):
+                data = core.take_output(conn)
+                if data:
+                    self.write(seq, data)
+            if not core.holding:
+                return
+            held = list(core.holding)
+            if not core.resume():
+                return
+            for seq in held:  # released: read it again
+                proto = self.protocols.get(seq)
+                if proto is not None and seq not in core.holding and not proto.paused:
+                    with contextlib.suppress(Exception):
+                        proto.transport.resume_reading()
 
     def drop(self, seq: int) -> None:
         proto = self.protocols.pop(seq, None)
