@@ -28,6 +28,10 @@ Its notes carry the numbers; a scenario fails when a bound is broken.
     a write fails; invariant: the first failure is EIO at the real
     daemon's point (the same write number and the same accounted memory,
     2,619,870 bytes, on both servers), and the guest holds no more.
+``outstanding``
+    a guest pipelines N READs of a 4,000-byte node and reads no reply;
+    invariant: at most 20 replies wait in the server (the rest of the
+    requests wait unread), then every reply arrives, in order.
 ``stale_permissions``
     R rounds of: domain D is granted ``rD``, dies (its home is removed), a
     new domain D comes, dom0 rewrites the node; invariant: the new domain D
@@ -44,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, List, Tuple
@@ -56,6 +61,7 @@ __all__ = [
     "error_replies",
     "fd_exhaustion",
     "memory_quota",
+    "outstanding",
     "socket_path",
     "stale_permissions",
     "unread_events",
@@ -487,3 +493,49 @@ def _fill_transactions(fig: Figures, server: Any, domid: int) -> None:
     finally:
         guest.close()
         dom0.close()
+
+
+def outstanding(requests: int) -> Figures:
+    """Replies a guest that does not read can make the server hold."""
+    from pyxs.server import Server, XenStore
+
+    fig = Figures("outstanding", "embedded")
+    with Server() as srv:
+        dom0 = _Conn(srv.socket_path)
+        guest = _setup_guest(dom0, srv.run_dir)
+        dom0.reply(Op.WRITE, b"/local/domain/5/big\0" + b"v" * 4000)
+        guest.reply(Op.READ, b"big\0")
+        data = [encode(Op.READ, i, 0, b"big\0") for i in range(requests)]
+        # what the socket buffers hold first; the rest from a thread, which
+        # waits while the server does not read the guest
+        guest.sock.sendall(b"".join(data[:3000]))
+        dom0.reply(Op.GET_DOMAIN_PATH, b"0\0")  # the server has read what the guest sent
+        rest = b"".join(data[3000:])
+        sender = threading.Thread(target=guest.sock.sendall, args=(rest,), daemon=True)
+
+        def state(core: XenStore) -> Tuple[int, int, int]:
+            conn = next(c for c in core.conns.values() if c.domid == 5)
+            waiting = conn.out_bytes + (conn.unsent() if conn.unsent is not None else 0)
+            return core.outstanding(conn), len(conn.held), waiting
+
+        replies, held, waiting = srv.call(state)
+        sender.start()
+        for i in range(requests):
+            packet = guest.packet()
+            fig.ops += 1
+            if (packet.op, packet.req_id, len(packet.payload)) != (Op.READ, i, 4000):
+                fig.fail(f"reply {i}: {packet.op} {packet.req_id}")
+                break
+        sender.join(60)
+        if sender.is_alive():
+            fig.fail("the guest's requests were never all read", "hangs")
+        fig.note(
+            f"{requests:,} READs pipelined, none read: {replies} replies ({waiting:,} bytes) "
+            f"waited in the server, {held:,} of the first 3,000 requests waited unread; then all "
+            "were answered, in order"
+        )
+        if replies > 20:
+            fig.fail(f"{replies} replies outstanding (quota 20)")
+        guest.close()
+        dom0.close()
+    return fig.done()

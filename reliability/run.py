@@ -55,6 +55,7 @@ SIZES: Dict[str, Dict[str, int]] = {
         "error_replies": 2_000,
         "unread_writes": 20_000,
         "reuse_rounds": 50,
+        "pipelined_reads": 3_000,
     },
     "long": {
         "threads": 16,
@@ -73,6 +74,7 @@ SIZES: Dict[str, Dict[str, int]] = {
         "error_replies": 100_000,
         "unread_writes": 1_000_000,
         "reuse_rounds": 1_000,
+        "pipelined_reads": 30_000,
     },
 }
 
@@ -180,6 +182,7 @@ def scenarios(mode: str, servers: Dict[str, Any], seed: int, allow_known: bool) 
         ("attack fd exhaustion", lambda: attack.fd_exhaustion()),
         ("attack socket path", lambda: attack.socket_path()),
         ("attack stale permissions", lambda: attack.stale_permissions(n["reuse_rounds"])),
+        ("attack outstanding", lambda: attack.outstanding(n["pipelined_reads"])),
     ]
     for kind in KINDS:
         out.append((f"attack memory quota {kind}", lambda k=kind: attack.memory_quota(k)))
