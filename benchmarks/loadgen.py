@@ -27,7 +27,7 @@ import time
 from typing import Any, Callable
 
 HEADER = struct.Struct("<IIII")
-READ, WATCH, TX_START, TX_END, WATCH_EVENT, ERROR, WRITE = 2, 4, 6, 7, 15, 16, 11
+READ, WATCH, TX_START, TX_END, RM, WATCH_EVENT, ERROR, WRITE = 2, 4, 6, 7, 13, 15, 16, 11
 OK = b"OK\0"
 
 
@@ -224,6 +224,31 @@ def bench_create_nodes(socket_path: str, nodes: int, chunk: int) -> dict[str, An
     return {"value": elapsed, "unit": "s", "us_per_node": elapsed / nodes * 1e6}
 
 
+def bench_rm_tree(socket_path: str, nodes: int) -> dict[str, Any]:
+    """After :func:`bench_create_nodes` made ``nodes`` nodes: time one RM of
+    their common root, and a READ another connection sent right after it
+    (every other client waits while the RM runs); seconds."""
+    sock = connect(socket_path)
+    other = connect(socket_path)
+    t0 = time.perf_counter()
+    sock.sendall(packet(RM, 1, b"/bench\0"))
+    other.sendall(packet(READ, 2, b"/\0"))
+    check(recv_exact(sock, 16 + len(OK)), packet(RM, 1, OK))
+    elapsed = time.perf_counter() - t0
+    reply = recv_exact(other, 16)
+    blocked = time.perf_counter() - t0
+    recv_exact(other, int.from_bytes(reply[12:16], "little"))
+    roundtrip(sock, packet(READ, 3, b"/bench\0"), packet(ERROR, 3, b"ENOENT\0"))
+    sock.close()
+    other.close()
+    return {
+        "value": elapsed,
+        "unit": "s",
+        "nodes": nodes + nodes // 100 + 2,
+        "other_read_waited": blocked,
+    }
+
+
 def bench_watch_fanout(
     socket_path: str,
     conns: int,
@@ -383,6 +408,7 @@ BENCHES: dict[str, Callable[..., dict[str, Any]]] = {
     "read_pipelined": bench_read_pipelined,
     "write_seq": bench_write_seq,
     "create_nodes": bench_create_nodes,
+    "rm_tree": bench_rm_tree,
     "watch_fanout": bench_watch_fanout,
     "tx_pipelined": bench_tx_pipelined,
 }

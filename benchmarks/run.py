@@ -335,11 +335,23 @@ class Run:
             impls,
             create.pinning,
         )
+        remove = Measure(
+            "server.rm",
+            f"RM of the {s.nodes:,} nodes' root (one request; another connection's READ "
+            "waits for it)",
+            "s",
+            False,
+            impls,
+            create.pinning,
+        )
         self.measures[create.id] = create
         self.measures[rss.id] = rss
+        self.measures[remove.id] = remove
         for k in impls:
             rss.samples[k] = []
             rss.details[k] = []
+            remove.samples[k] = []
+            remove.details[k] = []
 
         def fresh(impl: str) -> Callable[[], dict[str, Any]]:
             def runner() -> dict[str, Any]:
@@ -356,10 +368,15 @@ class Run:
                     cmd = [self.py, str(HERE / "loadgen.py"), json.dumps(args)]
                     result = harness.run_json(cmd, self.other_cpu, self.worker_env, timeout=600)
                     hwm = harness.vm_hwm_kib(server.pid)
+                    args = {"bench": "rm_tree", "socket": server.socket_path, "nodes": s.nodes}
+                    cmd = [self.py, str(HERE / "loadgen.py"), json.dumps(args)]
+                    removed = harness.run_json(cmd, self.other_cpu, self.worker_env, timeout=600)
                 finally:
                     server.stop()
                 rss.samples[impl].append(hwm / 1024)
                 rss.details[impl].append({"value": hwm / 1024, "unit": "MiB", "kib": hwm})
+                remove.samples[impl].append(float(removed["value"]))
+                remove.details[impl].append(removed)
                 return result
 
             return runner
@@ -422,6 +439,17 @@ class Run:
             "<=",
             2.0,
             ratio_label="pyxs/real",
+        )
+        self.target(
+            "S6",
+            f"server: RM of {s.nodes:,} nodes, speed-up over real",
+            "server.rm",
+            "pyxs",
+            "real",
+            ">=",
+            1.0,
+            invert=True,
+            ratio_label="real time/pyxs time",
         )
 
     # -- client ---------------------------------------------------------------------------

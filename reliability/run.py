@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # python reliability/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "reliability"
 
-from . import faults, fuzz_client, fuzz_server, limits, workloads
+from . import attack, faults, fuzz_client, fuzz_server, limits, workloads
 from .figures import Figures, format_table, totals
 from .harness import KINDS, EmbeddedServer, RealServer
 
@@ -52,6 +52,10 @@ SIZES: Dict[str, Dict[str, int]] = {
         "fuzz_client": 2000,
         "fragment_ops": 100,
         "atheris_runs": 0,
+        "error_replies": 2_000,
+        "unread_writes": 20_000,
+        "reuse_rounds": 50,
+        "pipelined_reads": 3_000,
     },
     "long": {
         "threads": 16,
@@ -67,6 +71,10 @@ SIZES: Dict[str, Dict[str, int]] = {
         "fuzz_client": 100_000,
         "fragment_ops": 2000,
         "atheris_runs": 100_000,  # when atheris is installed (pip install pyxs[fuzz])
+        "error_replies": 100_000,
+        "unread_writes": 1_000_000,
+        "reuse_rounds": 1_000,
+        "pipelined_reads": 30_000,
     },
 }
 
@@ -168,6 +176,16 @@ def scenarios(mode: str, servers: Dict[str, Any], seed: int, allow_known: bool) 
                 lambda s=srv, a=first, b=second: limits.guest_isolation(s, a, b),
             ),
         ]
+    out += [
+        ("attack error replies", lambda: attack.error_replies(n["error_replies"])),
+        ("attack unread events", lambda: attack.unread_events(n["unread_writes"])),
+        ("attack fd exhaustion", lambda: attack.fd_exhaustion()),
+        ("attack socket path", lambda: attack.socket_path()),
+        ("attack stale permissions", lambda: attack.stale_permissions(n["reuse_rounds"])),
+        ("attack outstanding", lambda: attack.outstanding(n["pipelined_reads"])),
+    ]
+    for kind in KINDS:
+        out.append((f"attack memory quota {kind}", lambda k=kind: attack.memory_quota(k)))
     return out
 
 
@@ -244,7 +262,7 @@ def main(argv: List[str] | None = None) -> int:
             rows.append(fig)
             status = "ok" if fig.ok else "FAILED"
             print(f"    {status}: {fig.summary()}", flush=True)
-            if not fig.ok:
+            if not fig.ok or name.startswith("attack"):  # attack rows: their figures
                 for note in fig.notes:
                     print(f"      {note}", flush=True)
 

@@ -885,3 +885,78 @@ def test_guest_transaction_quotas(pair: tuple[Target, Target]) -> None:
         ("a", Op.CONTROL, b"quota\x0090\0"),
     ]
     check(pair, script)
+
+
+# ---------------------------------------------------------------------------
+# Stale permission entries (XSA-322): domains that did not exist, died, came back
+
+
+def test_entries_for_domains_that_did_not_exist(pair: tuple[Target, Target]) -> None:
+    script: list[Step] = [
+        ("connect", "a"),
+        ("a", W, b"/sp/a\0x"),
+        ("a", SP, b"/sp/a\0n0\0r71\0"),  # 71 does not exist: the entry is ignored
+        ("a", GP, b"/sp/a\0"),  # ... yet listed
+        ("connect", "g", 71),
+        ("g", R, b"/sp/a\0"),
+        ("a", W, b"/sp/a\0y"),  # dom0 rewrites the value: still ignored
+        ("g", R, b"/sp/a\0"),
+        ("a", W, b"/sp/a/child\0c"),  # a child copies the parent's entries as they are
+        ("a", GP, b"/sp/a/child\0"),
+        ("g", R, b"/sp/a/child\0"),
+        ("a", SP, b"/sp/a\0n0\0r71\0"),  # set again now that 71 exists: it counts
+        ("g", R, b"/sp/a\0"),
+        ("g", R, b"/sp/a/child\0"),
+    ]
+    check(pair, script)
+
+
+def test_entries_of_a_dead_domain_are_not_inherited(pair: tuple[Target, Target]) -> None:
+    script: list[Step] = [
+        ("connect", "a"),
+        ("connect", "h", 72),
+        ("a", W, b"/sp/b\0x"),
+        ("a", SP, b"/sp/b\0n0\0r72\0"),
+        ("a", W, b"/sp/c\0x"),
+        ("a", SP, b"/sp/c\0n0\0b72\0"),
+        ("a", W, b"/sp/d\0x"),
+        ("a", SP, b"/sp/d\0n0\0r72\0"),
+        ("h", R, b"/sp/b\0"),
+        ("close", "h"),
+        ("state", 72, "dying"),  # domain 72 dies ...
+        ("state", 72, "running"),  # ... and a new domain 72 appears
+        ("connect", "h", 72),
+        ("h", R, b"/sp/b\0"),
+        ("a", W, b"/sp/b\0y"),  # dom0 rewrites the node: the old entry stays dead
+        ("h", R, b"/sp/b\0"),
+        ("a", GP, b"/sp/b\0"),
+        ("a", TS, b"\0"),
+        ("a", W, b"/sp/c\0y", 1),  # ... also in a transaction
+        ("a", TE, b"T\0", 1),
+        ("h", R, b"/sp/c\0"),
+        ("h", W, b"/sp/c\0z"),
+        ("a", W, b"/sp/d/new\0n"),  # a new child of a stale parent
+        ("h", R, b"/sp/d/new\0"),
+        ("h", R, b"/sp/d\0"),
+        ("a", SP, b"/sp/b\0n0\0r72\0"),  # granted anew: counts
+        ("h", R, b"/sp/b\0"),
+    ]
+    check(pair, script)
+
+
+def test_a_domain_reintroduced_with_no_write_in_between(pair: tuple[Target, Target]) -> None:
+    """cxenstored compares generations with <=: a domain that comes back
+    before any node was written has the generation of the granted node."""
+    script: list[Step] = [
+        ("connect", "a"),
+        ("a", W, b"/sp/e\0x"),
+        ("connect", "h", 73),
+        ("a", SP, b"/sp/e\0n0\0r73\0"),
+        ("close", "h"),
+        ("state", 73, "dying"),
+        ("state", 73, "running"),
+        ("connect", "h", 73),
+        ("a", W, b"/sp/e\0y"),
+        ("h", R, b"/sp/e\0"),
+    ]
+    assert check(pair, script)[-1] == "9 h <- READ req=1 tx=0 b'y'"

@@ -13,7 +13,15 @@ the conflict rule), :mod:`.watches` (watch matching), :mod:`.domains`
 from __future__ import annotations
 
 from .core import Connection, XenStore
-from .daemon import Server
+from .daemon import Server, SocketInUse
 from .domains import DOMAIN_STATES, Quotas, SoftQuotas
 
-__all__ = ["DOMAIN_STATES", "Connection", "Quotas", "Server", "SoftQuotas", "XenStore"]
+__all__ = [
+    "DOMAIN_STATES",
+    "Connection",
+    "Quotas",
+    "Server",
+    "SocketInUse",
+    "SoftQuotas",
+    "XenStore",
+]

@@ -36,8 +36,6 @@ HELP = (
     b"help\t\n\0"
 )
 
-EINVAL = Fail(XsdError.EINVAL)
-
 
 def c_atoi(text: bytes) -> int:
     """C ``atoi``: leading blanks, a sign, digits; anything else stops it.
@@ -71,16 +69,16 @@ def _quota(core: XenStore, args: list[bytes]) -> bytes:
         return _table(b"Quota settings:\n", quotas.DESCRIPTIONS, quotas.get)
     if args[0] == b"set":
         if len(args) != 3:
-            raise EINVAL
+            raise Fail(XsdError.EINVAL)
         value = c_atoi(args[2])
         if value < 1:
-            raise EINVAL
+            raise Fail(XsdError.EINVAL)
         name = args[1].decode("latin-1")
         if name not in dict(quotas.DESCRIPTIONS) or not quotas.set(name, value):
-            raise EINVAL
+            raise Fail(XsdError.EINVAL)
         return OK
     if len(args) != 1:
-        raise EINVAL
+        raise Fail(XsdError.EINVAL)
     return core.domain_report(c_atoi(args[0]) & 0xFFFFFFFF)
 
 
@@ -91,22 +89,22 @@ def _quota_soft(core: XenStore, args: list[bytes]) -> bytes:
     if args[0] == b"set" and len(args) == 3:
         value = c_atoi(args[2])
         if value < 1 or not soft.set(args[1].decode("latin-1"), value):
-            raise EINVAL
+            raise Fail(XsdError.EINVAL)
         return OK
-    raise EINVAL
+    raise Fail(XsdError.EINVAL)
 
 
 def _live_update(args: list[bytes]) -> bytes:
     if not args:
-        raise EINVAL
+        raise Fail(XsdError.EINVAL)
     flag = args[0]
     if flag == b"-a":
         if len(args) != 1:
-            raise EINVAL
+            raise Fail(XsdError.EINVAL)
         return b"No live-update session active.\0"
     if flag == b"-c":
         if len(args) != 2:
-            raise EINVAL
+            raise Fail(XsdError.EINVAL)
         return b"Not in live-update session.\0"
     if flag == b"-s":
         i = 1
@@ -116,7 +114,7 @@ def _live_update(args: list[bytes]) -> bytes:
             elif args[i] == b"-t" and i < len(args) - 1:
                 i += 2
             else:
-                raise EINVAL
+                raise Fail(XsdError.EINVAL)
         return b"Not in live-update session.\0"
     if flag == b"-f" and len(args) == 2:
         try:
@@ -126,14 +124,14 @@ def _live_update(args: list[bytes]) -> bytes:
         if not mode & 0o111:
             return b"File not executable.\0"
         return b"Live update is not supported by this server.\0"
-    raise EINVAL
+    raise Fail(XsdError.EINVAL)
 
 
 def control(core: XenStore, conn: Connection, payload: bytes) -> bytes:
     """Answer a CONTROL request (the caller checked it is privileged)."""
     nul = payload.find(b"\0")
     if nul < 0:
-        raise EINVAL
+        raise Fail(XsdError.EINVAL)
     command = payload[:nul]
     strings = payload.split(b"\0")[:-1]
     if command == b"live-update":
@@ -141,37 +139,37 @@ def control(core: XenStore, conn: Connection, payload: bytes) -> bytes:
     args = strings[1:]
     if command == b"check":
         if args:
-            raise EINVAL
+            raise Fail(XsdError.EINVAL)
         for problem in core.store.check():
             core.log(f"check_store: {problem}")
         return OK
     if command == b"log":
         if len(args) != 1 or args[0] not in (b"on", b"off"):
-            raise EINVAL
+            raise Fail(XsdError.EINVAL)
         core.logging_enabled = args[0] == b"on"
         return OK
     if command == b"live-update":
         return _live_update(args)
     if command == b"logfile":
         if len(args) != 1:
-            raise EINVAL
+            raise Fail(XsdError.EINVAL)
         core.set_logfile(os.fsdecode(args[0]))
         return OK
     if command == b"memreport":
         if len(args) > 1:
-            raise EINVAL
+            raise Fail(XsdError.EINVAL)
         target = os.fsdecode(args[0]) if args else core.logfile
         if target is None:
-            raise EINVAL
+            raise Fail(XsdError.EINVAL)
         try:
             with open(target, "a") as out:
                 out.write(core.memreport())
         except OSError:
-            raise EINVAL from None
+            raise Fail(XsdError.EINVAL) from None
         return OK
     if command == b"print":
         if len(args) != 1:
-            raise EINVAL
+            raise Fail(XsdError.EINVAL)
         core.log("control: " + args[0].decode("utf-8", "replace"))
         return OK
     if command == b"quota":
@@ -180,6 +178,6 @@ def control(core: XenStore, conn: Connection, payload: bytes) -> bytes:
         return _quota_soft(core, args)
     if command == b"help":
         if args:
-            raise EINVAL
+            raise Fail(XsdError.EINVAL)
         return HELP
-    raise EINVAL
+    raise Fail(XsdError.EINVAL)

@@ -29,13 +29,15 @@ here "waiting" means queued since the last :meth:`XenStore.take_output`.
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import Callable, Sequence
 
-from ..protocol import PAYLOAD_MAX, Decoder, Op, PacketTooLarge, XsdError, encode
+from ..protocol import PAYLOAD_MAX, Decoder, Op, Packet, PacketTooLarge, XsdError, encode
 from . import control as _control
 from .domains import DOMID_SELF, Domain, Domains, Quotas, SoftQuotas
 from .store import (
+    PERM_IGNORE,
     PERM_OWNER,
     PERM_READ,
     PERM_WRITE,
@@ -64,31 +66,49 @@ c_atoi = _control.c_atoi
 
 OK = b"OK\0"
 _ERROR_PAYLOAD = {e: e.payload for e in XsdError}
-_EINVAL = Fail(XsdError.EINVAL)
-_ENOENT = Fail(XsdError.ENOENT)
-_ENOSPC = Fail(XsdError.ENOSPC)
-_EACCES = Fail(XsdError.EACCES)
 _WATCH_EVENT = int(Op.WATCH_EVENT)
 _ERROR = int(Op.ERROR)
+#: default of :attr:`XenStore.dom0_backlog_max`: 64 MiB
+DOM0_BACKLOG_MAX = 64 << 20
 _RELEASE_DOMAIN = b"@releaseDomain"
 _INTRODUCE_DOMAIN = b"@introduceDomain"
+
+
+class _Budget:
+    """A guest's memory quota, as :func:`~pyxs.server.store.create_node` asks it."""
+
+    __slots__ = ("core", "domid", "prefix")
+
+    def __init__(self, core: XenStore, domid: int, prefix: int) -> None:
+        self.core = core
+        self.domid = domid
+        self.prefix = prefix
+
+    def left(self) -> int:
+        return self.core.quotas.memory - self.core.domain_memory(self.domid)
 
 
 class Connection:
     """One client connection: dom0 (privileged) or a guest domain."""
 
     __slots__ = (
+        "appended",
         "closed",
         "decoder",
         "domain",
         "domid",
+        "dropped_events",
         "events",
+        "held",
         "home",
         "next_tx_id",
         "out",
+        "out_bytes",
         "privileged",
+        "reply_ends",
         "seq",
         "transactions",
+        "unsent",
         "watches",
     )
 
@@ -102,8 +122,20 @@ class Connection:
         self.transactions: dict[int, Transaction] = {}
         self.next_tx_id = 1
         self.watches: dict[tuple[bytes, bytes], Watch] = {}
-        #: encoded packets waiting to be sent
+        #: encoded packets waiting to be sent, and their total size
         self.out: list[bytes] = []
+        self.out_bytes = 0
+        #: the front end's count of bytes it took and could not send yet
+        self.unsent: Callable[[], int] | None = None
+        #: watch events dropped because the client did not read (guests)
+        self.dropped_events = 0
+        #: bytes ever queued, and where in that stream each reply ends (for
+        #: the "outstanding" quota: replies not yet sent)
+        self.appended = 0
+        self.reply_ends: collections.deque[int] = collections.deque()
+        #: requests received but not processed: the guest has too many
+        #: replies outstanding (the front end stops reading it meanwhile)
+        self.held: list[Packet] = []
         #: event payloads queued since the last flush (duplicate suppression)
         self.events: set[bytes] | None = None
         self.decoder = Decoder()
@@ -121,7 +153,7 @@ class Connection:
 def _onearg(payload: bytes) -> bytes:
     """The single NUL-terminated argument, else EINVAL."""
     if not payload or payload.find(b"\0") != len(payload) - 1:
-        raise _EINVAL
+        raise Fail(XsdError.EINVAL)
     return payload[:-1]
 
 
@@ -143,6 +175,9 @@ class XenStore:
         self.quotas = quotas if quotas is not None else Quotas()
         self.soft_quotas = soft_quotas if soft_quotas is not None else SoftQuotas()
         self.keep_orphans = keep_orphans
+        #: a dom0 connection with this many bytes of output not taken by its
+        #: client is closed (guests: their memory quota bounds it)
+        self.dom0_backlog_max = DOM0_BACKLOG_MAX
         self.store = Store()
         self.domains = Domains(self.store)
         self.watches = WatchRegistry()
@@ -157,6 +192,8 @@ class XenStore:
         self._conn_seq = 0
         #: connections with queued output (the front end flushes them)
         self.dirty: dict[int, Connection] = {}
+        #: connections with held requests (see outstanding())
+        self.holding: dict[int, Connection] = {}
         self.logfile: str | None = None
         self.logging_enabled = True
         #: called with a domid when it is first introduced / destroyed
@@ -221,6 +258,12 @@ class XenStore:
             domain.conns.append(conn)
         return conn
 
+    def close(self, conn: Connection) -> None:
+        """Forget a connection and have the front end close it."""
+        self.disconnect(conn)
+        if self.on_close is not None:
+            self.on_close(conn)
+
     def disconnect(self, conn: Connection) -> None:
         """Forget a connection: its watches and transactions go with it."""
         if conn.closed:
@@ -233,6 +276,11 @@ class XenStore:
         if conn.domain is not None and conn in conn.domain.conns:
             conn.domain.conns.remove(conn)
         conn.out = []
+        conn.out_bytes = 0
+        conn.unsent = None
+        conn.held = []
+        conn.reply_ends.clear()
+        self.holding.pop(conn.seq, None)
 
     def _drop_watches(self, conn: Connection) -> None:
         registry = self.watches
@@ -248,10 +296,60 @@ class XenStore:
             packets = conn.decoder.feed(data)
         except PacketTooLarge:
             return False
-        process = self.process
-        for op, req_id, tx_id, payload in packets:
-            process(conn, op, req_id, tx_id, payload)
+        if conn.held:
+            conn.held.extend(packets)
+        else:
+            self._run(conn, packets)
         return not conn.closed
+
+    # -- the "outstanding" quota ---------------------------------------------
+    # cxenstored stops reading a guest while quota_req_outstanding (20) of its
+    # requests wait for their replies to be delivered. Here a reply is
+    # outstanding until the front end has sent its last byte; requests
+    # received meanwhile are held, and the front end stops reading.
+    def _run(self, conn: Connection, packets: list[Packet]) -> None:
+        process = self.process
+        limit = 0 if conn.privileged else self.quotas.outstanding
+        for index, (op, req_id, tx_id, payload) in enumerate(packets):
+            if limit and self.outstanding(conn) >= limit:
+                conn.held = packets[index:]
+                self.holding[conn.seq] = conn
+                return
+            process(conn, op, req_id, tx_id, payload)
+            if conn.closed:
+                return
+
+    def outstanding(self, conn: Connection) -> int:
+        """Replies queued for ``conn`` and not yet sent (all of its domain's
+        connections, as cxenstored counts them per domain)."""
+        domain = conn.domain
+        conns = domain.conns if domain is not None else [conn]
+        count = 0
+        for c in conns:
+            unsent = c.unsent
+            sent = c.appended - c.out_bytes - (unsent() if unsent is not None else 0)
+            ends = c.reply_ends
+            while ends and ends[0] <= sent:
+                ends.popleft()
+            count += len(ends)
+        return count
+
+    def resume(self) -> bool:
+        """Process held requests of connections no longer held back; True if
+        any was (the front end then flushes, and calls again)."""
+        progress = False
+        for seq, conn in list(self.holding.items()):
+            limit = self.quotas.outstanding
+            if conn.closed or not conn.held:
+                del self.holding[seq]
+                continue
+            if limit and self.outstanding(conn) >= limit:
+                continue
+            del self.holding[seq]
+            packets, conn.held = conn.held, []
+            self._run(conn, packets)
+            progress = True
+        return progress
 
     def take_output(self, conn: Connection) -> bytes:
         """The bytes queued for ``conn`` (and forget them)."""
@@ -260,6 +358,7 @@ class XenStore:
         if not out:
             return b""
         conn.out = []
+        conn.out_bytes = 0
         conn.events = None
         return out[0] if len(out) == 1 else b"".join(out)
 
@@ -294,14 +393,31 @@ class XenStore:
             return
         if not conn.out:
             self.dirty[conn.seq] = conn
+        if (
+            error is None
+            and not conn.privileged
+            and self.quotas.memory
+            and self.domain_memory(conn.domid) + self._backlog(conn) + 16 + len(reply)
+            >= self.quotas.memory
+        ):
+            # cxenstored accounts output to the guest while it is queued: a
+            # reply that would bring it to its memory quota is ENOMEM
+            error = XsdError.ENOMEM
+            self._post = None
         if error is None:
-            conn.out.append(encode(op, req_id, tx_id, reply))
+            packet = encode(op, req_id, tx_id, reply)
             post = self._post
-            if post is not None:
-                self._post = None
-                self._queue_event(conn, post)
         else:
-            conn.out.append(encode(_ERROR, req_id, tx_id, _ERROR_PAYLOAD[error]))
+            packet = encode(_ERROR, req_id, tx_id, _ERROR_PAYLOAD[error])
+            post = None
+        conn.out.append(packet)
+        conn.out_bytes += len(packet)
+        conn.appended += len(packet)
+        if not conn.privileged:
+            conn.reply_ends.append(conn.appended)
+        if post is not None:
+            self._post = None
+            self._queue_event(conn, post)
 
     def _access(self, tx: Transaction | None) -> Access:
         return tx if tx is not None else self.store
@@ -310,8 +426,14 @@ class XenStore:
         """Canonical node path, or EINVAL."""
         path = canonicalize(path, conn.home)
         if not is_valid_nodename(path, self.quotas.path_max):
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         return path
+
+    def _budget(self, conn: Connection, tx: Transaction | None) -> _Budget | None:
+        """The memory quota a guest's write is held to (None: not held)."""
+        if conn.privileged or not self.quotas.memory:
+            return None
+        return _Budget(self, conn.domid, len(b"%d/" % tx.generation) if tx is not None else 0)
 
     def _fail_tx(self, tx: Transaction | None) -> Callable[[], None] | None:
         if tx is None:
@@ -359,17 +481,39 @@ class XenStore:
     def _queue_event(self, conn: Connection, payload: bytes) -> None:
         if len(payload) > PAYLOAD_MAX or conn.closed:
             return
+        events = conn.events
+        if events is not None and payload in events:
+            return
+        backlog = self._backlog(conn)
+        if conn.privileged or not self.quotas.memory:
+            if backlog >= self.dom0_backlog_max:
+                # a dom0 client this far behind loses its connection rather
+                # than its events: it notices, and can read the tree again
+                self.close(conn)
+                return
+        elif self.domain_memory(conn.domid) + backlog + 16 + len(payload) >= self.quotas.memory:
+            # as in cxenstored, output waiting for a guest counts in its
+            # memory, and an event that would bring it to the quota is dropped
+            conn.dropped_events += 1
+            return
         if payload[:1] != b"@":
-            events = conn.events
             if events is None:
                 conn.events = {payload}
-            elif payload in events:
-                return
             else:
                 events.add(payload)
         if not conn.out:
             self.dirty[conn.seq] = conn
-        conn.out.append(encode(_WATCH_EVENT, 0, 0, payload))
+        packet = encode(_WATCH_EVENT, 0, 0, payload)
+        conn.out.append(packet)
+        conn.out_bytes += len(packet)
+        conn.appended += len(packet)
+
+    @staticmethod
+    def _backlog(conn: Connection) -> int:
+        """Bytes of output waiting for ``conn``: queued here, or taken by the
+        front end and not sent yet."""
+        unsent = conn.unsent
+        return conn.out_bytes + (unsent() if unsent is not None else 0)
 
     def _perm(self, conn: Connection, perms: Perms, gen: int) -> int:
         if conn.privileged:
@@ -418,7 +562,7 @@ class XenStore:
     def _directory_part(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         strings = _strings(payload)
         if len(strings) != 2:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         path = self._path(conn, strings[0])
         node = get_node(self._access(tx), conn, path, PERM_READ, self.domains)
         offset = c_atoi(strings[1]) & 0xFFFFFFFF
@@ -441,15 +585,19 @@ class XenStore:
     def _write(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         nul = payload.find(b"\0")
         if nul < 0:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         path = self._path(conn, payload[:nul])
         value = payload[nul + 1 :]
         acc = self._access(tx)
         node = lookup_node(acc, conn, path, PERM_WRITE, self.domains)
         if node is None:
-            node = create_node(acc, conn, path, value, self.quotas, self._fail_tx(tx))
+            node = create_node(
+                acc, conn, path, value, self.quotas, self._fail_tx(tx), self._budget(conn, tx)
+            )
         else:
-            set_node_value(acc, conn, path, node, value, self.quotas, self._fail_tx(tx))
+            set_node_value(
+                acc, conn, path, node, value, self.quotas, self._fail_tx(tx), self._budget(conn, tx)
+            )
         acc.fire(path, node, False, None)
         return OK
 
@@ -457,7 +605,9 @@ class XenStore:
         path = self._path(conn, _onearg(payload))
         acc = self._access(tx)
         if lookup_node(acc, conn, path, PERM_WRITE, self.domains) is None:
-            node = create_node(acc, conn, path, b"", self.quotas, self._fail_tx(tx))
+            node = create_node(
+                acc, conn, path, b"", self.quotas, self._fail_tx(tx), self._budget(conn, tx)
+            )
             acc.fire(path, node, False, None)
         return OK
 
@@ -467,31 +617,29 @@ class XenStore:
         if lookup_node(acc, conn, path, PERM_WRITE, self.domains) is None:
             if acc.read(parent_of(path)) is not None:
                 return OK
-            raise _ENOENT
+            raise Fail(XsdError.ENOENT)
         if path == b"/":
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         rm_node(acc, path)
         return OK
 
     def _set_perms(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         strings = _strings(payload)
         if len(strings) < 2:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         if not conn.privileged and len(strings) - 1 > self.quotas.permissions:
-            raise _ENOSPC
-        perms = Perms.parse(strings[1:])
-        if not self.domains.exists(perms.owner):
-            raise _ENOENT
-        for _bits, domid in perms.entries[1:]:
-            self.domains.exists(domid)
+            raise Fail(XsdError.ENOSPC)
+        perms = self.domains.parsed(Perms.parse(strings[1:]))
+        if perms.entries[0][0] & PERM_IGNORE:
+            raise Fail(XsdError.ENOENT)  # the owner does not exist
         name = strings[0]
         if name[:1] == b"@":
             current = self.special_perms.get(name)
             if current is None:
-                raise _EINVAL
+                raise Fail(XsdError.EINVAL)
             wanted = PERM_WRITE | PERM_OWNER
             if self._perm(conn, current[0], current[1]) & wanted != wanted:
-                raise _EACCES
+                raise Fail(XsdError.EACCES)
             self.special_perms[name] = (perms, self.store.generation)
             return OK
         path = self._path(conn, name)
@@ -509,9 +657,9 @@ class XenStore:
                 acc.consume(1)
                 if tx is not None:
                     tx.failed = True
-                raise _ENOSPC
+                raise Fail(XsdError.ENOSPC)
         node.perms = perms
-        acc.write(path, node, old.owner)
+        acc.write(path, node, old.owner, new_perms=True)
         acc.fire(path, node, False, old)
         return OK
 
@@ -520,12 +668,12 @@ class XenStore:
     def _watch(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         strings = _strings(payload)
         if len(strings) != 2:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         path, token = strings
         cut = 0
         if path[:1] == b"@":
             if len(path) > 2048:
-                raise _EINVAL
+                raise Fail(XsdError.EINVAL)
         else:
             if path[:1] != b"/":
                 cut = len(conn.home) + 1
@@ -536,6 +684,12 @@ class XenStore:
         domain = conn.domain
         if domain is not None and not conn.privileged and domain.watch_count > self.quotas.watches:
             raise Fail(XsdError.E2BIG)
+        if (
+            not conn.privileged
+            and self.quotas.memory
+            and self.domain_memory(conn.domid) + len(path) + len(token) >= self.quotas.memory
+        ):
+            raise Fail(XsdError.ENOMEM)  # a watch counts its path and token
         watch = self.watches.add(conn, path, token, cut)
         conn.watches[key] = watch
         self._post = (path[cut:] if cut else path) + watch.tail
@@ -544,11 +698,11 @@ class XenStore:
     def _unwatch(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         strings = _strings(payload)
         if len(strings) != 2:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         key = (canonicalize(strings[0], conn.home), strings[1])
         watch = conn.watches.pop(key, None)
         if watch is None:
-            raise _ENOENT
+            raise Fail(XsdError.ENOENT)
         self.watches.remove(watch)
         return OK
 
@@ -566,7 +720,7 @@ class XenStore:
             domain = conn.domain
             started = domain.transaction_count if domain is not None else len(conn.transactions)
             if started > self.quotas.transactions:
-                raise _ENOSPC
+                raise Fail(XsdError.ENOSPC)
         transactions = conn.transactions
         tx_id = conn.next_tx_id
         while tx_id == 0 or tx_id in transactions:
@@ -578,9 +732,9 @@ class XenStore:
 
     def _transaction_end(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         if payload not in (b"T\0", b"F\0"):
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         if tx is None:
-            raise _ENOENT
+            raise Fail(XsdError.ENOENT)
         del conn.transactions[tx.id]
         if payload == b"T\0":
             if tx.failed or tx.lost_domain():
@@ -589,7 +743,7 @@ class XenStore:
                 counts = self.store.node_counts
                 for domid, delta in tx.count_deltas().items():
                     if domid != 0 and counts.get(domid, 0) + delta >= self.quotas.nodes:
-                        raise _ENOSPC
+                        raise Fail(XsdError.ENOSPC)
             if tx.conflicts():
                 raise Fail(XsdError.EAGAIN)
             tx.commit(self.fire)
@@ -600,11 +754,11 @@ class XenStore:
     def _introduce(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         strings = _strings(payload)
         if len(strings) < 3:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         domid = c_atoi(strings[0]) & 0xFFFFFFFF
         port = c_atoi(strings[2]) & 0xFFFFFFFF
         if port == 0:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         domain, new = self.domains.introduce(domid, port)
         if new:
             if domid != 0:
@@ -622,16 +776,16 @@ class XenStore:
     def _onearg_domain(self, payload: bytes) -> Domain:
         domid = c_atoi(_onearg(payload)) & 0xFFFFFFFF
         if domid == 0:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         return self._connected_domain(domid)
 
     def _connected_domain(self, domid: int) -> Domain:
         """``find_connected_domain``: introduced (ENOENT) and connected (EINVAL)."""
         domain = self.domains.introduced(domid)
         if domain is None:
-            raise _ENOENT
+            raise Fail(XsdError.ENOENT)
         if domain.detached:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         return domain
 
     def _release(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
@@ -651,7 +805,7 @@ class XenStore:
     def _set_target(self, conn: Connection, payload: bytes, tx: Transaction | None) -> bytes:
         strings = _strings(payload)
         if len(strings) < 2:
-            raise _EINVAL
+            raise Fail(XsdError.EINVAL)
         domain = self._connected_domain(c_atoi(strings[0]) & 0xFFFFFFFF)
         target = self._connected_domain(c_atoi(strings[1]) & 0xFFFFFFFF)
         domain.target = target.domid
@@ -710,6 +864,7 @@ class XenStore:
                     store.node_counts[domid] -= 1
                     node.perms = node.perms.with_owner(0)
                     store.node_counts[0] = store.node_counts.get(0, 0) + 1
+                    store.account(path, node, domid)
                 else:
                     rm_node(store, path)
                     continue
@@ -765,20 +920,8 @@ class XenStore:
         # as a permission names a domain the hypervisor knows)
         domain = self.domains.get(domid)
         if domain is None:
-            raise _ENOENT
-        memory = self.store.memory_of(domid)
-        for conn in self.conns.values():
-            if conn.domid == domid:
-                memory += sum(len(w.path) + len(w.token) for w in conn.watches.values())
-                # a transaction's node copies live in the TDB as
-                # "<generation>/<path>", accounted to the transaction's owner
-                for tx in conn.transactions.values():
-                    prefix = len(b"%d/" % tx.generation)
-                    memory += sum(
-                        node_size(entry.node) + prefix + len(path)
-                        for path, entry in tx.entries.items()
-                        if entry.node is not None
-                    )
+            raise Fail(XsdError.ENOENT)
+        memory = self.domain_memory(domid)
         guest = domid != 0
         lines = (
             ("nodes", self.store.node_counts.get(domid, 0)),
@@ -790,6 +933,21 @@ class XenStore:
         text = b"Domain %d:\n" % domid
         text += b"".join(b"%-16s: %8d\n" % (name.encode(), value) for name, value in lines)
         return text + b"\0"
+
+    def domain_memory(self, domid: int) -> int:
+        """What cxenstored accounts to ``domid`` (the ``memory`` quota): the
+        nodes it owns, its watches, its transactions' node copies."""
+        memory = self.store.memory_of(domid)
+        domain = self.domains.get(domid)
+        conns = domain.conns if domain is not None and domid != 0 else self.conns.values()
+        for conn in conns:
+            if conn.domid == domid:
+                memory += sum(len(w.path) + len(w.token) for w in conn.watches.values())
+                # a transaction's node copies live in the TDB as
+                # "<generation>/<path>", accounted to the transaction's owner
+                for tx in conn.transactions.values():
+                    memory += tx.memory
+        return memory
 
     def memreport(self) -> str:
         return (
@@ -818,6 +976,16 @@ class XenStore:
         """Consistency problems of the whole state (empty when sound)."""
         problems = self.store.check()
         for conn in self.conns.values():
+            for tx in conn.transactions.values():
+                memory = sum(
+                    node_size(entry.node) + tx.prefix + len(path)
+                    for path, entry in tx.entries.items()
+                    if entry.node is not None
+                )
+                if memory != tx.memory:
+                    problems.append(
+                        f"{conn!r}: transaction {tx.id} accounts {tx.memory}, has {memory}"
+                    )
             for key, watch in conn.watches.items():
                 if watch not in self.watches.by_path.get(watch.path, ()):
                     problems.append(f"{conn!r}: watch {key!r} missing from the registry")

@@ -12,9 +12,16 @@ its connections are closed.
 All protocol work happens in the sans-I/O core
 (:class:`~pyxs.server.core.XenStore`). An I/O loop only moves bytes: it
 feeds what a connection sent to the core, then writes out what the core
-queued for every connection (one write per connection per batch). A
-connection whose client does not read is no longer read from until its
-output drains, so the server never blocks and its memory stays bounded.
+queued for every connection (one write per connection per batch).
+
+**What bounds memory.** A connection whose client does not read its
+replies is no longer read from once 1 MiB of output waits for it
+(``_HIGH_WATER``): its replies are bounded. Watch events are caused by
+*other* connections, so they are bounded apart: a guest's unread output
+counts in its ``memory`` quota (2.5 MiB), and an event that would bring it
+to the quota is dropped, as in cxenstored; a dom0 connection is closed
+once 64 MiB wait for it (``XenStore.dom0_backlog_max``). All of it goes
+with the connection.
 
 Two loops, equally thin:
 
@@ -39,14 +46,16 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
 import selectors
 import socket
 import stat
 import struct
 import threading
+import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple, TypeVar
 
 from .core import Connection, XenStore
 from .domains import DOMAIN_STATES, Quotas, SoftQuotas
@@ -54,7 +63,7 @@ from .domains import DOMAIN_STATES, Quotas, SoftQuotas
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Server"]
+__all__ = ["Server", "SocketInUse"]
 
 T = TypeVar("T")
 
@@ -62,6 +71,10 @@ _VIRQ_DOM_EXC = 1
 #: stop reading from a connection whose unsent output exceeds this
 _HIGH_WATER = 1 << 20
 _READ_SIZE = 1 << 16
+#: accept() errors that mean "no descriptor (or memory) for a new connection"
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+#: out of descriptors, try accepting again after this many seconds at most
+_ACCEPT_RETRY = 1.0
 
 
 def _make_quotas(quotas: Quotas | Mapping[str, int] | None) -> Quotas:
@@ -76,20 +89,67 @@ def _make_quotas(quotas: Quotas | Mapping[str, int] | None) -> Quotas:
     return result
 
 
-def _listen_unix(path: str) -> socket.socket:
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
+class SocketInUse(OSError):
+    """A server already answers on the socket path: this one does not start."""
+
+
+#: a file's identity: the socket file a server made is removed only while
+#: the path still names that file (a later server may have replaced it)
+FileId = Tuple[int, int]
+
+
+def _file_id(path: str) -> FileId | None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _listen_unix(path: str) -> tuple[socket.socket, FileId]:
+    """Listen at ``path``; the socket and the identity of the file it made.
+
+    Only a *stale* socket is replaced (one nobody listens on: connecting is
+    refused). A live server's socket raises :class:`SocketInUse`; anything
+    else at ``path`` (a regular file, a symlink, a directory) raises
+    :class:`FileExistsError`. Neither is touched.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise FileExistsError(errno.EEXIST, "exists and is not a socket (left alone)", path)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.setblocking(False)  # a live server with a full backlog: EAGAIN
+        try:
+            live = probe.connect_ex(path) != errno.ECONNREFUSED
+        finally:
+            probe.close()
+        if live:
+            raise SocketInUse(errno.EADDRINUSE, "a server is already listening there", path)
+        if _file_id(path) == (st.st_dev, st.st_ino):
             os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
+        made = _file_id(path)
+        assert made is not None
         os.chmod(path, 0o600)
         sock.listen(128)
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
-    return sock
+    return sock, made
+
+
+def _unlink_if(path: str, made: FileId | None) -> None:
+    """Remove ``path`` if it is still the file this server made."""
+    if made is not None and _file_id(path) == made:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _receive(core: XenStore, conn: Connection, data: bytes) -> bool:
@@ -151,6 +211,10 @@ class _SelectorLoop:
         self.sel = selectors.DefaultSelector()
         self.conns: dict[int, _SelConn] = {}
         self.listeners: dict[int, socket.socket] = {}
+        #: whether the listeners are polled (not while out of descriptors)
+        self.accepting = True
+        self.accept_retry = 0.0
+        self.accept_retry_delay = _ACCEPT_RETRY
         self.running = False
         # Set by stop() and never cleared: a stop() that comes after the
         # loop was made, even before run() starts, ends it.
@@ -180,16 +244,43 @@ class _SelectorLoop:
             calls.popleft()()
 
     # -- listening -------------------------------------------------------------
+    # Out of file descriptors, accept() fails while the listener stays
+    # readable: polling it would spin. The listeners are then taken out of
+    # the selector until a connection closes (a descriptor is free again),
+    # or _ACCEPT_RETRY seconds have passed (one freed elsewhere in the
+    # process), as asyncio's own loop does.
     def listen(self, domid: int, sock: socket.socket) -> None:
         self.listeners[domid] = sock
+        if self.accepting:
+            self._register_listener(domid, sock)
+
+    def _register_listener(self, domid: int, sock: socket.socket) -> None:
         self.sel.register(sock, selectors.EVENT_READ, lambda mask: self._accept(sock, domid))
 
     def unlisten(self, domid: int) -> None:
         sock = self.listeners.pop(domid, None)
         if sock is not None:
+            if self.accepting:
+                with contextlib.suppress(Exception):
+                    self.sel.unregister(sock)
+            sock.close()
+            self._resume_accepting()
+
+    def _pause_accepting(self) -> None:
+        if not self.accepting:
+            return
+        self.accepting = False
+        self.accept_retry = time.monotonic() + self.accept_retry_delay
+        for sock in self.listeners.values():
             with contextlib.suppress(Exception):
                 self.sel.unregister(sock)
-            sock.close()
+
+    def _resume_accepting(self) -> None:
+        if self.accepting:
+            return
+        self.accepting = True
+        for domid, sock in self.listeners.items():
+            self._register_listener(domid, sock)
 
     def _accept(self, listener: socket.socket, domid: int) -> None:
         for _ in range(64):
@@ -197,7 +288,9 @@ class _SelectorLoop:
                 sock, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._pause_accepting()
                 return
             try:
                 conn = self.core.connect(domid)
@@ -206,6 +299,7 @@ class _SelectorLoop:
                 continue
             sock.setblocking(False)
             entry = _SelConn(sock, conn)
+            conn.unsent = entry.out.__len__
             self.conns[conn.seq] = entry
             self.sel.register(
                 sock, selectors.EVENT_READ, lambda mask, e=entry: self._on_event(e, mask)
@@ -235,6 +329,8 @@ class _SelectorLoop:
         if not _receive(self.core, entry.conn, data):
             self.drop(entry.conn.seq)
         self.flush()
+        if entry.conn.held:
+            self._update(entry)  # too many replies outstanding: stop reading
 
     def write(self, seq: int, data: bytes) -> None:
         entry = self.conns.get(seq)
@@ -265,9 +361,11 @@ class _SelectorLoop:
             return
         del entry.out[:sent]
         self._update(entry)
+        if self.core.holding:
+            self.flush()  # replies went out: held requests may go on
 
     def _update(self, entry: _SelConn) -> None:
-        entry.reading = len(entry.out) < _HIGH_WATER
+        entry.reading = len(entry.out) < _HIGH_WATER and not entry.conn.held
         mask = selectors.EVENT_WRITE if entry.out else 0
         if entry.reading:
             mask |= selectors.EVENT_READ
@@ -278,12 +376,20 @@ class _SelectorLoop:
 
     def flush(self) -> None:
         core = self.core
-        if not core.dirty:
-            return
-        for seq, conn in list(core.dirty.items()):
-            data = core.take_output(conn)
-            if data:
-                self.write(seq, data)
+        while True:
+            for seq, conn in list(core.dirty.items()):
+                data = core.take_output(conn)
+                if data:
+                    self.write(seq, data)
+            if not core.holding:
+                return
+            held = list(core.holding)
+            if not core.resume():
+                return
+            for seq in held:  # released: read it again
+                entry = self.conns.get(seq)
+                if entry is not None and seq not in core.holding:
+                    self._update(entry)
 
     def drop(self, seq: int) -> None:
         """Close a connection now; the core forgets it."""
@@ -294,6 +400,7 @@ class _SelectorLoop:
         with contextlib.suppress(Exception):
             self.sel.unregister(entry.sock)
         entry.sock.close()
+        self._resume_accepting()
 
     # -- running -------------------------------------------------------------
     def run(self) -> None:
@@ -302,7 +409,13 @@ class _SelectorLoop:
         select = self.sel.select
         try:
             while not self.stopping:
-                for key, mask in select():
+                if self.accepting:
+                    events = select()
+                else:
+                    events = select(max(0.0, self.accept_retry - time.monotonic()))
+                    if time.monotonic() >= self.accept_retry:
+                        self._resume_accepting()
+                for key, mask in events:
                     key.data(mask)
         finally:
             self.running = False
@@ -363,6 +476,10 @@ class _AsyncLoop:
                 except LookupError:
                     transport.abort()
                     return
+                self.conn.unsent = transport.get_write_buffer_size
+                if not self.conn.privileged:
+                    # be told whenever its output drains (the outstanding quota)
+                    transport.set_write_buffer_limits(high=0)
                 frontend.protocols[self.conn.seq] = self
 
             def data_received(self, data: bytes) -> None:
@@ -375,6 +492,8 @@ class _AsyncLoop:
                 if not _receive(core, conn, data):
                     frontend.drop(conn.seq)
                 frontend.flush()
+                if conn.held and self.transport is not None:
+                    self.transport.pause_reading()  # resumed by resume_writing
 
             def pause_writing(self) -> None:
                 if self.transport is not None and not self.paused:
@@ -382,10 +501,13 @@ class _AsyncLoop:
                     self.transport.pause_reading()
 
             def resume_writing(self) -> None:
-                if self.transport is not None and self.paused:
-                    self.paused = False
+                self.paused = False
+                frontend.flush()  # replies went out: held requests may go on
+                conn = self.conn
+                transport = self.transport
+                if transport is not None and conn is not None and not conn.held and not self.paused:
                     with contextlib.suppress(Exception):
-                        self.transport.resume_reading()
+                        transport.resume_reading()
 
             def connection_lost(self, exc: Exception | None) -> None:
                 conn = self.conn
@@ -424,12 +546,21 @@ class _AsyncLoop:
 
     def flush(self) -> None:
         core = self.core
-        if not core.dirty:
-            return
-        for seq, conn in list(core.dirty.items()):
-            data = core.take_output(conn)
-            if data:
-                self.write(seq, data)
+        while True:
+            for seq, conn in list(core.dirty.items()):
+                data = core.take_output(conn)
+                if data:
+                    self.write(seq, data)
+            if not core.holding:
+                return
+            held = list(core.holding)
+            if not core.resume():
+                return
+            for seq in held:  # released: read it again
+                proto = self.protocols.get(seq)
+                if proto is not None and seq not in core.holding and not proto.paused:
+                    with contextlib.suppress(Exception):
+                        proto.transport.resume_reading()
 
     def drop(self, seq: int) -> None:
         proto = self.protocols.pop(seq, None)
@@ -521,6 +652,8 @@ class Server:
         self._frontend: _SelectorLoop | _AsyncLoop | None = None
         self._thread: threading.Thread | None = None
         self._guest_paths: dict[int, str] = {}
+        #: socket files (and the FIFO) this server made: path -> identity
+        self._made: dict[str, FileId] = {}
         self._virq_fd: int | None = None
         self._virq_path: str | None = None
         self._virq_buf = b""
@@ -585,7 +718,7 @@ class Server:
         self._frontend = frontend
         try:
             os.makedirs(self.run_dir, exist_ok=True)
-            frontend.listen(0, _listen_unix(self.socket_path))
+            frontend.listen(0, self._listen(self.socket_path))
             self._open_virq_fifo()
         except BaseException:
             self._teardown()
@@ -600,9 +733,9 @@ class Server:
 
     def _close_files(self) -> None:
         self._close_virq_fifo()
-        for path in [self.socket_path, *self._guest_paths.values()]:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        for path, made in self._made.items():
+            _unlink_if(path, made)
+        self._made.clear()
         self._guest_paths.clear()
         if self._tempdir is not None:
             import shutil
@@ -623,7 +756,7 @@ class Server:
         self._stopped = asyncio.Event()
         try:
             os.makedirs(self.run_dir, exist_ok=True)
-            sock = _listen_unix(self.socket_path)
+            sock = self._listen(self.socket_path)
             frontend.pending[0] = sock
             await frontend.start_listening(0, sock)
             self._open_virq_fifo()
@@ -659,6 +792,11 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    def _listen(self, path: str) -> socket.socket:
+        sock, made = _listen_unix(path)
+        self._made[path] = made
+        return sock
 
     # ------------------------------------------------------------------
     # public API
@@ -724,7 +862,7 @@ class Server:
             return
         path = self.guest_socket_path(domid)
         try:
-            sock = _listen_unix(path)
+            sock = self._listen(path)
         except OSError:
             return
         self._guest_paths[domid] = path
@@ -736,8 +874,7 @@ class Server:
             frontend.unlisten(domid)
         path = self._guest_paths.pop(domid, None)
         if path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            _unlink_if(path, self._made.pop(path, None))
 
     def _on_close(self, conn: Connection) -> None:
         frontend = self._frontend
@@ -748,12 +885,21 @@ class Server:
     def _open_virq_fifo(self) -> None:
         path = os.path.join(self.run_dir, "evtchn")
         try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            st = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISFIFO(st.st_mode):
+                return  # not ours to replace: no VIRQ FIFO then
+            os.unlink(path)  # a FIFO left by an earlier server
+        try:
             os.mkfifo(path, 0o600)
+            made = _file_id(path)
             fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
         except OSError:
             return
+        if made is not None:
+            self._made[path] = made
         self._virq_fd = fd
         self._virq_path = path
         frontend = self._frontend
@@ -772,9 +918,6 @@ class Server:
             with contextlib.suppress(Exception):
                 frontend.loop.remove_reader(fd)
         os.close(fd)
-        if self._virq_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._virq_path)
 
     def _poll_virq(self) -> None:
         fd = self._virq_fd

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
 
-from .store import PERM_OWNER, PERM_READ, PERM_WRITE, Perms, Requester, Store
+from .store import PERM_IGNORE, PERM_OWNER, PERM_READ, PERM_WRITE, Perms, Requester, Store
 
 if TYPE_CHECKING:
     from .core import Connection
@@ -278,11 +278,41 @@ class Domains:
         if owner == domid or (target is not None and owner == target):
             return _ALL
         for bits, entry_domid in entries[1:]:
-            if (entry_domid == domid or (target is not None and entry_domid == target)) and (
-                self.valid(entry_domid, gen)
+            if (
+                not bits & PERM_IGNORE
+                and (entry_domid == domid or (target is not None and entry_domid == target))
+                and self.valid(entry_domid, gen)
             ):
                 return bits
         return entries[0][0]
+
+    def adjust(self, perms: Perms, gen: int) -> Perms:
+        """``domain_adjust_node_perms``: the entries (not the owner's) of
+        domains gone or younger than a node read at generation ``gen`` get
+        :data:`PERM_IGNORE`; written back, the mark stays for good, so a
+        later domain with that domid never inherits them (XSA-322)."""
+        entries = perms.entries
+        changed = False
+        adjusted = [entries[0]]
+        for bits, domid in entries[1:]:
+            if not bits & PERM_IGNORE and not self.valid(domid, gen):
+                bits |= PERM_IGNORE
+                changed = True
+            adjusted.append((bits, domid))
+        return Perms.get(tuple(adjusted)) if changed else perms
+
+    def parsed(self, perms: Perms) -> Perms:
+        """``domain_alloc_permrefs``: SET_PERMS entries for domains neither
+        xenstored nor the hypervisor knows are ignored from the start."""
+        entries = perms.entries
+        if all(self.exists(domid) for _bits, domid in entries):
+            return perms
+        return Perms.get(
+            tuple(
+                (bits if self.exists(domid) else bits | PERM_IGNORE, domid)
+                for bits, domid in entries
+            )
+        )
 
     def displayed(self, perms: Perms, gen: int) -> bytes:
         """GET_PERMS payload: an owner that no longer exists reads as dom0."""

@@ -10,10 +10,19 @@ import os
 import signal
 import sys
 
-from .daemon import Server
+from .daemon import Server, SocketInUse
 from .domains import Quotas, SoftQuotas
 
-__all__ = ["add_server_arguments", "cannot_serve", "serve", "server_from_args"]
+__all__ = [
+    "EXIT_IN_USE",
+    "add_server_arguments",
+    "cannot_serve",
+    "serve",
+    "server_from_args",
+]
+
+#: exit status of ``pyxs serve`` when a live server answers on its socket path
+EXIT_IN_USE = 5
 
 
 def _assignment(text: str) -> tuple[str, int]:
@@ -122,7 +131,10 @@ def cannot_serve(server: Server, exc: OSError, prog: str) -> str:
 
 
 def serve(server: Server, *, announce: bool = True, prog: str = "pyxs") -> int:
-    """Serve in the foreground until SIGINT or SIGTERM; 0 on a clean stop.
+    """Serve in the foreground until SIGINT or SIGTERM; 0 on a clean stop,
+    :data:`EXIT_IN_USE` when a server already answers on the socket path, 1
+    when the socket cannot be made (e.g. a file that is not a socket is in
+    the way: it is left alone).
 
     When ready it prints ``SOCKET=<path>``, ``RUNDIR=<dir>`` and
     ``PID=<pid>`` lines (like realxs's start.sh)."""
@@ -144,6 +156,9 @@ def serve(server: Server, *, announce: bool = True, prog: str = "pyxs") -> int:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.serve_forever(ready)
+    except SocketInUse as exc:
+        print(cannot_serve(server, exc, prog), file=sys.stderr)
+        return EXIT_IN_USE
     except OSError as exc:
         print(cannot_serve(server, exc, prog), file=sys.stderr)
         return 1

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NO_GENERATION",
     "PERM_NONE",
+    "PERM_IGNORE",
     "PERM_OWNER",
     "PERM_READ",
     "PERM_WRITE",
@@ -68,6 +69,10 @@ PERM_NONE = 0
 PERM_READ = 1
 PERM_WRITE = 2
 PERM_OWNER = 4
+#: ``XS_PERM_IGNORE``: an entry for a domain that did not exist (or was
+#: younger than the node) when the node was read or written. It stays on the
+#: node for good and grants nothing; GET_PERMS still lists the entry.
+PERM_IGNORE = 8
 _ALL = PERM_READ | PERM_WRITE | PERM_OWNER
 _LETTER_BITS = {0x6E: PERM_NONE, 0x72: PERM_READ, 0x77: PERM_WRITE, 0x62: PERM_READ | PERM_WRITE}
 _BITS_LETTER = {PERM_NONE: "n", PERM_READ: "r", PERM_WRITE: "w", PERM_READ | PERM_WRITE: "b"}
@@ -82,19 +87,19 @@ _LOCAL = b"/local/domain/"
 
 
 class Fail(Exception):
-    """An operation failed with a XenStore error: the reply is ``E<name>``."""
+    """An operation failed with a XenStore error: the reply is ``E<name>``.
+
+    Raise a new instance every time, never a shared one: each raise chains
+    the raising frames onto the instance's ``__traceback__``, and a
+    module-level instance would keep them (and the requests and connections
+    they reference) alive forever.
+    """
 
     __slots__ = ("error",)
 
     def __init__(self, error: XsdError) -> None:
         super().__init__(error)
         self.error = error
-
-
-EINVAL = Fail(XsdError.EINVAL)
-EACCES = Fail(XsdError.EACCES)
-ENOENT = Fail(XsdError.ENOENT)
-ENOSPC = Fail(XsdError.ENOSPC)
 
 
 class Perms:
@@ -115,7 +120,10 @@ class Perms:
         self.owner = entries[0][1]
         self.wire = b"".join(
             b"%s%d\0"
-            % (_BITS_LETTER[bits].encode(), domid - (1 << 32) if domid >= 1 << 31 else domid)
+            % (
+                _BITS_LETTER[bits & ~PERM_IGNORE].encode(),
+                domid - (1 << 32) if domid >= 1 << 31 else domid,
+            )
             for bits, domid in entries
         )
 
@@ -143,7 +151,7 @@ class Perms:
         for item in strings:
             bits = _LETTER_BITS.get(item[0]) if item else None
             if bits is None:
-                raise EINVAL
+                raise Fail(XsdError.EINVAL)
             domid = _strtol0(item[1:])
             entries.append((bits, domid & 0xFFFFFFFF))
         return Perms.get(tuple(entries))
@@ -160,7 +168,7 @@ def _strtol0(text: bytes) -> int:
     """C ``strtol(text, &end, 0)`` that must consume all of ``text``."""
     match = _STRTOL.match(text)
     if match is None:
-        raise EINVAL
+        raise Fail(XsdError.EINVAL)
     digits = match.group(2)
     if digits[:2] in (b"0x", b"0X"):
         value = int(digits[2:], 16)
@@ -203,13 +211,15 @@ class Children(Dict[bytes, "Node"]):
 class Node:
     """One node. Only nodes with children carry a :class:`Children` map."""
 
-    __slots__ = ("children", "gen", "perms", "value")
+    __slots__ = ("acc", "children", "gen", "perms", "value")
 
     def __init__(self, value: bytes, perms: Perms, gen: int) -> None:
         self.value = value
         self.perms = perms
         self.children: Children | None = None
         self.gen = gen
+        #: the memory accounted to the owner for this node when last stored
+        self.acc = 0
 
     @property
     def childlen(self) -> int:
@@ -219,6 +229,7 @@ class Node:
     def copy(self) -> Node:
         """A private copy for a transaction (the child map is copied)."""
         node = Node(self.value, self.perms, self.gen)
+        node.acc = self.acc
         children = self.children
         if children:
             copy = node.children = Children()
@@ -354,10 +365,16 @@ class Access(Protocol):
 
     def read(self, path: bytes) -> Node | None: ...
 
-    def write(self, path: bytes, node: Node, old_owner: int | None) -> None:
+    def write(
+        self, path: bytes, node: Node, old_owner: int | None, new_perms: bool = False
+    ) -> None:
         """Store ``node`` at ``path`` after a change; it takes a new generation.
 
-        ``old_owner`` is the owner before the change (None: a new node)."""
+        ``old_owner`` is the owner before the change (None: a new node).
+        Permission entries stale when the node was read (at its old
+        generation) are marked ignored for good; with ``new_perms`` (SET_PERMS
+        replaced them) only those stale at the new generation, as
+        cxenstored's ``read_node`` and ``write_node_raw`` both adjust them."""
 
     def delete(self, path: bytes, node: Node) -> None: ...
 
@@ -367,6 +384,9 @@ class Access(Protocol):
 
     def node_count(self, domid: int) -> int:
         """How many nodes ``domid`` owns, as seen through this access."""
+
+    def adjust(self, perms: Perms, gen: int) -> Perms:
+        """``perms`` of a node read at generation ``gen``, stale entries ignored."""
 
     def consume(self, count: int) -> None:
         """Use up ``count`` generations (writes the real daemon began, then undid)."""
@@ -380,13 +400,24 @@ class Store:
     :meth:`write` and :meth:`delete` only count generations and owners.
     """
 
-    __slots__ = ("domains", "fire_hook", "generation", "node_counts", "records", "root")
+    __slots__ = (
+        "domains",
+        "fire_hook",
+        "generation",
+        "memory",
+        "node_counts",
+        "records",
+        "root",
+    )
 
     def __init__(self) -> None:
         self.generation = 0
         self.records = False
         #: nodes per owner domid (the "nodes" quota)
         self.node_counts: dict[int, int] = {}
+        #: bytes per owner domid, as cxenstored accounts its nodes (the
+        #: "memory" quota): node_size() plus the length of the path
+        self.memory: dict[int, int] = {}
         self.fire_hook: Callable[[bytes, Node | None, bool, Perms | None], None] | None = None
         self.domains: Domains | None = None
         # manual_node() of setup_structure(): /, /tool, /tool/xenstored, n0.
@@ -396,6 +427,8 @@ class Store:
         tool.add_child(b"xenstored", xenstored)
         self.root.add_child(b"tool", tool)
         self.node_counts[0] = 3
+        for path, node in ((b"/", self.root), (b"/tool", tool), (b"/tool/xenstored", xenstored)):
+            self.account(path, node, None)
 
     def next_generation(self) -> int:
         self.generation += 1
@@ -419,19 +452,56 @@ class Store:
     # -- Access ------------------------------------------------------------
     read = lookup
 
-    def write(self, path: bytes, node: Node, old_owner: int | None) -> None:
+    def write(
+        self, path: bytes, node: Node, old_owner: int | None, new_perms: bool = False
+    ) -> None:
+        perms = node.perms
+        if len(perms.entries) > 1:
+            read = old_owner is not None and not new_perms
+            node.perms = self.adjust(perms, node.gen if read else self.generation + 1)
         self.generation += 1
         node.gen = self.generation
-        owner = node.perms.owner
-        if old_owner != owner:
+        # account() inlined: this runs for every node written
+        perms = node.perms
+        owner = perms.owner
+        children = node.children
+        acc = (
+            _HDR_SIZE
+            + _PERM_SIZE * len(perms.entries)
+            + len(node.value)
+            + (children.length if children is not None else 0)
+            + len(path)
+        )
+        memory = self.memory
+        if old_owner == owner:
+            memory[owner] += acc - node.acc
+        else:
+            memory[owner] = memory.get(owner, 0) + acc
             counts = self.node_counts
             counts[owner] = counts.get(owner, 0) + 1
             if old_owner is not None:
+                memory[old_owner] -= node.acc
                 counts[old_owner] -= 1
+        node.acc = acc
 
     def delete(self, path: bytes, node: Node) -> None:
         self.generation += 1
         self.node_counts[node.perms.owner] -= 1
+        self.memory[node.perms.owner] -= node.acc
+
+    def account(self, path: bytes, node: Node, old_owner: int | None) -> None:
+        """Account ``node`` (just stored at ``path``) to its owner; ``old_owner``
+        had it before (None: a new node)."""
+        memory = self.memory
+        if old_owner is not None:
+            memory[old_owner] -= node.acc
+        acc = node.acc = node_size(node) + len(path)
+        owner = node.perms.owner
+        memory[owner] = memory.get(owner, 0) + acc
+
+    def unaccount(self, node: Node) -> None:
+        """Forget a node a transaction replaced or removed."""
+        self.memory[node.perms.owner] -= node.acc
 
     def fire(self, path: bytes, node: Node | None, exact: bool, old_perms: Perms | None) -> None:
         hook = self.fire_hook
@@ -440,6 +510,10 @@ class Store:
 
     def node_count(self, domid: int) -> int:
         return self.node_counts.get(domid, 0)
+
+    def adjust(self, perms: Perms, gen: int) -> Perms:
+        domains = self.domains
+        return domains.adjust(perms, gen) if domains is not None else perms
 
     def consume(self, count: int) -> None:
         self.generation += count
@@ -463,9 +537,7 @@ class Store:
 
     def memory_of(self, domid: int) -> int:
         """Bytes the real daemon would account to ``domid`` for its nodes."""
-        return sum(
-            node_size(node) + len(path) for path, node in self.walk() if node.perms.owner == domid
-        )
+        return self.memory.get(domid, 0)
 
     def count_nodes(self) -> int:
         return sum(self.node_counts.values())
@@ -474,12 +546,17 @@ class Store:
         """Consistency problems (an empty list when the tree is sound)."""
         problems = []
         counts: dict[int, int] = {}
+        memory: dict[int, int] = {}
         seen: set[int] = set()
         for path, node in self.walk():
             if id(node) in seen:
                 problems.append(f"{path!r} is linked twice")
             seen.add(id(node))
             counts[node.perms.owner] = counts.get(node.perms.owner, 0) + 1
+            size = node_size(node) + len(path)
+            memory[node.perms.owner] = memory.get(node.perms.owner, 0) + size
+            if node.acc != size:
+                problems.append(f"{path!r} is accounted {node.acc} bytes, has {size}")
             children = node.children
             if children is not None:
                 if not children:
@@ -495,6 +572,12 @@ class Store:
                 problems.append(
                     f"domain {domid} counted {self.node_counts.get(domid, 0)} nodes, "
                     f"owns {counts.get(domid, 0)}"
+                )
+        for domid in set(memory) | set(self.memory):
+            if memory.get(domid, 0) != self.memory.get(domid, 0):
+                problems.append(
+                    f"domain {domid} accounted {self.memory.get(domid, 0)} bytes, "
+                    f"owns {memory.get(domid, 0)}"
                 )
         return problems
 
@@ -535,7 +618,7 @@ def lookup_node(
     if node is not None:
         if who.privileged or (perm_for(who, node, domains) & perm) == perm:
             return node
-        error: Fail | None = EACCES
+        error: Fail | None = Fail(XsdError.EACCES)
     else:
         error = None
     if who.privileged and not acc.records:
@@ -546,15 +629,28 @@ def lookup_node(
         if error is not None:
             raise error
         return None
-    raise EACCES
+    raise Fail(XsdError.EACCES)
 
 
 def get_node(acc: Access, who: Requester, path: bytes, perm: int, domains: Domains | None) -> Node:
     """Like :func:`lookup_node`, but a missing node is ENOENT."""
     node = lookup_node(acc, who, path, perm, domains)
     if node is None:
-        raise ENOENT
+        raise Fail(XsdError.ENOENT)
     return node
+
+
+class Memory(Protocol):
+    """The memory quota of an unprivileged writer (cxenstored's hard quota).
+
+    A change that would bring the writer's accounted memory to the quota
+    fails with EIO (the real daemon's reply), nothing changed."""
+
+    #: the key of a node copy in a transaction ("<generation>/") adds this
+    prefix: int
+
+    def left(self) -> int:
+        """Bytes the writer may still take before it reaches its quota."""
 
 
 class Quota(Protocol):
@@ -572,13 +668,15 @@ def create_node(
     value: bytes,
     quota: Quota,
     on_fail: Callable[[], None] | None = None,
+    memory: Memory | None = None,
 ) -> Node:
     """``create_node``: create ``path`` and its missing ancestors (empty).
 
     New nodes copy the permissions of the nearest existing ancestor; an
     unprivileged creator becomes their owner. Quotas (nodes per domain,
-    node size) apply to unprivileged creators; on failure nothing changes
-    but the generations the real daemon consumed are consumed too.
+    node size, and with ``memory`` the creator's memory: EIO) apply to
+    unprivileged creators; on failure nothing changes but the generations
+    the real daemon consumed are consumed too.
     """
     new_paths = [path]
     name = path
@@ -588,34 +686,46 @@ def create_node(
         if parent is not None:
             break
         if name == b"/":
-            raise ENOENT
+            raise Fail(XsdError.ENOENT)
         new_paths.append(name)
-    perms = parent.perms if who.privileged else parent.perms.with_owner(who.domid)
+    # a new node copies the parent's entries as read, ignored ones included
+    perms = acc.adjust(parent.perms, parent.gen)
+    if not who.privileged:
+        perms = perms.with_owner(who.domid)
 
     if not who.privileged:
         # The real daemon writes bottom-up and undoes on failure; check first.
         base = acc.node_count(who.domid)
+        left = memory.left() if memory is not None else 1 << 62
         attempted = 0
-        failed = False
+        error: XsdError | None = None
         for index in range(len(new_paths)):
             if base + index >= quota.nodes:
-                failed = True
+                error = XsdError.ENOSPC
                 break
             attempted += 1
             size = _HDR_SIZE + _PERM_SIZE * len(perms.entries)
             size += len(value) if index == 0 else len(basename(new_paths[index - 1])) + 1
             if size >= quota.node_size:
-                failed = True
+                error = XsdError.ENOSPC
                 break
+            if memory is not None:
+                left -= size + memory.prefix + len(new_paths[index])
+                if left <= 0:
+                    error = XsdError.EIO
+                    break
         else:
             attempted += 1
-            if node_size(parent) + len(basename(new_paths[-1])) + 1 >= quota.node_size:
-                failed = True
-        if failed:
+            grown = len(basename(new_paths[-1])) + 1
+            if node_size(parent) + grown >= quota.node_size:
+                error = XsdError.ENOSPC
+            elif left - grown <= 0:
+                error = XsdError.EIO
+        if error is not None:
             acc.consume(attempted)
             if on_fail is not None and attempted:
                 on_fail()
-            raise ENOSPC
+            raise Fail(error)
 
     node = Node(value, perms, 0)
     acc.write(path, node, None)
@@ -638,15 +748,22 @@ def set_node_value(
     value: bytes,
     quota: Quota,
     on_fail: Callable[[], None] | None = None,
+    memory: Memory | None = None,
 ) -> None:
-    """Give an existing node a new value (node-size quota for the unprivileged)."""
+    """Give an existing node a new value (node-size and, with ``memory``,
+    memory quota for the unprivileged)."""
     if not who.privileged:
         size = _HDR_SIZE + _PERM_SIZE * len(node.perms.entries) + len(value) + node.childlen
+        error = None
         if size >= quota.node_size:
+            error = XsdError.ENOSPC
+        elif memory is not None and memory.left() - (len(value) - len(node.value)) <= 0:
+            error = XsdError.EIO
+        if error is not None:
             acc.consume(1)
             if on_fail is not None:
                 on_fail()
-            raise ENOSPC
+            raise Fail(error)
     node.value = value
     acc.write(path, node, node.perms.owner)
 
@@ -661,7 +778,7 @@ def rm_node(acc: Access, path: bytes) -> None:
     parent = acc.read(parent_path)
     root = acc.read(path)
     if parent is None or root is None:
-        raise EINVAL
+        raise Fail(XsdError.EINVAL)
     # Iterative post-order walk: (path, node, iterator over child names)
     stack: list[tuple[bytes, Node, Iterator[bytes]]] = [(path, root, iter(root.child_names()))]
     while stack:

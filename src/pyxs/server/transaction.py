@@ -40,7 +40,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from ..protocol import XsdError
-from .store import NO_GENERATION, Fail, Node, Perms, Store, basename, parent_of
+from .store import NO_GENERATION, Fail, Node, Perms, Store, basename, node_size, parent_of
 
 if TYPE_CHECKING:
     from .core import Connection
@@ -53,7 +53,7 @@ FireFunc = Callable[[bytes, "Node | None", bool, "Perms | None"], None]
 class _Entry:
     """One touched node (``struct accessed_node``)."""
 
-    __slots__ = ("check_gen", "exact", "fire", "generation", "modified", "node", "perms")
+    __slots__ = ("acc", "check_gen", "exact", "fire", "generation", "modified", "node", "perms")
 
     def __init__(self, node: Node | None, generation: int, check_gen: bool) -> None:
         #: the transaction's copy of the node (None: missing in the transaction)
@@ -66,6 +66,8 @@ class _Entry:
         self.perms: Perms | None = node.perms if node is not None else None
         self.fire = False
         self.exact = True
+        #: the memory accounted for this copy (see Transaction.memory)
+        self.acc = 0
 
 
 class Transaction:
@@ -79,6 +81,8 @@ class Transaction:
         "generation",
         "id",
         "limit",
+        "memory",
+        "prefix",
         "store",
     )
 
@@ -97,12 +101,19 @@ class Transaction:
         self.limit = limit
         #: domains whose node count the transaction changed
         self.changed_domains: set[int] = set()
+        #: what cxenstored accounts to the owner for the transaction's node
+        #: copies: each stored as "<generation>/<path>" (the memory quota)
+        self.prefix = len(b"%d/" % self.generation)
+        self.memory = 0
 
     def _introduce(self, path: bytes, entry: _Entry) -> None:
         if self.limit is not None and len(self.entries) >= self.limit:
             self.failed = True
             raise Fail(XsdError.ENOSPC)
         self.entries[path] = entry
+        if entry.node is not None:
+            entry.acc = node_size(entry.node) + self.prefix + len(path)
+            self.memory += entry.acc
 
     # -- Access ------------------------------------------------------------
     def read(self, path: bytes) -> Node | None:
@@ -117,6 +128,9 @@ class Transaction:
         self._introduce(path, _Entry(copy, node.gen, True))
         return copy
 
+    def adjust(self, perms: Perms, gen: int) -> Perms:
+        return self.store.adjust(perms, gen)
+
     def _owner(self, owner: int, gen: int) -> int:
         """The owner as accounting sees it: dom0 once the owner is gone."""
         domains = self.store.domains
@@ -124,13 +138,19 @@ class Transaction:
             return owner
         return 0
 
-    def write(self, path: bytes, node: Node, old_owner: int | None) -> None:
+    def write(
+        self, path: bytes, node: Node, old_owner: int | None, new_perms: bool = False
+    ) -> None:
         if old_owner != node.perms.owner:
             # the new owner is named by this write; the old one is judged
             # at node.gen, the generation the node was read at
             self.changed_domains.add(node.perms.owner)
             if old_owner is not None:
                 self.changed_domains.add(self._owner(old_owner, node.gen))
+        if len(node.perms.entries) > 1:
+            read = old_owner is not None and not new_perms
+            gen = node.gen if read else self.store.generation + 1
+            node.perms = self.adjust(node.perms, gen)
         node.gen = self.store.next_generation()
         entry = self.entries.get(path)
         if entry is None:
@@ -138,6 +158,9 @@ class Transaction:
             self._introduce(path, entry)
         entry.node = node
         entry.modified = True
+        acc = node_size(node) + self.prefix + len(path)
+        self.memory += acc - entry.acc
+        entry.acc = acc
 
     def delete(self, path: bytes, node: Node) -> None:
         self.changed_domains.add(self._owner(node.perms.owner, node.gen))
@@ -147,6 +170,8 @@ class Transaction:
             return
         entry.node = None
         entry.modified = True
+        self.memory -= entry.acc
+        entry.acc = 0
 
     def fire(self, path: bytes, node: Node | None, exact: bool, old_perms: Perms | None) -> None:
         entry = self.entries.get(path)
@@ -241,13 +266,17 @@ class Transaction:
                 counts[owner] = counts.get(owner, 0) + 1
                 if previous is not None:
                     counts[previous.perms.owner] -= 1
+                    store.unaccount(previous)
+                store.account(path, node, None)
             elif previous is not None and entry.generation != NO_GENERATION:
                 counts[previous.perms.owner] -= 1
+                store.unaccount(previous)
                 parent_path = parent_of(path)
                 if parent_path not in new:
                     parent = lookup(parent_path)
                     if parent is not None:
                         parent.remove_child(basename(path))
+                        store.account(parent_path, parent, parent.perms.owner)
             if entry.fire:
                 # the node as read back from the store now (None if removed)
                 fire(path, node, entry.exact, entry.perms)

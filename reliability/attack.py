@@ -1,0 +1,544 @@
+"""The embedded server under attack (issue 11): what a hostile client costs it.
+
+Each scenario runs the embedded server in a process of its own
+(``python -m pyxs.server``) and reads that process's figures from
+``/proc/<pid>``: resident memory (``VmRSS``) and CPU time (user + system).
+Its notes carry the numbers; a scenario fails when a bound is broken.
+
+``error_replies``
+    N error replies of each kind (9 kinds from dom0, 6 from a guest);
+    invariant: RSS grows by less than 8 MiB (it grew by about a kilobyte
+    per reply while error replies leaked; the real daemon: +0).
+``unread_events``
+    an idle dom0 watcher and an idle guest watcher, W writes by dom0
+    cycling over 1,000 watched paths (no tree growth, every write an
+    event for both); invariant: RSS stays under 64 MiB (dom0 bound) +
+    2.5 MiB (guest quota) + 48 MiB, and the dom0 watcher is closed.
+``fd_exhaustion``
+    a server limited to 64 descriptors, 100 clients connected: 64 are
+    served, the rest wait in the backlog; invariant: the server uses less
+    than 0.2 s of CPU in the next second (it spun at 100 % before), for
+    the selectors loop (``python -m pyxs.server``) and the asyncio one.
+``socket_path``
+    a regular file, a symlink, a live server's socket and a stale socket
+    at ``--socket PATH``; invariant: the first three are refused and left
+    as they were (exit statuses 1, 1, 5), the stale one is replaced.
+``memory_quota``
+    a guest opens 10 transactions and writes 1,900-byte nodes in them until
+    a write fails; invariant: the first failure is EIO at the real
+    daemon's point (the same write number and the same accounted memory,
+    2,619,870 bytes, on both servers), and the guest holds no more.
+``outstanding``
+    a guest pipelines N READs of a 4,000-byte node and reads no reply;
+    invariant: at most 20 replies wait in the server (the rest of the
+    requests wait unread), then every reply arrives, in order.
+``stale_permissions``
+    R rounds of: domain D is granted ``rD``, dies (its home is removed), a
+    new domain D comes, dom0 rewrites the node; invariant: the new domain D
+    never reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, List, Tuple
+
+from pyxs.protocol import Decoder, Op, Packet, encode
+
+from .figures import Figures
+
+__all__ = [
+    "error_replies",
+    "fd_exhaustion",
+    "memory_quota",
+    "outstanding",
+    "socket_path",
+    "stale_permissions",
+    "unread_events",
+]
+
+MIB = 1024 * 1024
+
+#: (op, payload, error) from dom0 and from guest 5 (see tests/server/test_server_attack.py)
+DOM0_ERRORS: List[Tuple[int, bytes, bytes]] = [
+    (Op.READ, b"/missing\0", b"ENOENT"),
+    (Op.READ, b"/bad.path\0", b"EINVAL"),
+    (Op.READ, b"/x", b"EINVAL"),
+    (Op.RM, b"/\0", b"EINVAL"),
+    (Op.SET_PERMS, b"/secret\0q0\0", b"EINVAL"),
+    (Op.WATCH, b"/dup\0tok\0", b"EEXIST"),
+    (Op.TRANSACTION_END, b"T\0", b"ENOENT"),
+    (Op.CONTROL, b"no-such-command\0", b"EINVAL"),
+    (99, b"", b"ENOSYS"),
+]
+GUEST_ERRORS: List[Tuple[int, bytes, bytes]] = [
+    (Op.READ, b"/secret\0", b"EACCES"),
+    (Op.WRITE, b"/secret\0v", b"EACCES"),
+    (Op.READ, b"missing\0", b"ENOENT"),
+    (Op.INTRODUCE, b"6\x000\x001\0", b"EACCES"),
+    (Op.WRITE, b"big\0" + b"x" * 3000, b"ENOSPC"),
+    (Op.SET_PERMS, b"/local/domain/5\0n0\0", b"EPERM"),
+]
+
+
+# -- a server process and its figures ------------------------------------------------
+
+
+class _Process:
+    """An embedded server in a process of its own, on a fresh socket path."""
+
+    def __init__(
+        self, script: str | None = None, nofile: int | None = None, path: str | None = None
+    ) -> None:
+        self.rundir = tempfile.mkdtemp(prefix="rla", dir="/tmp")
+        self.socket_path = path or os.path.join(self.rundir, "socket")
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        if script is None:
+            argv = [sys.executable, "-m", "pyxs.server", "--socket", self.socket_path]
+        else:
+            argv = [sys.executable, "-c", script, self.socket_path]
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=limit
+        )
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("SOCKET="):
+            self.close()
+            raise RuntimeError("the server process did not come up")
+        self.pid = self.proc.pid
+
+    def rss(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        for name in os.listdir(self.rundir):
+            os.unlink(os.path.join(self.rundir, name))
+        os.rmdir(self.rundir)
+
+
+class _Conn:
+    """A raw connection: pipelined requests, every reply checked."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(60)
+        self.sock.connect(path)
+        self.decoder = Decoder()
+        self.pending: List[Packet] = []
+
+    def packet(self) -> Packet:
+        while not self.pending:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError("closed")
+            self.pending.extend(self.decoder.feed(data))
+        return self.pending.pop(0)
+
+    def reply(self, op: int, payload: bytes) -> Packet:
+        self.sock.sendall(encode(op, 1, 0, payload))
+        while True:
+            packet = self.packet()
+            if packet.op != Op.WATCH_EVENT:
+                return packet
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _errors(fig: Figures, conn: _Conn, requests: List[Tuple[int, bytes, bytes]], n: int) -> None:
+    batch = b"".join(encode(op, i, 0, payload) for i, (op, payload, _) in enumerate(requests))
+    for _ in range(n):
+        conn.sock.sendall(batch)
+        for i, (_op, _payload, error) in enumerate(requests):
+            packet = conn.packet()
+            fig.ops += 1
+            if (packet.op, packet.req_id, packet.payload) != (Op.ERROR, i, error + b"\0"):
+                fig.fail(f"request {i}: {packet!r}, expected {error!r}")
+
+
+def _setup_guest(dom0: _Conn, rundir: str, domid: int = 5) -> _Conn:
+    dom0.reply(Op.INTRODUCE, b"%d\x000\x001\0" % domid)
+    dom0.reply(Op.MKDIR, b"/local/domain/%d\0" % domid)
+    dom0.reply(Op.SET_PERMS, b"/local/domain/%d\0n%d\0" % (domid, domid))
+    return _Conn(os.path.join(rundir, f"domain-{domid}.sock"))
+
+
+# -- scenarios -----------------------------------------------------------------------------
+
+
+def error_replies(n: int) -> Figures:
+    """RSS after ``n`` error replies of each kind, from dom0 and from a guest."""
+    fig = Figures("error replies", "embedded")
+    server = _Process()
+    try:
+        dom0 = _Conn(server.socket_path)
+        dom0.reply(Op.WRITE, b"/secret\0s")
+        dom0.reply(Op.WATCH, b"/dup\0tok\0")
+        guest = _setup_guest(dom0, server.rundir)
+        _errors(fig, dom0, DOM0_ERRORS, 10)
+        _errors(fig, guest, GUEST_ERRORS, 10)
+        before = server.rss()
+        _errors(fig, dom0, DOM0_ERRORS, n)
+        after_dom0 = server.rss()
+        _errors(fig, guest, GUEST_ERRORS, n)
+        after = server.rss()
+        fig.note(
+            f"RSS {before / MIB:.1f} MiB; after {n:,} error replies of each of "
+            f"{len(DOM0_ERRORS)} kinds from dom0 +{(after_dom0 - before) / 1024:.0f} KiB; "
+            f"after {n:,} of each of {len(GUEST_ERRORS)} from a guest "
+            f"+{(after - after_dom0) / 1024:.0f} KiB"
+        )
+        if after - before > 8 * MIB:
+            fig.fail(f"RSS grew by {(after - before) / MIB:.1f} MiB")
+        guest.close()
+        dom0.close()
+    finally:
+        server.close()
+    return fig.done()
+
+
+def unread_events(writes: int) -> Figures:
+    """RSS with an idle dom0 and an idle guest watcher while dom0 writes."""
+    fig = Figures("unread events", "embedded")
+    server = _Process()
+    try:
+        dom0 = _Conn(server.socket_path)
+        dom0.reply(Op.WRITE, b"/ev\0")
+        dom0.reply(Op.SET_PERMS, b"/ev\0n0\0r5\0")
+        guest = _setup_guest(dom0, server.rundir)
+        idle = _Conn(server.socket_path)
+        for conn in (idle, guest):
+            if conn.reply(Op.WATCH, b"/ev\0tok\0").op != Op.WATCH:
+                fig.fail("WATCH failed")
+        name = b"/ev/" + b"n" * 100
+        before = server.rss()
+        peak = before
+        batch = 500
+        for start in range(0, writes, batch):
+            dom0.sock.sendall(
+                b"".join(
+                    encode(Op.WRITE, i, 0, name + b"%d\0v" % (i % 1000))
+                    for i in range(start, start + batch)
+                )
+            )
+            for _ in range(batch):
+                if dom0.packet().op != Op.WRITE:
+                    fig.fail("a WRITE failed")
+                fig.ops += 1
+            if start % 20_000 == 0:
+                peak = max(peak, server.rss())
+        peak = max(peak, server.rss())
+        closed = False
+        if writes * 120 > 64 * MIB:  # the dom0 watcher must have been closed
+            try:
+                while idle.sock.recv(1 << 16):
+                    pass
+                closed = True
+            except OSError:
+                pass
+        guest.close()
+        idle.close()
+        dom0.reply(Op.GET_DOMAIN_PATH, b"0\0")  # the server has seen them go
+        after = server.rss()
+        fig.note(
+            f"RSS {before / MIB:.1f} MiB, at most {peak / MIB:.1f} MiB during {writes:,} "
+            f"writes unread by a dom0 and a guest watcher (dom0 watcher closed: {closed}); "
+            f"{after / MIB:.1f} MiB once both had gone"
+        )
+        if peak - before > (64 + 2.5 + 48) * MIB:
+            fig.fail(f"RSS grew by {(peak - before) / MIB:.1f} MiB")
+        if writes * 120 > 64 * MIB and not closed:
+            fig.fail("the dom0 watcher 64 MiB behind was not closed")
+        dom0.close()
+    finally:
+        server.close()
+    return fig.done()
+
+
+_ASYNC_SERVER = textwrap.dedent(
+    """
+    import asyncio, logging, signal, sys
+    from pyxs.server import Server
+    logging.disable(logging.CRITICAL)  # asyncio logs each failed accept()
+    async def main():
+        async with Server(sys.argv[1]) as srv:
+            print("SOCKET=" + srv.socket_path, flush=True)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            await stop.wait()
+    asyncio.run(main())
+    """
+)
+
+
+def fd_exhaustion(clients: int = 100, nofile: int = 64) -> Figures:
+    """CPU used in a second by a server out of descriptors, both loops."""
+    fig = Figures("fd exhaustion", "embedded")
+    for loop, script in (("selectors", None), ("asyncio", _ASYNC_SERVER)):
+        server = _Process(script, nofile=nofile)
+        socks: List[socket.socket] = []
+        try:
+            for _ in range(clients):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(30)
+                sock.connect(server.socket_path)
+                socks.append(sock)
+            # the first client is served (a real reply), the backlog waits
+            socks[0].sendall(encode(Op.READ, 1, 0, b"/\0"))
+            socks[0].recv(4096)
+            start = server.cpu()
+            time.sleep(1.0)  # a measurement window, not synchronisation
+            used = server.cpu() - start
+            fig.ops += 1
+            fig.faults += 1
+            fig.note(
+                f"{loop} loop, {clients} clients against {nofile} descriptors: "
+                f"{used:.2f} s of CPU in 1 s"
+            )
+            if used > 0.2:
+                fig.fail(f"the {loop} loop used {used:.2f} s of CPU in 1 s at the fd limit")
+            for sock in socks[:-1]:
+                sock.close()  # descriptors free: the backlog is served
+            socks = socks[-1:]
+            socks[-1].sendall(encode(Op.READ, 2, 0, b"/\0"))
+            socks[-1].settimeout(60)
+            if not socks[-1].recv(4096):
+                fig.fail(f"{loop}: the last client was never served")
+        finally:
+            for sock in socks:
+                sock.close()
+            server.close()
+    return fig.done()
+
+
+def _serve_cli(path: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pyxs", "serve", "--socket", path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def socket_path() -> Figures:
+    """What ``pyxs serve --socket PATH`` does to what is at PATH."""
+    fig = Figures("socket path", "embedded")
+    with tempfile.TemporaryDirectory(prefix="rls", dir="/tmp") as tmp:
+        target = os.path.join(tmp, "target")
+        with open(target, "wb") as f:
+            f.write(b"keep me")
+        cases: List[Tuple[str, Callable[[str], Any], int]] = [
+            ("regular file", lambda p: Path(p).write_bytes(b"keep me"), 1),
+            ("symlink", lambda p: os.symlink(target, p), 1),
+        ]
+        for what, make, status in cases:
+            path = os.path.join(tmp, what.replace(" ", "-"))
+            make(path)
+            before = os.lstat(path)
+            result = _serve_cli(path)
+            fig.ops += 1
+            after = os.lstat(path) if os.path.lexists(path) else None
+            if result.returncode != status:
+                fig.fail(f"{what}: exit status {result.returncode}, expected {status}")
+            if after is None or (after.st_ino, after.st_mtime) != (before.st_ino, before.st_mtime):
+                fig.fail(f"{what}: the file was changed or removed")
+            fig.note(f"{what}: exit {result.returncode}: {result.stderr.strip()}")
+        live = _Process()
+        try:
+            inode = os.lstat(live.socket_path).st_ino
+            result = _serve_cli(live.socket_path)
+            fig.ops += 1
+            if result.returncode != 5 or os.lstat(live.socket_path).st_ino != inode:
+                fig.fail(f"live server: exit {result.returncode}, or its socket was replaced")
+            conn = _Conn(live.socket_path)
+            if conn.reply(Op.READ, b"/\0").op != Op.READ:
+                fig.fail("the live server no longer answers")
+            conn.close()
+            fig.note(f"live server: exit {result.returncode}: {result.stderr.strip()}")
+        finally:
+            live.close()
+        stale = os.path.join(tmp, "stale")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(stale)
+        sock.close()
+        server = _Process(path=stale)
+        try:
+            conn = _Conn(stale)
+            fig.ops += 1
+            if conn.reply(Op.READ, b"/\0").op != Op.READ:
+                fig.fail("the server on a stale socket does not answer")
+            conn.close()
+            fig.note("stale socket: replaced, served")
+        finally:
+            server.close()
+    return fig.done()
+
+
+def stale_permissions(rounds: int) -> Figures:
+    """Domid reuse never inherits an old domain's permission entries."""
+    from pyxs.server import Server
+
+    fig = Figures("stale permissions", "embedded")
+    with Server() as srv:
+        dom0 = _Conn(srv.socket_path)
+        for r in range(rounds):
+            domid = 10 + r % 100
+            path = b"/stale/%d" % r
+            dom0.reply(Op.INTRODUCE, b"%d\x000\x001\0" % domid)
+            dom0.reply(Op.MKDIR, b"/local/domain/%d\0" % domid)
+            dom0.reply(Op.WRITE, path + b"\0secret")
+            dom0.reply(Op.SET_PERMS, path + b"\0n0\0r%d\0" % domid)
+            old = _Conn(srv.guest_socket_path(domid))
+            if old.reply(Op.READ, path + b"\0").op != Op.READ:
+                fig.fail(f"round {r}: the granted domain could not read")
+            old.close()
+            srv.set_domain_state(domid, "dying")
+            # the toolstack removes the dead domain's home (a write): without
+            # any write in between, cxenstored's generation check (<=) lets
+            # a domain that comes back at once in (the embedded server too)
+            dom0.reply(Op.RM, b"/local/domain/%d\0" % domid)
+            srv.set_domain_state(domid, "running")
+            dom0.reply(Op.INTRODUCE, b"%d\x000\x001\0" % domid)
+            dom0.reply(Op.WRITE, path + b"\0rewritten")
+            new = _Conn(srv.guest_socket_path(domid))
+            reply = new.reply(Op.READ, path + b"\0")
+            fig.ops += 1
+            fig.faults += 1
+            if reply.op != Op.ERROR:
+                fig.fail(f"round {r}: the new domain {domid} read {reply.payload!r}")
+            else:
+                fig.errors += 1
+            new.close()
+            srv.set_domain_state(domid, "gone")
+        dom0.close()
+    fig.note(f"{rounds} domid reuses: the new domain read the old one's node 0 times")
+    return fig.done()
+
+
+def memory_quota(kind: str, domid: int = 5) -> Figures:
+    """Where a guest filling 10 transactions is stopped, and how (a fresh
+    server of ``kind``: the figures depend on generation numbers)."""
+    from .harness import open_server
+
+    fig = Figures("memory quota", kind)
+    with open_server(kind) as server:
+        _fill_transactions(fig, server, domid)
+    return fig.done()
+
+
+def _fill_transactions(fig: Figures, server: Any, domid: int) -> None:
+    dom0 = _Conn(server.socket_path)
+    guest = _Conn(server.introduce_guest(domid))
+    try:
+        home = b"/local/domain/%d" % domid
+        dom0.reply(Op.MKDIR, home + b"\0")
+        dom0.reply(Op.SET_PERMS, home + b"\0n%d\0" % domid)
+        txs = [int(guest.reply(Op.TRANSACTION_START, b"\0").payload[:-1]) for _ in range(10)]
+        value = b"v" * 1900
+        writes = 0
+        failure = None
+        for tx in txs:
+            for i in range(900):
+                request = encode(
+                    Op.WRITE, 1, tx, b"t%d/d%d/n%d\0" % (tx, i // 100, i % 100) + value
+                )
+                guest.sock.sendall(request)
+                packet = guest.packet()
+                writes += 1
+                fig.ops += 1
+                if packet.op == Op.ERROR:
+                    failure = packet.payload.rstrip(b"\0").decode()
+                    break
+            if failure:
+                break
+        report = dom0.reply(Op.CONTROL, b"quota\0%d\0" % domid).payload.decode()
+        memory = int(report.split("memory")[1].split(":")[1].split()[0])
+        fig.note(
+            f"first failure: {failure} at write {writes:,} "
+            f"({writes * 1900 / MIB:.2f} MiB of values), accounted memory {memory:,} bytes"
+        )
+        if (failure, writes, memory) != ("EIO", 1335, 2_619_870):
+            fig.fail("expected EIO at write 1,335 with 2,619,870 bytes, as the real daemon")
+        else:
+            fig.faults += 1
+            fig.errors += 1
+    finally:
+        guest.close()
+        dom0.close()
+
+
+def outstanding(requests: int) -> Figures:
+    """Replies a guest that does not read can make the server hold."""
+    from pyxs.server import Server, XenStore
+
+    fig = Figures("outstanding", "embedded")
+    with Server() as srv:
+        dom0 = _Conn(srv.socket_path)
+        guest = _setup_guest(dom0, srv.run_dir)
+        dom0.reply(Op.WRITE, b"/local/domain/5/big\0" + b"v" * 4000)
+        guest.reply(Op.READ, b"big\0")
+        data = [encode(Op.READ, i, 0, b"big\0") for i in range(requests)]
+        # what the socket buffers hold first; the rest from a thread, which
+        # waits while the server does not read the guest
+        guest.sock.sendall(b"".join(data[:3000]))
+        dom0.reply(Op.GET_DOMAIN_PATH, b"0\0")  # the server has read what the guest sent
+        rest = b"".join(data[3000:])
+        sender = threading.Thread(target=guest.sock.sendall, args=(rest,), daemon=True)
+
+        def state(core: XenStore) -> Tuple[int, int, int]:
+            conn = next(c for c in core.conns.values() if c.domid == 5)
+            waiting = conn.out_bytes + (conn.unsent() if conn.unsent is not None else 0)
+            return core.outstanding(conn), len(conn.held), waiting
+
+        replies, held, waiting = srv.call(state)
+        sender.start()
+        for i in range(requests):
+            packet = guest.packet()
+            fig.ops += 1
+            if (packet.op, packet.req_id, len(packet.payload)) != (Op.READ, i, 4000):
+                fig.fail(f"reply {i}: {packet.op} {packet.req_id}")
+                break
+        sender.join(60)
+        if sender.is_alive():
+            fig.fail("the guest's requests were never all read", "hangs")
+        fig.note(
+            f"{requests:,} READs pipelined, none read: {replies} replies ({waiting:,} bytes) "
+            f"waited in the server, {held:,} of the first 3,000 requests waited unread; then all "
+            "were answered, in order"
+        )
+        if replies > 20:
+            fig.fail(f"{replies} replies outstanding (quota 20)")
+        guest.close()
+        dom0.close()
+    return fig.done()

@@ -1,0 +1,41 @@
+"""The embedded server under attack (issue 11), in small sizes: error replies,
+unread watch events, what lies at the socket path, domid reuse. Invariants:
+see reliability/attack.py (the CPU figure at the descriptor limit is a
+reliability/run.py figure only: it measures over a second)."""
+
+from __future__ import annotations
+
+import _relpath  # noqa: F401  (the repository root on sys.path)
+import pytest
+
+from reliability import attack
+
+
+def test_error_replies_keep_the_server_small() -> None:
+    fig = attack.error_replies(200)
+    assert fig.ok, fig.explain()
+    assert fig.ops == 200 * (len(attack.DOM0_ERRORS) + len(attack.GUEST_ERRORS)) + 150
+
+
+def test_unread_events_keep_the_server_small() -> None:
+    fig = attack.unread_events(5_000)
+    assert fig.ok, fig.explain()
+
+
+def test_what_lies_at_the_socket_path_is_kept() -> None:
+    fig = attack.socket_path()
+    assert fig.ok, fig.explain()
+    assert fig.ops == 4
+
+
+def test_domid_reuse_inherits_nothing() -> None:
+    fig = attack.stale_permissions(20)
+    assert fig.ok, fig.explain()
+    assert fig.errors == 20
+
+
+@pytest.mark.parametrize("kind", ["embedded", "real"])
+def test_a_guest_filling_transactions_stops_at_the_memory_quota(kind: str) -> None:
+    fig = attack.memory_quota(kind)
+    assert fig.ok, fig.explain()
+    assert fig.errors == 1
