@@ -86,7 +86,12 @@ from typing import (
 
 from . import commands
 from .commands import Command, Operation, run_sync
-from .connection import PacketConnection, UnixSocketConnection, XenBusConnection
+from .connection import (
+    PacketConnection,
+    UnixSocketConnection,
+    XenBusConnection,
+    default_connection,
+)
 from .exceptions import (
     ConnectionError,
     NoEntryError,
@@ -210,7 +215,16 @@ class _Session:
 
 
 def _connection_error(failure: BaseException) -> ConnectionError:
-    error = ConnectionError(str(failure) or "connection lost")
+    """The exception a caller raises for the failure of its connection.
+
+    A copy each (one exception object raised by many threads would gather
+    their tracebacks), of the same class (an UnexpectedPacket stays one), and
+    not chained to the failure it copies: printed, it shows once.
+    """
+    if isinstance(failure, ConnectionError):
+        return failure.copy()
+    code = getattr(failure, "errno", None) or errno.EIO
+    error = ConnectionError(str(failure) or "connection lost", errno=code)
     error.__cause__ = failure
     return error
 
@@ -687,9 +701,12 @@ class Client:
     :param timeout: seconds to wait for each reply before raising
         :class:`RequestTimeout`; None (the default) waits as long as it takes.
 
-    If ``unix_socket_path`` is given, or neither path is, XenStore is reached
-    through :class:`~pyxs.connection.UnixSocketConnection`; otherwise through
-    :class:`~pyxs.connection.XenBusConnection`. Use the client as a context
+    If ``unix_socket_path`` is given, XenStore is reached through
+    :class:`~pyxs.connection.UnixSocketConnection`; if only ``xen_bus_path``
+    is, through :class:`~pyxs.connection.XenBusConnection`; with neither, as
+    libxenstore's ``xs_open`` does (:func:`~pyxs.connection.default_connection`,
+    chosen when the client is made): the xenstored socket if it exists, else
+    the XenBus device, so the same program runs in dom0 and in a guest. Use the client as a context
     manager, or call :meth:`connect` and :meth:`close`.
 
     Paths and tokens are bytes (str is accepted and encoded as ASCII); values
@@ -711,10 +728,12 @@ class Client:
     ) -> None:
         if router is None:
             connection: PacketConnection
-            if unix_socket_path or not xen_bus_path:
+            if unix_socket_path:
                 connection = UnixSocketConnection(unix_socket_path)
-            else:
+            elif xen_bus_path:
                 connection = XenBusConnection(xen_bus_path)
+            else:
+                connection = default_connection()
             router = Router(connection)
         self.router = router
         self.timeout = timeout
