@@ -22,13 +22,15 @@ from pyxs import compat
 HERE = Path(__file__).parent
 
 
-def run_real_binding(root: Path, socket_path: str, base: str, domid: int) -> list:
+def run_real_binding(
+    root: Path, socket_path: str, base: str, domid: int, script: str = "xs_scenario.py"
+) -> list:
     env = dict(os.environ)
     env["XENSTORED_PATH"] = socket_path
     env["LD_LIBRARY_PATH"] = str(root / "usr" / "lib" / "x86_64-linux-gnu")
     env["PYTHONPATH"] = str(root / "usr" / "lib" / "xen-4.17" / "lib" / "python")
     result = subprocess.run(
-        [sys.executable, str(HERE / "xs_scenario.py"), base, str(domid)],
+        [sys.executable, str(HERE / script), base, str(domid)],
         env=env,
         capture_output=True,
         text=True,

@@ -25,16 +25,13 @@ def scenario(module: Any, base: str, domid: int) -> list[Any]:
             return value.replace(base, "BASE")
         if isinstance(value, (list, tuple)):
             return [norm(v) for v in value]
-        if isinstance(value, dict):
-            # xs.c gives read/write as bit values (1, 2); compare truth
-            return {k: (bool(v) if k in ("read", "write") else v) for k, v in value.items()}
         return value
 
     def call(name: str, fn: Any, *args: Any) -> Any:
         try:
             result = fn(*args)
         except Exception as exc:
-            out.append([name, "raised", isinstance(exc, RuntimeError), list(exc.args[:2])])
+            out.append([name, "raised", isinstance(exc, RuntimeError), list(exc.args), str(exc)])
             return None
         out.append([name, norm(result)])
         return result
