@@ -190,8 +190,9 @@ def get_perms(path: PathLike) -> Command[list[bytes]]:
 
 def set_perms(path: PathLike, perms: Iterable[PathLike | Permission]) -> Command[None]:
     """SET_PERMS: replace the node's permission list (owner first)."""
+    path = validate_path(path)  # first, as pyxs 0.4 checked
     entries = validate_perms(perms)
-    payload = validate_path(path) + b"\0" + b"".join(p + b"\0" for p in entries)
+    payload = path + b"\0" + b"".join(p + b"\0" for p in entries)
     return Command(Op.SET_PERMS, payload, _ok)
 
 

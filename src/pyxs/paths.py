@@ -37,10 +37,14 @@ PathLike = Union[bytes, str]
 
 #: the characters a path may contain (``valid_chars()`` in xenstored).
 _PATH_CHARS = re.compile(rb"[A-Za-z0-9/_@\-]+\Z")
-_PERM = re.compile(rb"([nrwb])([0-9]+)\Z")
+#: A permission entry as xenstored reads it: the letter, then whatever
+#: ``strtol(p, &end, 0)`` consumes to the end (blanks, a sign, hex, octal).
+_PERM = re.compile(rb"([nrwb])[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\Z")
+_LONG_MAX = 2**63 - 1
 _7BIT = re.compile(rb"[\x20-\x7e]*\Z")
 
 #: Domain ids are 16-bit; ids from 0x7FF0 up are reserved (DOMID_SELF ...).
+#: (Permission entries are not limited to it: see :func:`parse_perm`.)
 DOMID_MAX = 0xFFFF
 PERM_LETTERS = b"nrwb"
 
@@ -181,9 +185,31 @@ def parse_perm(perm: PathLike) -> Permission:
     """``b"r5"`` -> ``Permission("r", 5)``; anything else: InvalidPermission."""
     raw = _as_bytes(perm, "permission", InvalidPermission)
     match = _PERM.match(raw)
-    if match is None or int(match.group(2)) > DOMID_MAX:
+    if match is None:
         raise InvalidPermission(f"{perm!r} is not one of n<domid> r<domid> w<domid> b<domid>")
-    return Permission(match.group(1).decode("ascii"), int(match.group(2)))
+    return Permission(match.group(1).decode("ascii"), _strtol_domid(match.group(2), match.group(3)))
+
+
+def _strtol_domid(sign: bytes, digits: bytes) -> int:
+    """The domain id xenstored makes of an entry's number, as it shows it.
+
+    Never stricter than the server: cxenstored 4.17 (and pyxs's server)
+    take any number ``strtol`` reads, saturated to a C long, stored in an
+    unsigned int and shown signed: ``w4294967295`` reads back as ``w-1``,
+    ``w0x10`` as ``w16``. A domain id above 65535 names no domain; as a
+    non-owner entry it is kept, as an owner refused by the server (ENOENT).
+    """
+    if digits[:2] in (b"0x", b"0X"):
+        value = int(digits[2:], 16)
+    elif digits[:1] == b"0":
+        value = int(digits, 8)
+    else:
+        value = int(digits)
+    value = min(value, _LONG_MAX + 1 if sign == b"-" else _LONG_MAX)
+    if sign == b"-":
+        value = -value
+    value &= 0xFFFFFFFF
+    return value - 2**32 if value >= 2**31 else value
 
 
 def validate_perms(perms: Iterable[PathLike | Permission]) -> list[bytes]:
