@@ -135,3 +135,36 @@ def test_closed_mid_call_is_ebadf(fake, monkeypatch) -> None:
         x.read("", "/a")
     assert xs_info.value.args == (errno.EBADF, "Bad file descriptor")
     x.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async", "xs"])
+def test_error_on_a_closed_client_prints_once(xs_server, kind) -> None:
+    # Issue 10: the ConnectionError came chained to a copy of itself.
+    import subprocess
+    import sys
+
+    program = {
+        "sync": "c = pyxs.Client(unix_socket_path=p); c.connect(); c.close(); c.read(b'/a')",
+        "async": (
+            "import asyncio\n"
+            "async def main():\n"
+            "    c = pyxs.AsyncClient(p); await c.connect(); await c.close()\n"
+            "    await c.read(b'/a')\n"
+            "asyncio.run(main())"
+        ),
+        "xs": "x = pyxs.xs(unix_socket_path=p); x.client.close(); x.read('', '/a')",
+    }[kind]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, pyxs\np = sys.argv[1]\n{program}",
+            xs_server.socket_path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("Traceback") == 1, result.stderr
+    assert result.stderr.count("ConnectionError") == 1, result.stderr
