@@ -1,8 +1,7 @@
 """pyxs 0.4's validation helpers, under their old names.
 
 Kept so that ``from pyxs.helpers import check_path, ...`` goes on working.
-The rules are those of :mod:`pyxs.paths`, which follow the servers: an
-``@`` path is only a watch path (0.4 let ``check_path`` pass it), any
+The rules are those of :mod:`pyxs.paths`, which follow the servers: any
 ``@`` path may be watched (0.4 knew two), and a permission entry's number is
 read as xenstored reads it (0.4 took decimal digits only).
 """

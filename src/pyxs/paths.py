@@ -37,9 +37,10 @@ PathLike = Union[bytes, str]
 
 #: the characters a path may contain (``valid_chars()`` in xenstored).
 _PATH_CHARS = re.compile(rb"[A-Za-z0-9/_@\-]+\Z")
-#: A permission entry as xenstored reads it: the letter, then whatever
-#: ``strtol(p, &end, 0)`` consumes to the end (blanks, a sign, hex, octal).
-_PERM = re.compile(rb"([nrwb])[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\Z")
+#: A permission entry as a server may read it: the letter, then whatever
+#: cxenstored's ``strtol(p, &end, 0)`` consumes to the end (blanks, a sign,
+#: hex, octal), or decimal digits (pyxs 0.4's rule; oxenstored reads ``08``).
+_PERM = re.compile(rb"([nrwb])[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|[0-9]+)\Z")
 _LONG_MAX = 2**63 - 1
 _7BIT = re.compile(rb"[\x20-\x7e]*\Z")
 
@@ -70,8 +71,10 @@ _VALID_PATHS: dict[bytes, None] = {}
 def validate_path(path: PathLike) -> bytes:
     """Check a node path as the client sends it and return it as bytes.
 
-    Relative paths are allowed (the server resolves them); ``@`` paths are
-    rejected here, except through :func:`validate_watch_path`.
+    Relative paths are allowed (the server resolves them), and so are ``@``
+    paths: the server decides what they mean for each operation (cxenstored
+    4.17 lets SET_PERMS change ``@releaseDomain``'s and refuses READ with
+    EINVAL; oxenstored reads them as empty nodes).
     """
     if path.__class__ is bytes:
         if path in _VALID_PATHS:
@@ -90,8 +93,6 @@ def _validate_path(path: PathLike) -> bytes:
         raise InvalidPath("empty path")
     if not _PATH_CHARS.match(path):
         raise InvalidPath(f"{path!r}: only ASCII letters, digits and -/_@ are allowed")
-    if path[:1] == b"@":
-        raise InvalidPath(f"{path!r}: @-paths name watches, not nodes")
     return _check_shape(path)
 
 
@@ -201,10 +202,10 @@ def _strtol_domid(sign: bytes, digits: bytes) -> int:
     """
     if digits[:2] in (b"0x", b"0X"):
         value = int(digits[2:], 16)
-    elif digits[:1] == b"0":
+    elif digits[:1] == b"0" and digits.isdigit() and b"8" not in digits and b"9" not in digits:
         value = int(digits, 8)
     else:
-        value = int(digits)
+        value = int(digits)  # "08": not strtol's (cxenstored refuses it), oxenstored's 8
     value = min(value, _LONG_MAX + 1 if sign == b"-" else _LONG_MAX)
     if sign == b"-":
         value = -value
@@ -216,7 +217,13 @@ def validate_perms(perms: Iterable[PathLike | Permission]) -> list[bytes]:
     """Check a permission list for SET_PERMS; return its entries as bytes."""
     if isinstance(perms, (bytes, str)):
         raise InvalidPermission("permissions must be a list of entries such as [b'n0', b'r5']")
-    out = [p.encode() if isinstance(p, Permission) else parse_perm(p).encode() for p in perms]
+    out = []
+    for p in perms:
+        if isinstance(p, Permission):
+            out.append(p.encode())
+        else:
+            parse_perm(p)  # checked, then sent as given: the server reads it
+            out.append(_as_bytes(p, "permission", InvalidPermission))
     if not out:
         raise InvalidPermission("at least one permission (the owner) is required")
     return out
