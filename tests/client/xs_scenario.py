@@ -68,6 +68,10 @@ def scenario(module: Any, base: str, domid: int) -> list[Any]:
     call("get_permissions forced", x.get_permissions, "", p)
     call("set_permissions all", x.set_permissions, "", p, [{"dom": 0, "read": True, "write": True}])
     call("get_permissions all", x.get_permissions, "", p)
+    big = [{"dom": 0}, {"dom": 999999, "write": 1}]  # no domain: kept, as the server keeps it
+    call("set_permissions big domid", x.set_permissions, "", p, big)
+    call("get_permissions big domid", x.get_permissions, "", p)
+    call("set_permissions special path", x.set_permissions, "", "@releaseDomain", [{"dom": 0}])
     call("set_permissions not a list", x.set_permissions, "", p, ({"dom": 0},))
     call("set_permissions missing node", x.set_permissions, "", base + "/nope", [{"dom": 0}])
 
