@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import select
 import shutil
@@ -77,6 +78,9 @@ STOP_TIMEOUT = 30.0
 __all__ = [
     "RealXenstored",
     "Unavailable",
+    "binding_env",
+    "binding_python",
+    "run_binding_script",
     "cache_dir",
     "realxs_root",
     "shim_library",
@@ -193,6 +197,47 @@ def realxs_root() -> Path:
 def xs_wire_header() -> Path:
     """Debian's ``xen/io/xs_wire.h`` (libxen-dev 4.17), fetched on first use."""
     return _unpacked("libxen-dev", ("libxen-dev",), XS_WIRE) / XS_WIRE
+
+
+def binding_python() -> str:
+    """A CPython 3.11 to run Xen's ``xen.lowlevel.xs`` (Debian builds it for
+    3.11 alone), whatever Python runs the suite (PyPy, 3.9, 3.13...)."""
+    if sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11):
+        return sys.executable
+    from interpreters import find_python
+
+    python = find_python("cpython", 3, 11)
+    if python is None:
+        raise Unavailable(
+            "no CPython 3.11 for Xen's xen.lowlevel.xs (a CPython 3.11 extension):"
+            " put python3.11 on PATH or install it with pyenv"
+        )
+    return python
+
+
+def binding_env(root: Path, socket_path: str) -> dict[str, str]:
+    """The environment in which ``binding_python()`` imports Xen's
+    ``xen.lowlevel.xs`` and talks to the server at ``socket_path``."""
+    env = dict(os.environ)
+    env["XENSTORED_PATH"] = socket_path
+    env["LD_LIBRARY_PATH"] = str(lib_dir(root))
+    env["PYTHONPATH"] = str(root / BINDING_DIR)
+    return env
+
+
+def run_binding_script(script: Path, socket_path: str, *args: str) -> object:
+    """Run ``script ARGS`` with Xen's ``xen.lowlevel.xs`` against the server
+    at ``socket_path``; what it prints is JSON, returned decoded."""
+    result = subprocess.run(
+        [binding_python(), str(script), *args],
+        env=binding_env(realxs_root(), socket_path),
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"{script.name} failed under xen.lowlevel.xs:\n{result.stderr}")
+    return json.loads(result.stdout)
 
 
 def lib_dir(root: Path) -> Path:

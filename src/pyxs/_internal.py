@@ -6,18 +6,23 @@
 ``rq_id`` and ``size``; it *is* a :class:`pyxs.protocol.Packet`, so
 connections send it as one.
 
-``next_rq_id`` is gone: request ids belong to a connection now (see
-:class:`pyxs.protocol.ClientProtocol`), not to a global counter.
+``next_rq_id`` is deprecated: request ids belong to a connection now (see
+:class:`pyxs.protocol.ClientProtocol`); it still counts from 0 for code that
+numbers its own packets (``Router.send`` replaces their ids anyway).
 """
 
 from __future__ import annotations
+
+import itertools
+import sys
+import warnings
 
 from . import protocol
 from .exceptions import InvalidOperation, InvalidPayload
 from .protocol import PAYLOAD_MAX, Op
 from .protocol import WatchEvent as Event
 
-__all__ = ["NUL", "Event", "Op", "Operations", "Packet"]
+__all__ = ["NUL", "Event", "Op", "Operations", "Packet", "next_rq_id"]
 
 #: The NUL byte that ends every string on the wire.
 NUL = b"\x00"
@@ -53,3 +58,16 @@ class Packet(protocol.Packet):
     def size(self) -> int:
         """The payload's length, as in the header."""
         return len(self.payload)
+
+
+_rq_ids = itertools.count()
+
+
+def next_rq_id() -> int:
+    """pyxs 0.4's global request counter: deprecated (ids are per connection)."""
+    warnings.warn(
+        "next_rq_id() is deprecated (pyxs 0.4): request ids belong to the connection",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return next(_rq_ids) % sys.maxsize

@@ -103,7 +103,7 @@ from typing import (
 from . import commands
 from .client import Event, _domid
 from .commands import Command, Operation, Procedure
-from .connection import default_socket_path, default_xenbus_path, open_xenbus_device
+from .connection import XenBusConnection, default_connection, open_xenbus_device
 from .exceptions import (
     ConnectionError,
     NoEntryError,
@@ -477,7 +477,9 @@ class AsyncClient(_Operations):
     :param unix_socket_path: the xenstored socket (by default
         :func:`~pyxs.connection.default_socket_path`).
     :param xen_bus_path: use the XenBus device at this path instead (when no
-        socket path is given).
+        socket path is given). With neither, XenStore is found as the sync
+        :class:`~pyxs.client.Client` finds it (libxenstore's rule, see
+        :func:`~pyxs.connection.default_connection`), when connecting.
 
     Use it as ``async with AsyncClient() as c:``, or ``await c.connect()``
     and ``await c.close()``. Any number of tasks may use one client at once:
@@ -535,10 +537,16 @@ class AsyncClient(_Operations):
         self._loop = loop
         self._thread = get_ident()
         self._protocol = ClientProtocol()
+        xenbus = self._uses_xenbus()
+        path = self.xen_bus_path if xenbus else self.unix_socket_path
+        if not path:
+            # Neither given: libxenstore's rule (the socket, else the device).
+            default = default_connection()
+            path = default.path
+            xenbus = isinstance(default, XenBusConnection)
         self._connecting = loop.create_future()
         try:
-            if self._uses_xenbus():
-                path = self.xen_bus_path or default_xenbus_path()
+            if xenbus:
                 # Raises ConnectionError itself (and refuses a regular file).
                 fd = open_xenbus_device(path, os.O_NONBLOCK)
                 try:
@@ -547,11 +555,12 @@ class AsyncClient(_Operations):
                     os.close(fd)
                     raise
             else:
-                path = self.unix_socket_path or default_socket_path()
                 await loop.create_unix_connection(lambda: _SocketTransport(self, loop), path)
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            raise ConnectionError(f"error connecting to {path!r}: {reason}") from exc
+            raise ConnectionError(
+                f"error connecting to {path!r}: {reason}", errno=exc.errno or errno.EIO
+            ) from exc
         finally:
             self._connecting.set_result(None)
             self._connecting = None

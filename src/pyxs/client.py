@@ -65,9 +65,12 @@ from __future__ import annotations
 import copy
 import errno
 import os
+import queue
+import re
 import select
 import socket
 import threading
+import warnings
 from collections import deque
 from time import monotonic
 from typing import (
@@ -86,13 +89,20 @@ from typing import (
 
 from . import commands
 from .commands import Command, Operation, run_sync
-from .connection import PacketConnection, UnixSocketConnection, XenBusConnection
+from .connection import (
+    PacketConnection,
+    UnixSocketConnection,
+    XenBusConnection,
+    default_connection,
+)
 from .exceptions import (
     ConnectionError,
     NoEntryError,
     PyXSError,
     TransactionConflictError,
+    UnexpectedPacket,
     XenStoreError,
+    error_from_payload,
 )
 from .paths import (
     PathLike,
@@ -105,6 +115,11 @@ from .paths import (
 from .protocol import ClientProtocol, Packet, WatchEvent
 
 __all__ = ["Client", "Event", "Monitor", "RequestTimeout", "Router"]
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated (pyxs 0.4): use {new}", DeprecationWarning, stacklevel=3)
+
 
 T = TypeVar("T")
 
@@ -169,6 +184,7 @@ def _unpark(waiter: _Waiter) -> None:
 
 
 _READY = object()
+_ERROR = 16  # Op.ERROR
 
 
 class _Session:
@@ -210,7 +226,16 @@ class _Session:
 
 
 def _connection_error(failure: BaseException) -> ConnectionError:
-    error = ConnectionError(str(failure) or "connection lost")
+    """The exception a caller raises for the failure of its connection.
+
+    A copy each (one exception object raised by many threads would gather
+    their tracebacks), of the same class (an UnexpectedPacket stays one), and
+    not chained to the failure it copies: printed, it shows once.
+    """
+    if isinstance(failure, ConnectionError):
+        return failure.copy()
+    code = getattr(failure, "errno", None) or errno.EIO
+    error = ConnectionError(str(failure) or "connection lost", errno=code)
     error.__cause__ = failure
     return error
 
@@ -282,6 +307,19 @@ class Router:
                     old.write_lock.release()
             finally:
                 old.read_lock.release()
+
+    def send(self, packet: Packet) -> RVar:
+        """pyxs 0.4's way to send a packet: deprecated, use :meth:`roundtrip`.
+
+        Unlike 0.4's it waits for the reply before it returns the
+        :class:`RVar` holding it; the request id is the connection's own,
+        the reply carries the packet's ``rq_id`` back.
+        """
+        _deprecated("Router.send()", "Router.roundtrip() or Client.execute()")
+        reply = self.roundtrip(packet.op, packet.payload, packet.tx_id)
+        rvar = RVar()
+        rvar.set(reply._replace(req_id=packet.req_id))
+        return rvar
 
     def terminate(self) -> None:
         """Close the connection; pending and later calls raise ConnectionError.
@@ -648,6 +686,81 @@ def _poll_fallback(fds: List[int], timeout: float | None) -> List[int]:
     return [fd for fd, _ in poller.poll(ms)]
 
 
+class RVar:
+    """pyxs 0.4's reply holder, returned by the deprecated :meth:`Router.send`:
+    ``get()`` blocks until ``set()`` gives it a value, then returns it."""
+
+    __slots__ = ("condition", "target")
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition()
+        self.target: Any = None
+
+    def __repr__(self) -> str:
+        return f"RVar({self.target})"
+
+    def get(self) -> Any:
+        """The value, once set."""
+        with self.condition:
+            while self.target is None:
+                self.condition.wait()
+        return self.target
+
+    def set(self, target: Any) -> None:
+        """Set the value; wakes every :meth:`get`."""
+        with self.condition:
+            self.target = target
+            self.condition.notify_all()
+
+
+#: The arguments pyxs 0.4's execute_command accepted: 7-bit, no controls but NUL.
+_7BIT_ARG = re.compile(rb"[\x00\x20-\x7f]*\Z")
+
+
+class _ControlDomainFlag:
+    """``Client.SU``: read from ``/proc/xen/capabilities`` when first asked
+    (pyxs 0.4 read it at import), with a DeprecationWarning."""
+
+    value: bool | None = None
+
+    def __get__(self, instance: object, owner: type) -> bool:
+        _deprecated("Client.SU", "the server's answer (it refuses what a guest may not do)")
+        if self.value is None:
+            try:
+                with open("/proc/xen/capabilities", "rb") as caps:
+                    type(self).value = caps.read() == b"control_d\n"
+            except OSError:
+                type(self).value = False
+        return bool(self.value)
+
+
+class _EventQueue:
+    """``Monitor.events``: pyxs 0.4's queue of a monitor's events, as a view
+    of the monitor (``get``, ``get_nowait``, ``empty``, ``qsize``)."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self._monitor = monitor
+
+    def get(self, block: bool = True, timeout: float | None = None) -> WatchEvent:
+        """The next event; :class:`queue.Empty` when none came in time."""
+        event = self._monitor.next_event(timeout if block else 0)
+        if event is None:
+            raise queue.Empty
+        return event
+
+    def get_nowait(self) -> WatchEvent:
+        """The next event if one is there; else :class:`queue.Empty`."""
+        return self.get(False)
+
+    def qsize(self) -> int:
+        """How many events are waiting."""
+        return len(self._monitor._events)
+
+    def empty(self) -> bool:
+        """Whether no event is waiting."""
+        return not self._monitor._events
+
+
 _LOCAL_CLASSES: Dict[type, type] = {}
 
 
@@ -687,9 +800,12 @@ class Client:
     :param timeout: seconds to wait for each reply before raising
         :class:`RequestTimeout`; None (the default) waits as long as it takes.
 
-    If ``unix_socket_path`` is given, or neither path is, XenStore is reached
-    through :class:`~pyxs.connection.UnixSocketConnection`; otherwise through
-    :class:`~pyxs.connection.XenBusConnection`. Use the client as a context
+    If ``unix_socket_path`` is given, XenStore is reached through
+    :class:`~pyxs.connection.UnixSocketConnection`; if only ``xen_bus_path``
+    is, through :class:`~pyxs.connection.XenBusConnection`; with neither, as
+    libxenstore's ``xs_open`` does (:func:`~pyxs.connection.default_connection`,
+    chosen when the client is made): the xenstored socket if it exists, else
+    the XenBus device, so the same program runs in dom0 and in a guest. Use the client as a context
     manager, or call :meth:`connect` and :meth:`close`.
 
     Paths and tokens are bytes (str is accepted and encoded as ASCII); values
@@ -711,10 +827,12 @@ class Client:
     ) -> None:
         if router is None:
             connection: PacketConnection
-            if unix_socket_path or not xen_bus_path:
+            if unix_socket_path:
                 connection = UnixSocketConnection(unix_socket_path)
-            else:
+            elif xen_bus_path:
                 connection = XenBusConnection(xen_bus_path)
+            else:
+                connection = default_connection()
             router = Router(connection)
         self.router = router
         self.timeout = timeout
@@ -804,6 +922,40 @@ class Client:
             return command.result(reply)
 
         return run_sync(operation, roundtrip)
+
+    #: pyxs 0.4: whether this is the control domain (deprecated).
+    SU = _ControlDomainFlag()
+
+    def execute_command(self, op: int, *args: bytes, **kwargs: Any) -> bytes:
+        """pyxs 0.4's request primitive: deprecated, use :meth:`execute` with
+        a :mod:`pyxs.commands` operation.
+
+        Sends ``op`` with the ``args`` joined as payload (each 7-bit ASCII,
+        else ValueError) in the calling thread's transaction, and returns the
+        reply's payload without its trailing NULs; an error reply raises its
+        :class:`~pyxs.exceptions.XenStoreError`, a reply of another type
+        :class:`~pyxs.exceptions.UnexpectedPacket`.
+        """
+        _deprecated("Client.execute_command()", "Client.execute() with a pyxs.commands operation")
+        return self._execute_command(op, args)
+
+    def ack(self, *args: Any) -> None:
+        """pyxs 0.4's :meth:`execute_command` expecting ``OK``: deprecated,
+        use :meth:`execute`."""
+        _deprecated("Client.ack()", "Client.execute() with a pyxs.commands operation")
+        payload = self._execute_command(args[0], args[1:])
+        if payload != b"OK":
+            raise PyXSError(payload)
+
+    def _execute_command(self, op: int, args: Tuple[Any, ...]) -> bytes:
+        if not all(isinstance(arg, bytes) and _7BIT_ARG.match(arg) for arg in args):
+            raise ValueError(args)
+        reply = self.router.roundtrip(op, b"".join(args), self._current_tx(), self.timeout)
+        if reply.op == _ERROR:
+            raise error_from_payload(reply.payload)
+        if reply.op != op:
+            raise UnexpectedPacket(reply)
+        return reply.payload.rstrip(b"\0")
 
     def connect(self) -> None:
         """Open the connection (again, after a close or a failure).
@@ -1105,6 +1257,14 @@ class Monitor:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def events(self) -> _EventQueue:
+        """pyxs 0.4's queue of this monitor's events: deprecated, use
+        :meth:`next_event` (``events.get(timeout=t)`` is
+        ``next_event(t)``, raising :class:`queue.Empty` for None)."""
+        _deprecated("Monitor.events", "Monitor.next_event() or Monitor.wait()")
+        return _EventQueue(self)
 
     @property
     def watched(self) -> Set[bytes]:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Generator, Generic, Iterable, TypeVar, Union
 
 from .exceptions import (
     NoEntryError,
+    NotSupportedError,
     TooBigError,
     UnexpectedPacket,
     XenStoreError,
@@ -190,8 +191,9 @@ def get_perms(path: PathLike) -> Command[list[bytes]]:
 
 def set_perms(path: PathLike, perms: Iterable[PathLike | Permission]) -> Command[None]:
     """SET_PERMS: replace the node's permission list (owner first)."""
+    path = validate_path(path)  # first, as pyxs 0.4 checked
     entries = validate_perms(perms)
-    payload = validate_path(path) + b"\0" + b"".join(p + b"\0" for p in entries)
+    payload = path + b"\0" + b"".join(p + b"\0" for p in entries)
     return Command(Op.SET_PERMS, payload, _ok)
 
 
@@ -271,7 +273,8 @@ def list_children(path: PathLike) -> Procedure[list[bytes]]:
     """Child names; falls back to DIRECTORY_PART when DIRECTORY gives E2BIG.
 
     As libxenstore does, the parts are read again from the start when the
-    node's generation changes between two of them.
+    node's generation changes between two of them, and a server without
+    DIRECTORY_PART (ENOSYS: oxenstored 4.17) leaves the E2BIG.
     """
     path = validate_path(path)
     try:
@@ -284,7 +287,11 @@ def list_children(path: PathLike) -> Procedure[list[bytes]]:
         offset = 0
         first_generation = None
         while True:
-            generation, names, complete = yield directory_part(path, offset)
+            try:
+                generation, names, complete = yield directory_part(path, offset)
+            except NotSupportedError:
+                # oxenstored 4.17 has no DIRECTORY_PART: libxenstore's E2BIG
+                raise TooBigError() from None
             if first_generation is None:
                 first_generation = generation
             elif generation != first_generation:

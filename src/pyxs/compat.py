@@ -7,10 +7,11 @@ module as built against libxenstore, checked side by side with it:
 * transaction handles are hex strings (``"1A"``), ``""`` for none;
 * ``read`` returns bytes, ``ls`` a list of str; both give None for a missing
   node; ``rm`` of a missing node is not an error;
-* ``get_permissions`` returns ``[{'dom': 0, 'read': False, 'write': False},
-  ...]``, owner first; ``set_permissions`` takes that form (``read`` and
-  ``write`` optional) and, as xs.c does, makes dom0 the owner when the first
-  entry grants access to another domain;
+* ``get_permissions`` returns ``[{'dom': 0, 'read': 0, 'write': 0}, ...]``,
+  owner first, ``read`` and ``write`` as xs.c's bit values (1 or 0, 2 or 0);
+  ``set_permissions`` takes that form (``read`` and ``write`` optional, any
+  truth value) and, as xs.c does, makes dom0 the owner when the first entry
+  grants access to another domain;
 * ``watch(path, token)`` takes any object as token and ``read_watch`` returns
   ``(path, token)`` with that very object; ``read_watch`` blocks,
   ``check_watch`` returns None when nothing has fired; ``fileno`` is a
@@ -18,13 +19,24 @@ module as built against libxenstore, checked side by side with it:
 * ``transaction_end(t, abort=0)`` returns False when the commit conflicted;
 * errors raise :class:`Error`-compatible exceptions: every exception an
   ``xs`` method raises is both the pyxs exception (a
-  :class:`~pyxs.exceptions.XenStoreError` subclass, ``e.args == (errno,
-  strerror)``) and a ``RuntimeError``, which ``xen.lowlevel.xs.Error``
-  derives from. Invalid arguments (a bad path) raise it with EINVAL, as the
-  server would. A closed handle raises EINVAL too.
+  :class:`~pyxs.exceptions.XenStoreError` or
+  :class:`~pyxs.exceptions.ConnectionError` subclass) and a
+  ``RuntimeError``, which ``xen.lowlevel.xs.Error`` derives from, with
+  ``e.args == (errno, strerror)`` and ``str(e)`` as xs.c's. Invalid
+  arguments (a bad path) raise it with EINVAL, as the server would. A
+  closed handle raises EINVAL too.
+* connection failures carry the errno libxenstore leaves: ``xs()`` with no
+  daemon, the connect's (ENOENT); the call during which the daemon went
+  away, the failed system call's (EPIPE when the request could not be
+  written, EBADF when the reply never came); every later call EBADF (the
+  descriptor is gone), and also the first once a watch was added (the
+  binding's reader thread has noticed by then); ``read_watch`` and
+  ``check_watch`` EINVAL.
+* ``xs()`` connects as ``xs_open`` does: the xenstored socket, else the
+  XenBus device (:func:`pyxs.connection.default_connection`), so the same
+  script runs in dom0 and in a guest.
 
-Unlike xs.c, ``watch`` and ``unwatch`` also take str or bytes paths, and the
-permission dicts hold bools (xs.c gives the bit values ``1`` and ``2``).
+Unlike xs.c, ``watch`` and ``unwatch`` also take str or bytes paths.
 """
 
 from __future__ import annotations
@@ -35,8 +47,10 @@ import threading
 from typing import Any, Dict, List, Tuple, Type, Union
 
 from . import commands
-from .client import Client, _Waiter
+from .client import Client, Router, _Waiter
+from .connection import default_connection
 from .exceptions import (
+    ConnectionError,
     InvalidArgumentError,
     NoEntryError,
     PyXSError,
@@ -54,16 +68,30 @@ _Text = Union[str, bytes]
 _RUNTIME: Dict[Type[PyXSError], Type[PyXSError]] = {}
 
 
-def _runtime_error(exc: PyXSError) -> PyXSError:
-    """The same error as an instance of a subclass that is a RuntimeError too."""
+def _runtime_error(exc: PyXSError, code: int | None = None) -> PyXSError:
+    """The same error as an instance of a subclass that is a RuntimeError
+    too, with ``args == (errno, strerror)`` and xs.c's ``str()``.
+
+    :param code: the errno, for errors that have none of their own (a
+        ConnectionError's is its ``errno``).
+    """
     cls = type(exc)
     compat = _RUNTIME.get(cls)
     if compat is None:
-        compat = type(cls.__name__, (cls, RuntimeError), {"__module__": __name__})
+        # Exception.__str__ of (errno, strerror): "(2, 'No such file ...')",
+        # as xen.lowlevel.xs.Error prints.
+        namespace = {"__module__": __name__, "__str__": Exception.__str__}
+        compat = type(cls.__name__, (cls, RuntimeError), namespace)
         _RUNTIME[cls] = compat
-    error = compat.__new__(compat, *exc.args)
+    error = compat.__new__(compat)
     error.__dict__.update(exc.__dict__)
-    error.args = exc.args
+    if code is None:
+        code = getattr(exc, "errno", None)
+    if code is None or isinstance(exc, XenStoreError):
+        error.args = exc.args
+    else:
+        error.args = (code, os.strerror(code))
+        error.__dict__["errno"] = code
     return error
 
 
@@ -109,6 +137,10 @@ def _perm_entry(perm: Dict[str, Any]) -> Tuple[int, bool, bool]:
     return int(perm["dom"]), bool(perm.get("read", 0)), bool(perm.get("write", 0))
 
 
+#: XS_PERM_READ and XS_PERM_WRITE, the bits xs.c reports.
+_READ = 1
+_WRITE = 2
+
 _LETTER = {(False, False): "n", (True, False): "r", (False, True): "w", (True, True): "b"}
 
 
@@ -128,17 +160,23 @@ class xs:
         unix_socket_path: str | None = None,
         xen_bus_path: str | None = None,
     ) -> None:
-        self.client = Client(unix_socket_path, xen_bus_path)
         try:
-            self.client.connect()
+            if unix_socket_path or xen_bus_path:
+                self.client = Client(unix_socket_path, xen_bus_path)
+                self.client.connect()
+            else:  # xs_open: the socket, else the XenBus device
+                self.client = Client(router=Router(default_connection(connect=True)))
+                self.client.connect()
         except PyXSError as exc:
-            raise _runtime_error(exc) from exc
+            raise _runtime_error(exc) from None
         self.monitor = self.client.monitor()
         #: wire token -> [the token object, how many watches use it]
         self._tokens: Dict[str, List[Any]] = {}
         self._pipe: Tuple[int, int] | None = None
         self._pump: threading.Thread | None = None
         self._closed = False
+        #: watch() was called: libxenstore has a reader thread from then on
+        self._reader = False
 
     def __repr__(self) -> str:
         return f"xs({self.client.router.connection!r})"
@@ -148,14 +186,28 @@ class xs:
     def _run(self, operation: Any, transaction: Union[_Text, int, None] = 0) -> Any:
         if self._closed:
             raise _errno_error(errno.EINVAL)
+        connected = self.client.router.is_connected
         try:
             return self.client.execute(operation, tx_id=_handle(transaction))
         except XenStoreError as exc:
-            raise _runtime_error(exc) from exc
+            raise _runtime_error(exc) from None
         except ValueError as exc:  # InvalidPath, InvalidPermission, ... (local)
             raise _errno_error(errno.EINVAL) from exc
+        except ConnectionError as exc:
+            raise self._lost(exc, connected) from None
         except PyXSError as exc:
-            raise _runtime_error(exc) from exc
+            raise _runtime_error(exc) from None
+
+    def _lost(self, exc: ConnectionError, connected: bool) -> PyXSError:
+        """A call's ConnectionError, with the errno libxenstore would give.
+
+        Its descriptor is closed after the first failure (EBADF from then
+        on); with a reader thread (after a watch) that thread has already
+        seen the end, unless the daemon died during this very call.
+        """
+        if not connected or self._reader:
+            return _runtime_error(exc, errno.EBADF)
+        return _runtime_error(exc, exc.errno)
 
     def _build(self, factory: Any, *args: Any) -> Any:
         if self._closed:
@@ -200,8 +252,8 @@ class xs:
         except NoEntryError:
             pass
 
-    def get_permissions(self, transaction: _Text, path: _Text) -> List[Dict[str, Any]]:
-        """``[{'dom': int, 'read': bool, 'write': bool}, ...]``, owner first."""
+    def get_permissions(self, transaction: _Text, path: _Text) -> List[Dict[str, int]]:
+        """``[{'dom': int, 'read': 1 or 0, 'write': 2 or 0}, ...]``, owner first."""
         entries: List[bytes] = self._run(self._build(commands.get_perms, _text(path)), transaction)
         perms = []
         for entry in entries:
@@ -209,7 +261,13 @@ class xs:
                 perm = parse_perm(entry)
             except ValueError:
                 continue
-            perms.append({"dom": perm.domid, "read": perm.read, "write": perm.write})
+            perms.append(
+                {
+                    "dom": perm.domid,
+                    "read": _READ if perm.read else 0,
+                    "write": _WRITE if perm.write else 0,
+                }
+            )
         return perms
 
     def set_permissions(self, transaction: _Text, path: _Text, perms: List[Dict[str, Any]]) -> None:
@@ -233,6 +291,7 @@ class xs:
         # As xs.c: the wire token is the object's id, and the object is kept
         # (once per watch) so that read_watch can return it.
         stub = str(id(token))
+        self._reader = True  # xs_watch starts the reader thread first thing
         # Register before the request: the first event may beat the reply.
         self._hold(stub, token)
         try:
@@ -266,14 +325,17 @@ class xs:
     def _watch_call(self, method: Any, path: _Text, stub: str) -> None:
         if self._closed:
             raise _errno_error(errno.EINVAL)
+        connected = self.client.router.is_connected
         try:
             method(_text(path), stub)
         except XenStoreError as exc:
-            raise _runtime_error(exc) from exc
+            raise _runtime_error(exc) from None
         except (ValueError, TypeError) as exc:
             raise _errno_error(errno.EINVAL) from exc
+        except ConnectionError as exc:
+            raise self._lost(exc, connected) from None
         except PyXSError as exc:
-            raise _runtime_error(exc) from exc
+            raise _runtime_error(exc) from None
 
     def _next(self, timeout: float | None) -> Tuple[str, Any] | None:
         if self._closed:
@@ -282,7 +344,8 @@ class xs:
             try:
                 event = self.monitor.next_event(timeout)
             except PyXSError as exc:
-                raise _runtime_error(exc) from exc
+                # libxenstore: no event and the descriptor gone is EINVAL.
+                raise _runtime_error(exc, errno.EINVAL) from None
             if event is None:
                 if timeout is None and not self._closed:
                     continue  # spurious wake-up

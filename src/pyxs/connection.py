@@ -12,7 +12,8 @@ Every ``OSError`` is translated here, at the boundary, into
 :class:`pyxs.exceptions.ConnectionError`; an orderly end of stream is a
 ``ConnectionError`` too, so ``recv`` never returns ``b""``.
 
-Two transports exist, as in pyxs 0.4:
+Two transports exist, as in pyxs 0.4 (:func:`default_connection` picks one
+as libxenstore does when nothing names one: the socket, else the device):
 
 * :class:`UnixSocketConnection`: the xenstored Unix socket (dom0 tools);
 * :class:`XenBusConnection`: the XenBus character device (``/dev/xen/xenbus``
@@ -27,6 +28,7 @@ time: default paths are resolved when a connection object is created.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -40,6 +42,7 @@ __all__ = [
     "PacketConnection",
     "UnixSocketConnection",
     "XenBusConnection",
+    "default_connection",
     "default_socket_path",
     "default_xenbus_path",
     "open_xenbus_device",
@@ -114,12 +117,59 @@ def open_xenbus_device(path: str, flags: int = 0) -> int:
     if stat.S_ISREG(mode) and os.path.realpath(path).startswith(_PSEUDO_FS_DIRS):
         return fd
     os.close(fd)
-    raise ConnectionError(f"{path!r} is not a XenBus device: not a character device")
+    raise ConnectionError(
+        f"{path!r} is not a XenBus device: not a character device", errno=errno.ENODEV
+    )
+
+
+def default_connection(connect: bool = False) -> PacketConnection:
+    """The transport to XenStore when nothing names one: libxenstore's rule.
+
+    ``xs_open`` tries the xenstored socket (:func:`default_socket_path`),
+    then the XenBus device (``$XENSTORED_PATH`` if set, else
+    :func:`default_xenbus_path`), so the same program works in dom0 and in
+    a guest. Each candidate that exists is used as what it is: a Unix socket
+    through :class:`UnixSocketConnection`, anything else (a character
+    device) through :class:`XenBusConnection`.
+
+    :param connect: open it too, and on failure go on to the next candidate
+        as ``xs_open`` does; the connection returned is then open.
+        Without it nothing is opened: the first candidate that exists is
+        chosen, else the socket (whose connect() then says it is missing).
+    :raises pyxs.exceptions.ConnectionError: (with ``connect``) neither
+        can be opened; its errno is the last attempt's, as libxenstore's.
+    """
+    socket_path = default_socket_path()
+    device_path = os.environ.get("XENSTORED_PATH") or default_xenbus_path()
+    candidates = [socket_path] if device_path == socket_path else [socket_path, device_path]
+    failures: list[ConnectionError] = []
+    for path in candidates:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            failures.append(_error("connecting to", path, exc))
+            continue
+        kind = UnixSocketConnection if stat.S_ISSOCK(mode) else XenBusConnection
+        connection: PacketConnection = kind(path)
+        if not connect:
+            return connection
+        try:
+            connection.connect()
+        except ConnectionError as exc:
+            failures.append(exc)
+            continue
+        return connection
+    if not connect:
+        return UnixSocketConnection(socket_path)
+    last = failures[-1]
+    message = "; ".join(str(f) for f in failures)
+    raise ConnectionError(f"cannot reach XenStore: {message}", errno=last.errno) from None
 
 
 def _error(action: str, path: str, exc: OSError) -> ConnectionError:
     reason = exc.strerror or str(exc) or type(exc).__name__
-    return ConnectionError(f"error {action} {path!r}: {reason}")
+    code = exc.errno if exc.errno else errno.EIO
+    return ConnectionError(f"error {action} {path!r}: {reason}", errno=code)
 
 
 def _closed(path: str) -> ConnectionError:

@@ -73,7 +73,30 @@ class InvalidPermission(ValueError, PyXSError):
 
 
 class ConnectionError(PyXSError):  # noqa: A001 - pyxs 0.4's public name
-    """The connection to XenStore failed, was closed, or is unusable."""
+    """The connection to XenStore failed, was closed, or is unusable.
+
+    ``e.args`` is a message, as in pyxs 0.4; ``e.errno`` is the errno value
+    libxenstore would leave for the same failure (the failed system call's,
+    ``EBADF`` when the other side closed the connection or sent something
+    that answers nothing), which :class:`pyxs.xs` raises as ``(errno,
+    strerror)``.
+    """
+
+    #: the errno of the failure (see above)
+    errno: int = _errno.EBADF
+
+    def __init__(self, *args: object, errno: int | None = None) -> None:
+        super().__init__(*args)
+        if errno is not None:
+            self.errno = errno
+
+    def copy(self) -> ConnectionError:
+        """A new exception of the same class, message and errno, with no
+        traceback: for each caller to raise its own."""
+        error = type(self).__new__(type(self))
+        error.__dict__.update(self.__dict__)
+        error.args = self.args
+        return error
 
 
 class UnexpectedPacket(ConnectionError):

@@ -1,20 +1,31 @@
 """pyxs 0.4's validation helpers, under their old names.
 
 Kept so that ``from pyxs.helpers import check_path, ...`` goes on working.
-The rules are those of :mod:`pyxs.paths` (stricter than 0.4's in places: an
-``@`` path is only a watch path, and a permission list cannot be empty).
+The rules are those of :mod:`pyxs.paths`, which follow the servers: any
+``@`` path may be watched (0.4 knew two), and a permission entry's number is
+read as xenstored reads it (0.4 took decimal digits only).
 """
 
 from __future__ import annotations
 
-from typing import Union
+from typing import List, Union
 
 from .exceptions import XenStoreError, error_for_errno, error_from_payload
+from .paths import PathLike, parse_perm
 from .paths import validate_path as check_path
-from .paths import validate_perms as check_perms
 from .paths import validate_watch_path as check_watch_path
 
 __all__ = ["check_path", "check_perms", "check_watch_path", "error"]
+
+
+def check_perms(perms: List[PathLike]) -> List[PathLike]:
+    """Check each entry of a permission list as 0.4 did; return the list.
+
+    An empty list passes, as in 0.4 (the server refuses it, EINVAL).
+    """
+    for perm in perms:
+        parse_perm(perm)
+    return perms
 
 
 def error(code: Union[int, bytes]) -> XenStoreError:

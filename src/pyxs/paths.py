@@ -37,10 +37,15 @@ PathLike = Union[bytes, str]
 
 #: the characters a path may contain (``valid_chars()`` in xenstored).
 _PATH_CHARS = re.compile(rb"[A-Za-z0-9/_@\-]+\Z")
-_PERM = re.compile(rb"([nrwb])([0-9]+)\Z")
+#: A permission entry as a server may read it: the letter, then whatever
+#: cxenstored's ``strtol(p, &end, 0)`` consumes to the end (blanks, a sign,
+#: hex, octal), or decimal digits (pyxs 0.4's rule; oxenstored reads ``08``).
+_PERM = re.compile(rb"([nrwb])[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|[0-9]+)\Z")
+_LONG_MAX = 2**63 - 1
 _7BIT = re.compile(rb"[\x20-\x7e]*\Z")
 
 #: Domain ids are 16-bit; ids from 0x7FF0 up are reserved (DOMID_SELF ...).
+#: (Permission entries are not limited to it: see :func:`parse_perm`.)
 DOMID_MAX = 0xFFFF
 PERM_LETTERS = b"nrwb"
 
@@ -66,8 +71,10 @@ _VALID_PATHS: dict[bytes, None] = {}
 def validate_path(path: PathLike) -> bytes:
     """Check a node path as the client sends it and return it as bytes.
 
-    Relative paths are allowed (the server resolves them); ``@`` paths are
-    rejected here, except through :func:`validate_watch_path`.
+    Relative paths are allowed (the server resolves them), and so are ``@``
+    paths: the server decides what they mean for each operation (cxenstored
+    4.17 lets SET_PERMS change ``@releaseDomain``'s and refuses READ with
+    EINVAL; oxenstored reads them as empty nodes).
     """
     if path.__class__ is bytes:
         if path in _VALID_PATHS:
@@ -86,8 +93,6 @@ def _validate_path(path: PathLike) -> bytes:
         raise InvalidPath("empty path")
     if not _PATH_CHARS.match(path):
         raise InvalidPath(f"{path!r}: only ASCII letters, digits and -/_@ are allowed")
-    if path[:1] == b"@":
-        raise InvalidPath(f"{path!r}: @-paths name watches, not nodes")
     return _check_shape(path)
 
 
@@ -181,16 +186,44 @@ def parse_perm(perm: PathLike) -> Permission:
     """``b"r5"`` -> ``Permission("r", 5)``; anything else: InvalidPermission."""
     raw = _as_bytes(perm, "permission", InvalidPermission)
     match = _PERM.match(raw)
-    if match is None or int(match.group(2)) > DOMID_MAX:
+    if match is None:
         raise InvalidPermission(f"{perm!r} is not one of n<domid> r<domid> w<domid> b<domid>")
-    return Permission(match.group(1).decode("ascii"), int(match.group(2)))
+    return Permission(match.group(1).decode("ascii"), _strtol_domid(match.group(2), match.group(3)))
+
+
+def _strtol_domid(sign: bytes, digits: bytes) -> int:
+    """The domain id xenstored makes of an entry's number, as it shows it.
+
+    Never stricter than the server: cxenstored 4.17 (and pyxs's server)
+    take any number ``strtol`` reads, saturated to a C long, stored in an
+    unsigned int and shown signed: ``w4294967295`` reads back as ``w-1``,
+    ``w0x10`` as ``w16``. A domain id above 65535 names no domain; as a
+    non-owner entry it is kept, as an owner refused by the server (ENOENT).
+    """
+    if digits[:2] in (b"0x", b"0X"):
+        value = int(digits[2:], 16)
+    elif digits[:1] == b"0" and digits.isdigit() and b"8" not in digits and b"9" not in digits:
+        value = int(digits, 8)
+    else:
+        value = int(digits)  # "08": not strtol's (cxenstored refuses it), oxenstored's 8
+    value = min(value, _LONG_MAX + 1 if sign == b"-" else _LONG_MAX)
+    if sign == b"-":
+        value = -value
+    value &= 0xFFFFFFFF
+    return value - 2**32 if value >= 2**31 else value
 
 
 def validate_perms(perms: Iterable[PathLike | Permission]) -> list[bytes]:
     """Check a permission list for SET_PERMS; return its entries as bytes."""
     if isinstance(perms, (bytes, str)):
         raise InvalidPermission("permissions must be a list of entries such as [b'n0', b'r5']")
-    out = [p.encode() if isinstance(p, Permission) else parse_perm(p).encode() for p in perms]
+    out = []
+    for p in perms:
+        if isinstance(p, Permission):
+            out.append(p.encode())
+        else:
+            parse_perm(p)  # checked, then sent as given: the server reads it
+            out.append(_as_bytes(p, "permission", InvalidPermission))
     if not out:
         raise InvalidPermission("at least one permission (the owner) is required")
     return out

@@ -17,9 +17,12 @@ request ids (32-bit, wrapping, never one still in flight), matches replies to
 the requests that are waiting for them and tells watch events apart from
 replies. The *reply-routing rule* is: a ``WATCH_EVENT`` packet is always an
 event, whatever its req_id; any other packet is the reply to the pending
-request with the same req_id; a reply whose req_id was abandoned (an
-asyncio call that was cancelled) is dropped; any other reply is a protocol
-violation (:class:`~pyxs.exceptions.UnexpectedPacket`).
+request with the same req_id, and carries that request's tx_id (both
+xenstoreds echo the request's header, and so does Linux's XenBus device); a
+reply whose req_id was abandoned (an asyncio call that was cancelled) is
+dropped; any other reply, or one with another tx_id, is a protocol
+violation (:class:`~pyxs.exceptions.UnexpectedPacket`), which fails the
+connection in both clients alike.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ REL_PATH_MAX = 2048
 #: ``struct xsd_sockmsg``: type, req_id, tx_id, len.
 HEADER = struct.Struct("<IIII")
 HEADER_SIZE = HEADER.size
+
+_ERROR = 16  # Op.ERROR
+_E2BIG = b"E2BIG\0"
 
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
@@ -173,20 +179,36 @@ class Decoder:
     A header announcing more than :data:`PAYLOAD_MAX` bytes raises
     :class:`PacketTooLarge`; the connection is then beyond repair (the real
     daemon closes it) and the decoder must not be fed again.
+
+    :param frame_oversized: a client's decoder: such a packet is read to
+        its end instead (the header frames it, so the stream stays in step)
+        and comes out as an ``ERROR`` ``E2BIG`` packet with its req_id and
+        tx_id, its payload dropped. oxenstored sends such replies (a
+        DIRECTORY of more than 4096 bytes); libxenstore fails that one call
+        with E2BIG, and so do the clients, keeping the connection.
     """
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_frame_oversized", "_skip", "_skipped")
 
-    def __init__(self) -> None:
+    def __init__(self, frame_oversized: bool = False) -> None:
         self._buffer = bytearray()
+        self._frame_oversized = frame_oversized
+        #: payload bytes of an oversized packet still to drop, and its header
+        self._skip = 0
+        self._skipped: tuple[int, int, int] | None = None
 
     @property
     def pending(self) -> int:
         """Bytes received that do not make a whole packet yet."""
-        return len(self._buffer)
+        return len(self._buffer) + self._skip
 
     def feed(self, data: bytes) -> list[Packet]:
         """Add ``data`` and return the packets it completes, in order."""
+        packets: list[Packet] = []
+        if self._skip:
+            data = self._drop(data, packets)
+            if self._skip:
+                return packets
         buf = self._buffer
         if buf:
             buf += data
@@ -195,7 +217,6 @@ class Decoder:
         elif data.__class__ is not bytes:
             data = bytes(data)
         end = len(data)
-        packets: list[Packet] = []
         pos = 0
         # Payloads are sliced out of one bytes object (one copy each), and
         # packets built with tuple.__new__ (the namedtuple's __new__ is a
@@ -204,7 +225,17 @@ class Decoder:
         while end - pos >= HEADER_SIZE:
             op, req_id, tx_id, size = _unpack_header(data, pos)
             if size > PAYLOAD_MAX:
-                raise PacketTooLarge(f"header announces {size} payload bytes (limit {PAYLOAD_MAX})")
+                if not self._frame_oversized:
+                    raise PacketTooLarge(
+                        f"header announces {size} payload bytes (limit {PAYLOAD_MAX})"
+                    )
+                self._skip = size
+                self._skipped = (op, req_id, tx_id)
+                rest = self._drop(data[pos + HEADER_SIZE :], packets)
+                if self._skip:
+                    return packets
+                data, end, pos = rest, len(rest), 0
+                continue
             start = pos + HEADER_SIZE
             stop = start + size
             if stop > end:
@@ -214,6 +245,16 @@ class Decoder:
         if pos < end:
             buf += data[pos:] if pos else data
         return packets
+
+    def _drop(self, data: bytes, packets: list[Packet]) -> bytes:
+        """Drop the oversized payload's bytes from ``data``; return the rest."""
+        taken = min(len(data), self._skip)
+        self._skip -= taken
+        if not self._skip and self._skipped is not None:
+            _, req_id, tx_id = self._skipped
+            self._skipped = None
+            packets.append(_new_tuple(Packet, (_ERROR, req_id, tx_id, _E2BIG)))
+        return bytes(data[taken:])
 
 
 class Event(NamedTuple):
@@ -256,10 +297,10 @@ class ClientProtocol:
     __slots__ = ("_abandoned", "_decoder", "_next_id", "pending")
 
     def __init__(self) -> None:
-        self._decoder = Decoder()
+        self._decoder = Decoder(frame_oversized=True)
         self._next_id = 1
-        #: req_ids sent and not yet answered.
-        self.pending: set[int] = set()
+        #: req_ids sent and not yet answered, each with its request's tx_id.
+        self.pending: dict[int, int] = {}
         self._abandoned: set[int] = set()
 
     @property
@@ -267,14 +308,14 @@ class ClientProtocol:
         """Bytes received that do not make a whole packet yet."""
         return self._decoder.pending
 
-    def next_req_id(self) -> int:
+    def next_req_id(self, tx_id: int = 0) -> int:
         """A 32-bit request id not in flight; ids wrap after 2**32 - 1."""
         pending = self.pending
         req_id = self._next_id
         while req_id in pending or req_id == 0:
             req_id = (req_id + 1) & _REQ_ID_MASK
         self._next_id = (req_id + 1) & _REQ_ID_MASK
-        pending.add(req_id)
+        pending[req_id] = tx_id
         return req_id
 
     def request(self, op: int, payload: bytes, tx_id: int = 0) -> tuple[int, bytes]:
@@ -288,10 +329,10 @@ class ClientProtocol:
         pending = self.pending
         req_id = self._next_id
         if req_id in pending or req_id == 0:
-            req_id = self.next_req_id()
+            req_id = self.next_req_id(tx_id)
         else:
             self._next_id = (req_id + 1) & _REQ_ID_MASK
-            pending.add(req_id)
+            pending[req_id] = tx_id
         return req_id, _pack_header(op, req_id, tx_id, size) + payload
 
     def abandon(self, req_id: int) -> None:
@@ -301,7 +342,7 @@ class ClientProtocol:
 
     def forget(self, req_id: int) -> None:
         """Forget a request that was never sent (sending failed)."""
-        self.pending.discard(req_id)
+        self.pending.pop(req_id, None)
 
     def receive(self, data: bytes) -> tuple[list[Packet], list[WatchEvent]]:
         """Decode ``data``; route each packet by the reply-routing rule."""
@@ -313,11 +354,16 @@ class ClientProtocol:
                 events.append(decode_watch_event(packet.payload))
                 continue
             req_id = packet.req_id
-            if req_id not in pending:
+            tx_id = pending.pop(req_id, None)
+            if tx_id != packet.tx_id:
+                if tx_id is None:
+                    raise UnexpectedPacket(
+                        f"reply with req_id {req_id} (op {packet.op}) matches no request"
+                    )
                 raise UnexpectedPacket(
-                    f"reply with req_id {req_id} (op {packet.op}) matches no request"
+                    f"reply to request {req_id} (op {packet.op}) carries tx_id "
+                    f"{packet.tx_id}, the request {tx_id}"
                 )
-            pending.discard(req_id)
             if req_id in self._abandoned:
                 self._abandoned.discard(req_id)
                 continue

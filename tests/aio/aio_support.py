@@ -191,7 +191,7 @@ class Tap:
         transport = client._transport
         write = transport.write
         data_received = client._data_received
-        out, into = Decoder(), Decoder()
+        out, into = Decoder(), Decoder(frame_oversized=True)  # reads as the client does
 
         def tapped_write(data: bytes) -> None:
             write(data)

@@ -9,55 +9,24 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from xs_scenario import scenario
 
 import pyxs
-from interpreters import find_python
 from pyxs import compat
-from realxs import realxs_root
+from realxs import run_binding_script
 
 HERE = Path(__file__).parent
-
-
-def binding_python() -> str:
-    """A CPython 3.11: Debian's xen.lowlevel.xs is built for it alone,
-    whatever Python runs the suite (PyPy, 3.9, 3.13...)."""
-    if sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11):
-        return sys.executable
-    python = find_python("cpython", 3, 11)
-    if python is None:
-        pytest.fail(
-            "no CPython 3.11 for Xen's xen.lowlevel.xs (a CPython 3.11 extension):"
-            " put python3.11 on PATH or install it with pyenv"
-        )
-    return python
-
-
-def run_real_binding(root: Path, socket_path: str, base: str, domid: int) -> list:
-    env = dict(os.environ)
-    env["XENSTORED_PATH"] = socket_path
-    env["LD_LIBRARY_PATH"] = str(root / "usr" / "lib" / "x86_64-linux-gnu")
-    env["PYTHONPATH"] = str(root / "usr" / "lib" / "xen-4.17" / "lib" / "python")
-    result = subprocess.run(
-        [binding_python(), str(HERE / "xs_scenario.py"), base, str(domid)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 @pytest.mark.realxs  # xen.lowlevel.xs from the Xen 4.17 packages
 def test_same_transcript_as_xen_lowlevel_xs(xs_server, unique_path, monkeypatch) -> None:
     base = unique_path.decode()
-    expected = run_real_binding(realxs_root(), xs_server.socket_path, base + "-libxs", 0x7000)
+    expected = run_binding_script(
+        HERE / "xs_scenario.py", xs_server.socket_path, base + "-libxs", str(0x7000)
+    )
     monkeypatch.setenv("XENSTORED_PATH", xs_server.socket_path)
     got = json.loads(json.dumps(scenario(compat, base + "-pyxs", 0x7001)))
     # Transaction ids are counted per connection: both runs see the same.

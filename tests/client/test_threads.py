@@ -50,7 +50,7 @@ def test_threads_share_one_client(client, unique_path) -> None:
     assert sorted(client.list(unique_path)) == sorted(b"%d" % i for i in range(THREADS))
     # every reply was matched, nothing left behind
     session = client.router._session
-    assert session.slots == {} and session.protocol.pending == set()
+    assert session.slots == {} and not session.protocol.pending
     assert session.followers == set() and not session.read_lock.locked()
     assert session.outbox == [] and not session.write_lock.locked()
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 from typing import Iterator
 
 import pytest
-from test_vs_real import REALXS, Step, Target, check
+from test_vs_real import Step, Target, check
 
 from pyxs.protocol import Op
 from pyxs.server import Server
-from realxs_guest import dom0_request, guests_for, introduce_payload, stop_daemon
+from realxs import start_real_xenstored
+from realxs_guest import dom0_request, guests_for, introduce_payload
 
 pytestmark = pytest.mark.realxs
 
@@ -28,19 +29,8 @@ W, R, D, TS, TE = Op.WRITE, Op.READ, Op.DIRECTORY, Op.TRANSACTION_START, Op.TRAN
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[tuple[Target, Target]]:
-    import subprocess
-    import tempfile
-
-    rundir = tempfile.mkdtemp(prefix="rxm", dir="/tmp")
-    out = subprocess.run(
-        [str(REALXS / "start.sh"), rundir, "-Q", f"memory={MEMORY}"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    socket_path, pid = values["SOCKET"], int(values["PID"])
-    guests = guests_for(rundir, socket_path)
+    daemon = start_real_xenstored("-Q", f"memory={MEMORY}")
+    guests = guests_for(daemon.rundir, daemon.socket_path)
     server = Server(quotas={"memory": MEMORY})
     server.__enter__()
 
@@ -52,11 +42,11 @@ def pair() -> Iterator[tuple[Target, Target]]:
     try:
         yield (
             Target("embedded", server.socket_path, embedded_guest, server.set_domain_state),
-            Target("real", socket_path, guests.introduce, guests.set_domain_state),
+            Target("real", daemon.socket_path, guests.introduce, guests.set_domain_state),
         )
     finally:
         server.__exit__(None, None, None)
-        stop_daemon(rundir, pid)
+        daemon.stop()
 
 
 def test_writes_and_replies_at_the_memory_quota(pair: tuple[Target, Target]) -> None:

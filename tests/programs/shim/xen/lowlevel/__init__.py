@@ -1,0 +1,1 @@
+"""``xen.lowlevel``: only ``xs``, from pyxs."""
