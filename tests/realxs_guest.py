@@ -201,6 +201,9 @@ class GuestBridge:
         self._listener.bind(socket_path)
         self._listener.listen(16)
         self._stop = threading.Event()
+        #: set while no socket connection is being served and the ring is reset
+        self.idle = threading.Event()
+        self.idle.set()
         self._wake_r, self._wake_w = os.pipe()  # wakes the thread's select() on close()
         self._thread = threading.Thread(
             target=self._run, name=f"guest-bridge-{ring.domid}", daemon=True
@@ -241,9 +244,11 @@ class GuestBridge:
                 conn, _ = self._listener.accept()
             except OSError:
                 continue
+            self.idle.clear()
             with conn:
                 self._serve(conn)
             self._reset_after_disconnect()
+            self.idle.set()
 
     def _serve(self, conn: socket.socket) -> None:
         ring = self.ring
@@ -351,6 +356,13 @@ class RealGuests:
                 bridge = GuestBridge(ring, self.guest_socket_path(domid), self.socket_path)
                 self.bridges[domid] = bridge
             return bridge.socket_path
+
+    def settle(self, domid: int, timeout: float = 10.0) -> None:
+        """Wait until the bridge of ``domid`` is done with a closed connection
+        (the domain re-INTRODUCEd), so that what comes next cannot race it."""
+        bridge = self.bridges.get(domid)
+        if bridge is not None and not bridge.idle.wait(timeout):
+            raise TimeoutError(f"the bridge of domain {domid} is still busy")
 
     def set_domain_state(self, domid: int, state: str) -> None:
         """Make the shim report ``state`` for ``domid`` and raise VIRQ_DOM_EXC."""

@@ -47,12 +47,16 @@ class Target:
         socket_path: str,
         guest: Callable[[int], str],
         set_state: Callable[[int, str], None],
+        settle: Callable[[int], None] | None = None,
     ) -> None:
         self.name = name
         self.socket_path = socket_path
         self.guest = guest
         self.set_state = set_state
+        #: waits until the server is done with a guest's closed connection
+        self.settle = settle
         self.conns: dict[str, RawConn] = {}
+        self.domids: dict[str, int] = {}
 
     def run(self, script: Sequence[Step]) -> list[str]:
         transcript: list[str] = []
@@ -68,6 +72,7 @@ class Target:
             for conn in self.conns.values():
                 conn.close()
             self.conns.clear()
+            self.domids.clear()
         return transcript
 
     def step(self, step: Step) -> list[str]:
@@ -77,9 +82,13 @@ class Target:
             domid = step[2] if len(step) > 2 else 0
             path = self.socket_path if domid == 0 else self.guest(domid)
             self.conns[name] = RawConn(path, timeout=10)
+            self.domids[name] = domid
             return []
         if kind == "close":
             self.conns.pop(step[1]).close()
+            domid = self.domids.pop(step[1], 0)
+            if domid and self.settle is not None:
+                self.settle(domid)
             return []
         if kind == "state":  # ("state", domid, state)
             self.set_state(step[1], step[2])
@@ -139,7 +148,13 @@ def pair() -> Iterator[tuple[Target, Target]]:
     try:
         yield (
             Target("embedded", server.socket_path, embedded_guest, server.set_domain_state),
-            Target("real", daemon.socket_path, guests.introduce, guests.set_domain_state),
+            Target(
+                "real",
+                daemon.socket_path,
+                guests.introduce,
+                guests.set_domain_state,
+                guests.settle,
+            ),
         )
     finally:
         server.__exit__(None, None, None)
