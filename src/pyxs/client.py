@@ -112,7 +112,7 @@ from .paths import (
     validate_watch_path,
     watch_matches,
 )
-from .protocol import ClientProtocol, Packet, WatchEvent
+from .protocol import ClientProtocol, Op, Packet, WatchEvent
 
 __all__ = ["Client", "Event", "Monitor", "RequestTimeout", "Router"]
 
@@ -184,7 +184,6 @@ def _unpark(waiter: _Waiter) -> None:
 
 
 _READY = object()
-_ERROR = 16  # Op.ERROR
 
 
 class _Session:
@@ -951,7 +950,7 @@ class Client:
         if not all(isinstance(arg, bytes) and _7BIT_ARG.match(arg) for arg in args):
             raise ValueError(args)
         reply = self.router.roundtrip(op, b"".join(args), self._current_tx(), self.timeout)
-        if reply.op == _ERROR:
+        if reply.op == Op.ERROR:
             raise error_from_payload(reply.payload)
         if reply.op != op:
             raise UnexpectedPacket(reply)

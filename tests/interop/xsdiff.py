@@ -55,7 +55,9 @@ SYNC_REQ_ID = 0x5EC0_0000
 GUESTS = (5, 6)  # guest domains with a connection
 SPARE = (7, 8)  # domains introduced/released/changed over the wire only
 CONN_NAMES = ("c0", "c1", *(f"g{d}" for d in GUESTS))
-REPLY_TIMEOUT = 5.0
+#: a hang guard: a live connection's reply comes in milliseconds, even on a
+#: loaded machine; only a connection the server stopped serving waits it out
+REPLY_TIMEOUT = 30.0
 
 
 # -- packets and connections -------------------------------------------------
