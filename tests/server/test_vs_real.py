@@ -22,6 +22,7 @@ what makes the real daemon abort (see "Known defect").
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -132,12 +133,14 @@ def _fmt(packet: Packet) -> str:
     return f"{op} req={req} tx={packet.tx_id} {packet.payload!r}"
 
 
-@pytest.fixture(scope="module")
-def pair() -> Iterator[tuple[Target, Target]]:
-    """(embedded, real): both fresh, used by every test of this module in order."""
-    daemon = start_real_xenstored()
+@contextlib.contextmanager
+def server_pair(quotas: dict[str, int] | None = None) -> Iterator[tuple[Target, Target]]:
+    """(embedded, real), both fresh, with the same ``quotas`` (xenstored's
+    ``-Q name=value``)."""
+    options = [arg for item in (quotas or {}).items() for arg in ("-Q", f"{item[0]}={item[1]}")]
+    daemon = start_real_xenstored(*options)
     guests = guests_for(daemon.rundir, daemon.socket_path)
-    server = Server()
+    server = Server(quotas=quotas)
     server.__enter__()
 
     def embedded_guest(domid: int) -> str:
@@ -159,6 +162,13 @@ def pair() -> Iterator[tuple[Target, Target]]:
     finally:
         server.__exit__(None, None, None)
         daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[tuple[Target, Target]]:
+    """(embedded, real): both fresh, used by every test of this module in order."""
+    with server_pair() as both:
+        yield both
 
 
 def check(pair: tuple[Target, Target], script: Sequence[Step]) -> list[str]:

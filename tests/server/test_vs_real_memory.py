@@ -14,12 +14,9 @@ from __future__ import annotations
 from typing import Iterator
 
 import pytest
-from test_vs_real import Step, Target, check
+from test_vs_real import Step, Target, check, server_pair
 
 from pyxs.protocol import Op
-from pyxs.server import Server
-from realxs import start_real_xenstored
-from realxs_guest import dom0_request, guests_for, introduce_payload
 
 pytestmark = pytest.mark.realxs
 
@@ -29,24 +26,8 @@ W, R, D, TS, TE = Op.WRITE, Op.READ, Op.DIRECTORY, Op.TRANSACTION_START, Op.TRAN
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[tuple[Target, Target]]:
-    daemon = start_real_xenstored("-Q", f"memory={MEMORY}")
-    guests = guests_for(daemon.rundir, daemon.socket_path)
-    server = Server(quotas={"memory": MEMORY})
-    server.__enter__()
-
-    def embedded_guest(domid: int) -> str:
-        reply = dom0_request(server.socket_path, Op.INTRODUCE, introduce_payload(domid))
-        assert reply.op == Op.INTRODUCE, reply
-        return server.guest_socket_path(domid)
-
-    try:
-        yield (
-            Target("embedded", server.socket_path, embedded_guest, server.set_domain_state),
-            Target("real", daemon.socket_path, guests.introduce, guests.set_domain_state),
-        )
-    finally:
-        server.__exit__(None, None, None)
-        daemon.stop()
+    with server_pair({"memory": MEMORY}) as both:
+        yield both
 
 
 def test_writes_and_replies_at_the_memory_quota(pair: tuple[Target, Target]) -> None:
