@@ -461,12 +461,20 @@ def test_watch_value_timestamp_json(xs_server: Any, base: str) -> None:
     assert all(re.fullmatch(iso, r["time"]) for r in records)
 
 
+def _default_sigint() -> None:
+    # A process started with SIGINT ignored (a background job of a
+    # non-interactive shell, as CI may run the suite) keeps it ignored, as it
+    # should: Ctrl-C is then not for it. This test is about the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_watch_interrupted(xs_server: Any, base: str) -> None:
     with subprocess.Popen(
         [*PYXS, "watch", base],
         env=client_env(xs_server.socket_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
     ) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == f"{base}\n".encode()

@@ -52,10 +52,20 @@ ROUNDS = 30
 client = pyxs.Client(unix_socket_path=SOCKET)
 client.connect()
 peak = [0]
+protocol = client.router._session.protocol
+request = type(protocol).request
 
 
-def note_pending() -> None:
-    peak[0] = max(peak[0], len(client.router._session.protocol.pending))
+def counted(self, *args, **kwargs):
+    # Each request, once allocated, counts the requests in flight with it:
+    # measured at every send (sampling after a reply could miss them all).
+    result = request(self, *args, **kwargs)
+    if self is protocol:
+        peak[0] = max(peak[0], len(self.pending))
+    return result
+
+
+type(protocol).request = counted
 
 
 # -- many greenlets, one client, a monitor listening -----------------------------
@@ -76,7 +86,6 @@ def work(i: int) -> None:
     path = BASE + b"/%d" % i
     for n in range(ROUNDS):
         client[path] = b"%d" % n
-        note_pending()
         assert client[path] == b"%d" % n
         if i == 0:
             client[BASE + b"/w/%d" % n] = b""
