@@ -56,6 +56,8 @@ SIZES: Dict[str, Dict[str, int]] = {
         "unread_writes": 20_000,
         "reuse_rounds": 50,
         "pipelined_reads": 3_000,
+        "rm_nodes": 50_000,
+        "rm_rounds": 3,
     },
     "long": {
         "threads": 16,
@@ -75,6 +77,8 @@ SIZES: Dict[str, Dict[str, int]] = {
         "unread_writes": 1_000_000,
         "reuse_rounds": 1_000,
         "pipelined_reads": 30_000,
+        "rm_nodes": 200_000,
+        "rm_rounds": 1,  # the real daemon takes minutes to make them
     },
 }
 
@@ -183,6 +187,7 @@ def scenarios(mode: str, servers: Dict[str, Any], seed: int, allow_known: bool) 
         ("attack socket path", lambda: attack.socket_path()),
         ("attack stale permissions", lambda: attack.stale_permissions(n["reuse_rounds"])),
         ("attack outstanding", lambda: attack.outstanding(n["pipelined_reads"])),
+        ("attack rm subtree", lambda: attack.rm_subtree(n["rm_nodes"], n["rm_rounds"])),
     ]
     for kind in KINDS:
         out.append((f"attack memory quota {kind}", lambda k=kind: attack.memory_quota(k)))
