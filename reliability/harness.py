@@ -8,7 +8,7 @@ connections act as that unprivileged domain) and ``close()``; the
 - :class:`EmbeddedServer`: ``pyxs.server.Server`` in this process (quotas
   configurable);
 - :class:`RealServer`: a real cxenstored of its own (xenstored options
-  passed through, e.g. quotas);
+  passed through, e.g. quotas; ``verbose=False`` without ``-V``);
 - :func:`killable` -> :class:`KillableServer`: a server in another process
   that can be SIGKILLed, SIGSTOPped, SIGCONTed and restarted on the same
   socket path: ``python -m pyxs.server`` for "embedded", cxenstored for "real".
@@ -123,8 +123,10 @@ class RealServer:
 
     name = "real"
 
-    def __init__(self, *options: str) -> None:
-        self.daemon = tests_module("realxs").start_real_xenstored(*options)
+    def __init__(self, *options: str, verbose: bool = True) -> None:
+        # verbose: -V, a log line per message; production runs without it,
+        # and so does a scenario that measures time
+        self.daemon = tests_module("realxs").start_real_xenstored(*options, verbose=verbose)
         self.socket_path: str = self.daemon.socket_path
 
     def introduce_guest(self, domid: int) -> str:

@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # python reliability/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "reliability"
 
-from . import attack, faults, fuzz_client, fuzz_server, limits, workloads
+from . import attack, clients, faults, fuzz_client, fuzz_server, limits, workloads
 from .figures import Figures, format_table, totals
 from .harness import KINDS, EmbeddedServer, RealServer
 
@@ -56,6 +56,9 @@ SIZES: Dict[str, Dict[str, int]] = {
         "unread_writes": 20_000,
         "reuse_rounds": 50,
         "pipelined_reads": 3_000,
+        "rm_nodes": 50_000,
+        "rm_rounds": 3,
+        "one_rule_cases": 60,
     },
     "long": {
         "threads": 16,
@@ -75,6 +78,9 @@ SIZES: Dict[str, Dict[str, int]] = {
         "unread_writes": 1_000_000,
         "reuse_rounds": 1_000,
         "pipelined_reads": 30_000,
+        "rm_nodes": 200_000,
+        "rm_rounds": 1,  # the real daemon takes minutes to make them
+        "one_rule_cases": 1_000,
     },
 }
 
@@ -151,6 +157,10 @@ def scenarios(mode: str, servers: Dict[str, Any], seed: int, allow_known: bool) 
             lambda: faults.reconnect_storm(resets=n["storm_resets"], seed=seed),
         ),
         (
+            "clients one rule",
+            lambda: clients.one_rule(n["one_rule_cases"], seed=seed),
+        ),
+        (
             "fuzz server",
             lambda: fuzz_server.fuzz_server(n["fuzz_server"], seed=seed, progress=_progress),
         ),
@@ -183,6 +193,7 @@ def scenarios(mode: str, servers: Dict[str, Any], seed: int, allow_known: bool) 
         ("attack socket path", lambda: attack.socket_path()),
         ("attack stale permissions", lambda: attack.stale_permissions(n["reuse_rounds"])),
         ("attack outstanding", lambda: attack.outstanding(n["pipelined_reads"])),
+        ("attack rm subtree", lambda: attack.rm_subtree(n["rm_nodes"], n["rm_rounds"])),
     ]
     for kind in KINDS:
         out.append((f"attack memory quota {kind}", lambda k=kind: attack.memory_quota(k)))
@@ -262,7 +273,7 @@ def main(argv: List[str] | None = None) -> int:
             rows.append(fig)
             status = "ok" if fig.ok else "FAILED"
             print(f"    {status}: {fig.summary()}", flush=True)
-            if not fig.ok or name.startswith("attack"):  # attack rows: their figures
+            if not fig.ok or name.startswith(("attack", "clients")):  # their figures
                 for note in fig.notes:
                     print(f"      {note}", flush=True)
 

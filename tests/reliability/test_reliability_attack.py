@@ -1,7 +1,8 @@
 """The embedded server under attack (issue 11), in small sizes: error replies,
-unread watch events, what lies at the socket path, domid reuse. Invariants:
-see reliability/attack.py (the CPU figure at the descriptor limit is a
-reliability/run.py figure only: it measures over a second)."""
+unread watch events, what lies at the socket path, domid reuse, the memory
+quota, removing a subtree. Invariants: see reliability/attack.py (the CPU
+figure at the descriptor limit and the time a large RM blocks the other
+clients are reliability/run.py figures only: they are timings)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,12 @@ def test_a_guest_filling_transactions_stops_at_the_memory_quota(kind: str) -> No
     fig = attack.memory_quota(kind)
     assert fig.ok, fig.explain()
     assert fig.errors == 1
+
+
+@pytest.mark.realxs  # the embedded server and the real daemon, side by side
+def test_removing_a_subtree_leaves_the_others_a_right_reply() -> None:
+    fig = attack.rm_subtree(2_000, rounds=1, ratio=None)
+    assert fig.ok, fig.explain()
+    assert fig.faults == 2  # one RM on each server
+    assert fig.errors == 4  # its root and its last node gone, on each server
+    assert any(note.startswith("shortest READ wait") for note in fig.notes), fig.explain()
