@@ -15,9 +15,10 @@ session, and nox never downloads one.
 
 PyPy: gevent and eventlet do not install there (pyproject's test extra
 leaves them out by an environment marker), so the PyPy session deselects
-the tests marked ``greenlets`` (``-m "not greenlets"``); every CPython
-session runs them. Give PyPy's session your own ``-m`` as
-``-m "not greenlets and ..."``: pytest keeps the last ``-m``.
+the tests marked ``greenlets``, and those marked ``cpython`` (they need
+what only CPython has, such as tracemalloc): ``-m "not greenlets and not
+cpython"``. Every CPython session runs them. Give PyPy's session your own ``-m`` as
+``-m "not greenlets and not cpython and ..."``: pytest keeps the last ``-m``.
 """
 
 from __future__ import annotations
@@ -46,5 +47,5 @@ os.environ["PATH"] = os.pathsep.join([*map(str, pyenv_bin_dirs()), os.environ.ge
 def tests(session: nox.Session) -> None:
     """The whole suite on one interpreter."""
     session.install(".[test,docs]")
-    deselect = ["-m", "not greenlets"] if session.python in PYPYS else []
+    deselect = ["-m", "not greenlets and not cpython"] if session.python in PYPYS else []
     session.run("python", "-m", "pytest", *deselect, *session.posargs)

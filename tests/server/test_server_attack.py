@@ -15,7 +15,6 @@ import resource
 import socket
 import subprocess
 import sys
-import tracemalloc
 from pathlib import Path
 from typing import Callable
 
@@ -71,6 +70,7 @@ def _setup(dom0: RawConn, guest: Callable[[int], RawConn]) -> RawConn:
     return g
 
 
+@pytest.mark.cpython  # tracemalloc
 def test_error_replies_retain_nothing(
     srv: Server, dom0: RawConn, guest: Callable[[int], RawConn]
 ) -> None:
@@ -85,6 +85,8 @@ def test_error_replies_retain_nothing(
     def fire(rounds: int) -> None:
         _fire(dom0, DOM0_ERRORS, rounds)
         _fire(g, GUEST_ERRORS, rounds)
+
+    import tracemalloc  # CPython only
 
     fire(50)  # warm up caches (interned permissions, decoders)
     tracemalloc.start()
