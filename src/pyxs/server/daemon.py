@@ -202,6 +202,28 @@ class _SelConn:
         self.reading = True
 
 
+def _flush(
+    core: XenStore, write: Callable[[int, bytes], None], read_again: Callable[[int], None]
+) -> None:
+    """Hand every connection's queued output to ``write``; then process the
+    requests held back by the "outstanding" quota of connections no longer
+    over it (which queues more output), and have ``read_again`` resume
+    reading each connection so released. Both loops flush through here."""
+    while True:
+        for seq, conn in list(core.dirty.items()):
+            data = core.take_output(conn)
+            if data:
+                write(seq, data)
+        if not core.holding:
+            return
+        held = list(core.holding)
+        if not core.resume():
+            return
+        for seq in held:
+            if seq not in core.holding:
+                read_again(seq)
+
+
 class _SelectorLoop:
     """A single-threaded selectors loop serving one :class:`Server`."""
 
@@ -375,21 +397,12 @@ class _SelectorLoop:
             self.sel.modify(entry.sock, mask, self.sel.get_key(entry.sock).data)
 
     def flush(self) -> None:
-        core = self.core
-        while True:
-            for seq, conn in list(core.dirty.items()):
-                data = core.take_output(conn)
-                if data:
-                    self.write(seq, data)
-            if not core.holding:
-                return
-            held = list(core.holding)
-            if not core.resume():
-                return
-            for seq in held:  # released: read it again
-                entry = self.conns.get(seq)
-                if entry is not None and seq not in core.holding:
-                    self._update(entry)
+        _flush(self.core, self.write, self._read_again)
+
+    def _read_again(self, seq: int) -> None:
+        entry = self.conns.get(seq)
+        if entry is not None:
+            self._update(entry)
 
     def drop(self, seq: int) -> None:
         """Close a connection now; the core forgets it."""
@@ -545,22 +558,13 @@ class _AsyncLoop:
             proto.transport.write(data)
 
     def flush(self) -> None:
-        core = self.core
-        while True:
-            for seq, conn in list(core.dirty.items()):
-                data = core.take_output(conn)
-                if data:
-                    self.write(seq, data)
-            if not core.holding:
-                return
-            held = list(core.holding)
-            if not core.resume():
-                return
-            for seq in held:  # released: read it again
-                proto = self.protocols.get(seq)
-                if proto is not None and seq not in core.holding and not proto.paused:
-                    with contextlib.suppress(Exception):
-                        proto.transport.resume_reading()
+        _flush(self.core, self.write, self._read_again)
+
+    def _read_again(self, seq: int) -> None:
+        proto = self.protocols.get(seq)
+        if proto is not None and not proto.paused:
+            with contextlib.suppress(Exception):
+                proto.transport.resume_reading()
 
     def drop(self, seq: int) -> None:
         proto = self.protocols.pop(seq, None)
