@@ -11,38 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from treekit import DOM0, Limits, Who, recording_store
 
 from pyxs.protocol import XsdError
-from pyxs.server.domains import Domains
+from pyxs.server import store as tree
 from pyxs.server.perms import PERM_READ, PERM_WRITE, Perms
-from pyxs.server.store import (
-    NO_GENERATION,
-    Fail,
-    Node,
-    Store,
-    create_node,
-    get_node,
-    lookup_node,
-    node_size,
-    rm_node,
-    set_node_value,
-)
-
-
-@dataclass
-class Who:
-    domid: int
-    target: int | None = None
-
-    @property
-    def privileged(self) -> bool:
-        return self.domid == 0
-
-
-@dataclass
-class Limits:
-    nodes: int = 1000
-    node_size: int = 2048
+from pyxs.server.store import NO_GENERATION, Fail, Store
 
 
 @dataclass
@@ -54,18 +28,8 @@ class Budget:
         return self.bytes_left
 
 
-DOM0 = Who(0)
-Change = tuple[bytes, bool, bool]
-
-
-def make_store() -> tuple[Store, list[Change]]:
-    changes: list[Change] = []
-
-    def on_change(path: bytes, node: Node | None, exact: bool, old: Perms | None) -> None:
-        changes.append((path, node is None, exact))
-
-    store = Store(on_change=on_change)
-    store.domains = Domains(store)
+def make_store() -> tuple[Store, list[tuple[bytes, bool, bool]]]:
+    store, _domains, changes = recording_store()
     return store, changes
 
 
@@ -78,7 +42,7 @@ def test_initial_tree() -> None:
     assert store.generation == 3
     assert [path for path, _ in store.walk()] == [b"/", b"/tool", b"/tool/xenstored"]
     assert store.node_counts == {0: 3}
-    assert store.memory_of(0) == sum(node_size(n) + len(p) for p, n in store.walk())
+    assert store.memory_of(0) == sum(tree.node_size(n) + len(p) for p, n in store.walk())
     assert store.lookup(b"/tool").gen == 2  # type: ignore[union-attr]
     assert store.lookup(b"/nope") is None
     assert store.check() == []
@@ -86,7 +50,7 @@ def test_initial_tree() -> None:
 
 def test_create_writes_bottom_up() -> None:
     store, _ = make_store()
-    node = create_node(store, DOM0, b"/a/b/c", b"v", Limits())
+    node = tree.create_node(store, DOM0, b"/a/b/c", b"v", Limits())
     # the new leaf first, then its new ancestors, then the existing parent
     gens = {p: store.lookup(p).gen for p in (b"/a/b/c", b"/a/b", b"/a", b"/")}  # type: ignore[union-attr]
     assert gens == {b"/a/b/c": 4, b"/a/b": 5, b"/a": 6, b"/": 7}
@@ -98,10 +62,10 @@ def test_create_writes_bottom_up() -> None:
 
 def test_value_and_sizes() -> None:
     store, _ = make_store()
-    node = create_node(store, DOM0, b"/n", b"12345", Limits())
-    assert node_size(node) == 24 + 8 * 1 + 5
+    node = tree.create_node(store, DOM0, b"/n", b"12345", Limits())
+    assert tree.node_size(node) == 24 + 8 * 1 + 5
     before = store.memory_of(0)
-    set_node_value(store, DOM0, b"/n", node, b"1234567890", Limits())
+    tree.set_node_value(store, DOM0, b"/n", node, b"1234567890", Limits())
     assert store.memory_of(0) == before + 5
     assert node.gen == store.generation
     assert store.check() == []
@@ -110,29 +74,31 @@ def test_value_and_sizes() -> None:
 def test_guest_creates_and_owns() -> None:
     store, _ = make_store()
     store.domains.introduce(5, 1)  # type: ignore[union-attr]
-    create_node(store, DOM0, b"/g", b"", Limits())
+    tree.create_node(store, DOM0, b"/g", b"", Limits())
     store.lookup(b"/g").perms = Perms.get(((PERM_WRITE, 0), (PERM_READ, 5)))  # type: ignore[union-attr]
     guest = Who(5)
-    node = create_node(store, guest, b"/g/mine", b"x", Limits())
+    node = tree.create_node(store, guest, b"/g/mine", b"x", Limits())
     assert node.perms.owner == 5
     assert store.node_counts[5] == 1
-    assert get_node(store, guest, b"/g/mine", PERM_READ | PERM_WRITE, store.domains).value == b"x"
+    assert (
+        tree.get_node(store, guest, b"/g/mine", PERM_READ | PERM_WRITE, store.domains).value == b"x"
+    )
     # an unlisted domain gets the owner entry's letter: w, no reading
     with pytest.raises(Fail) as info:
-        get_node(store, Who(6), b"/g/mine", PERM_READ, store.domains)
+        tree.get_node(store, Who(6), b"/g/mine", PERM_READ, store.domains)
     assert code(info) is XsdError.EACCES
 
 
 def test_node_quota_consumes_generations() -> None:
     store, _ = make_store()
-    create_node(store, DOM0, b"/g", b"", Limits())
+    tree.create_node(store, DOM0, b"/g", b"", Limits())
     store.lookup(b"/g").perms = Perms.get(((PERM_WRITE, 0),))  # type: ignore[union-attr]
     guest = Who(5)
-    create_node(store, guest, b"/g/one", b"", Limits(nodes=2))
+    tree.create_node(store, guest, b"/g/one", b"", Limits(nodes=2))
     gen = store.generation
     failed: list[int] = []
     with pytest.raises(Fail) as info:
-        create_node(
+        tree.create_node(
             store, guest, b"/g/two/three", b"", Limits(nodes=2), lambda: failed.append(True)
         )
     assert code(info) is XsdError.ENOSPC
@@ -147,20 +113,20 @@ def test_node_quota_consumes_generations() -> None:
 
 def test_node_size_and_memory_quotas() -> None:
     store, _ = make_store()
-    create_node(store, DOM0, b"/g", b"", Limits())
+    tree.create_node(store, DOM0, b"/g", b"", Limits())
     store.lookup(b"/g").perms = Perms.get(((PERM_WRITE, 0),))  # type: ignore[union-attr]
     guest = Who(5)
     with pytest.raises(Fail) as info:
-        create_node(store, guest, b"/g/big", b"x" * 100, Limits(node_size=24 + 8 + 100))
+        tree.create_node(store, guest, b"/g/big", b"x" * 100, Limits(node_size=24 + 8 + 100))
     assert code(info) is XsdError.ENOSPC
-    create_node(store, guest, b"/g/ok", b"x" * 99, Limits(node_size=24 + 8 + 100))
+    tree.create_node(store, guest, b"/g/ok", b"x" * 99, Limits(node_size=24 + 8 + 100))
     with pytest.raises(Fail) as info:
-        create_node(store, guest, b"/g/m", b"x" * 10, Limits(), memory=Budget(24 + 8 + 10 + 4))
+        tree.create_node(store, guest, b"/g/m", b"x" * 10, Limits(), memory=Budget(24 + 8 + 10 + 4))
     assert code(info) is XsdError.EIO
     node = store.lookup(b"/g/ok")
     assert node is not None
     with pytest.raises(Fail) as info:
-        set_node_value(store, guest, b"/g/ok", node, b"y" * 200, Limits(), memory=Budget(100))
+        tree.set_node_value(store, guest, b"/g/ok", node, b"y" * 200, Limits(), memory=Budget(100))
     assert code(info) is XsdError.EIO
     assert node.value == b"x" * 99
     assert store.check() == []
@@ -168,26 +134,26 @@ def test_node_size_and_memory_quotas() -> None:
 
 def test_lookup_hides_missing_nodes_under_unreadable_ones() -> None:
     store, _ = make_store()
-    create_node(store, DOM0, b"/secret/x", b"", Limits())
+    tree.create_node(store, DOM0, b"/secret/x", b"", Limits())
     guest = Who(5)
     # n0 everywhere: the guest cannot tell a missing node from a hidden one
     with pytest.raises(Fail) as info:
-        lookup_node(store, guest, b"/secret/missing", PERM_READ, store.domains)
+        tree.lookup_node(store, guest, b"/secret/missing", PERM_READ, store.domains)
     assert code(info) is XsdError.EACCES
     store.lookup(b"/secret").perms = Perms.get(((PERM_READ, 0),))  # type: ignore[union-attr]
-    assert lookup_node(store, guest, b"/secret/missing", PERM_READ, store.domains) is None
+    assert tree.lookup_node(store, guest, b"/secret/missing", PERM_READ, store.domains) is None
     with pytest.raises(Fail) as info:
-        get_node(store, guest, b"/secret/missing", PERM_READ, store.domains)
+        tree.get_node(store, guest, b"/secret/missing", PERM_READ, store.domains)
     assert code(info) is XsdError.ENOENT
 
 
 def test_rm_removes_the_subtree_and_fires_in_post_order() -> None:
     store, changes = make_store()
-    create_node(store, DOM0, b"/r/a/b", b"", Limits())
-    create_node(store, DOM0, b"/r/c", b"", Limits())
+    tree.create_node(store, DOM0, b"/r/a/b", b"", Limits())
+    tree.create_node(store, DOM0, b"/r/c", b"", Limits())
     counted = store.node_counts[0]
     changes.clear()
-    rm_node(store, b"/r")
+    tree.rm_node(store, b"/r")
     assert store.lookup(b"/r") is None
     assert store.node_counts[0] == counted - 4
     # descendants fire for exact watches only; the removed root for all
@@ -203,13 +169,13 @@ def test_rm_removes_the_subtree_and_fires_in_post_order() -> None:
 def test_rm_of_a_missing_node_is_einval() -> None:
     store, _ = make_store()
     with pytest.raises(Fail) as info:
-        rm_node(store, b"/missing")
+        tree.rm_node(store, b"/missing")
     assert code(info) is XsdError.EINVAL
 
 
 def test_check_finds_a_corruption() -> None:
     store, _ = make_store()
-    create_node(store, DOM0, b"/x", b"", Limits())
+    tree.create_node(store, DOM0, b"/x", b"", Limits())
     store.node_counts[0] += 1
     assert store.check() == ["domain 0 counted 5 nodes, owns 4"]
 

@@ -8,45 +8,20 @@ daemon): test_server_watches_transactions.py, test_vs_real.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
+from treekit import DOM0, Limits, Who, recording_store
 
 from pyxs.protocol import XsdError
 from pyxs.server.domains import Domains
 from pyxs.server.perms import PERM_WRITE, Perms
-from pyxs.server.store import NO_GENERATION, Fail, Node, Store, create_node, rm_node
+from pyxs.server.store import NO_GENERATION, Fail, Store, create_node, rm_node
 from pyxs.server.transaction import Transaction
 
-
-@dataclass
-class Who:
-    domid: int
-    target: int | None = None
-
-    @property
-    def privileged(self) -> bool:
-        return self.domid == 0
-
-
-@dataclass
-class Limits:
-    nodes: int = 1000
-    node_size: int = 2048
-
-
-DOM0 = Who(0)
 Fired = list[tuple[bytes, bool, bool]]
 
 
 def setup() -> tuple[Store, Fired]:
-    fired: Fired = []
-
-    def on_change(path: bytes, node: Node | None, exact: bool, old: Perms | None) -> None:
-        fired.append((path, node is None, exact))
-
-    store = Store(on_change=on_change)
-    store.domains = Domains(store)
+    store, _domains, fired = recording_store()
     create_node(store, DOM0, b"/t/a", b"1", Limits())
     create_node(store, DOM0, b"/t/b", b"2", Limits())
     fired.clear()

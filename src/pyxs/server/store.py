@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The store is a flat ``dict`` from absolute path (``bytes``) to :class:`Node`,
 the way cxenstored keeps its nodes in a TDB keyed by path. A node holds its
-value (raw bytes), its :class:`Perms` (shared, immutable, interned), the
+value (raw bytes), its :class:`~pyxs.server.perms.Perms` (shared, immutable, interned), the
 names of its children in creation order (an insertion-ordered ``dict``, or
 ``None`` for a leaf) and its *generation*.
 
