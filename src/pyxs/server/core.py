@@ -332,7 +332,10 @@ class XenStore(DomainLifecycle, WatchEvents):
         else:
             packet = encode(_ERROR, req_id, tx_id, _ERROR_PAYLOAD[error])
             post = None
-        conn.push(packet)
+        # Peer.push inline: this runs for every request
+        conn.out.append(packet)
+        conn.out_bytes += len(packet)
+        conn.appended += len(packet)
         if not conn.privileged:
             conn.reply_ends.append(conn.appended)
         if post is not None:
