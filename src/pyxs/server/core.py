@@ -36,7 +36,7 @@ means queued since the last :meth:`XenStore.take_output`.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..paths import canonicalize, is_valid_nodename, parent_of
 from ..protocol import PAYLOAD_MAX, Op, Packet, PacketTooLarge, XsdError, encode
@@ -56,7 +56,6 @@ from .perms import (
 )
 from .quotas import Quotas, SoftQuotas
 from .store import (
-    Access,
     Fail,
     Store,
     create_node,
@@ -68,6 +67,9 @@ from .store import (
 )
 from .transaction import Transaction
 from .watches import WatchEvents, WatchRegistry
+
+if TYPE_CHECKING:
+    from .store import Access
 
 __all__ = ["XenStore"]
 

@@ -13,25 +13,27 @@ server's end of one.)
 from __future__ import annotations
 
 import collections
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..paths import domain_path
 from ..protocol import Decoder, Packet
 from .transaction import Transaction
 
-__all__ = ["Peer", "PeerDomain"]
+__all__ = ["Peer"]
 
 
-class PeerDomain(Protocol):
-    """What a peer knows of its domain (:class:`~pyxs.server.domains.Domain`)."""
+if TYPE_CHECKING:  # for annotations only: no class at run time
 
-    #: SET_TARGET: the domain acts with the rights of ``target``
-    target: int | None
-    #: every peer acting as the domain
-    conns: list[Peer]
+    class PeerDomain(Protocol):
+        """What a peer knows of its domain (:class:`~pyxs.server.domains.Domain`)."""
 
-    @property
-    def transaction_count(self) -> int: ...
+        #: SET_TARGET: the domain acts with the rights of ``target``
+        target: int | None
+        #: every peer acting as the domain
+        conns: list[Peer]
+
+        @property
+        def transaction_count(self) -> int: ...
 
 
 class Peer:
