@@ -122,13 +122,9 @@ def _check_shape(path: bytes) -> bytes:
         raise InvalidPath(f"path of {len(path)} bytes exceeds {limit}")
     if b"//" in path:
         raise InvalidPath(f"{path!r}: empty path component")
-    if _trailing_slash(path):
+    if path[-1:] == b"/" and path != b"/":
         raise InvalidPath(f"{path!r}: trailing '/'")
     return path
-
-
-def _trailing_slash(path: bytes) -> bool:
-    return path[-1:] == b"/" and path != b"/"
 
 
 # -- the server's side: how a path it receives is resolved and judged --------
@@ -152,7 +148,6 @@ def is_valid_nodename(path: bytes, path_max: int) -> bool:
     """cxenstored's ``is_valid_nodename``: absolute, no empty component, no
     trailing ``/``, the path characters, and at most ``path_max`` bytes
     counted after ``/local/domain/<domid>/``."""
-    # (every request's path comes here: the trailing-slash test is inline)
     if path[:1] != b"/" or (path[-1:] == b"/" and path != b"/") or b"//" in path:
         return False
     if len(path) > path_max and len(path) > _local_offset(path) + path_max:
