@@ -182,18 +182,20 @@ class Monitor(MonitorBase):
                     pass  # dropped meanwhile (RESET_WATCHES)
             router.unsubscribe(token, self)
             self.unwatch_queue.discard((path, token))
-        with self._bell as bell:
+        bell = self._bell
+        with bell.lock:
             self._closed = True
             self._events.clear()
             bell.ring()
-        self._bell.kick()
+        bell.kick()
 
     def wake(self) -> None:
         """End the current (or the next) :meth:`wait` from any thread."""
-        with self._bell as bell:
+        bell = self._bell
+        with bell.lock:
             self._woken = True
             bell.ring()
-        self._bell.kick()
+        bell.kick()
 
     # -- what the router calls, with its state lock held -----------------------
 
@@ -219,13 +221,13 @@ class Monitor(MonitorBase):
         bell = self._bell
         deadline = None if timeout is None else monotonic() + timeout
         while True:
-            with bell:
+            with bell.lock:
                 found = self._take()
                 if found is not Nothing.YET:
                     return found
                 ticket = bell.register()
             if not bell.wait(ticket, deadline):
-                with bell:
+                with bell.lock:
                     if self._events:
                         return self._events.popleft()
                 return None

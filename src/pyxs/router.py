@@ -211,8 +211,8 @@ class Doorbell:
     """Where threads wait for something other than a reply (a monitor's
     events), reading the connection meanwhile as any waiting thread does.
 
-    Its state is guarded by the router's state lock: hold it (``with
-    bell:``) to look at what is awaited and :meth:`register` in one step,
+    Its state is guarded by the router's state lock, :attr:`lock`: hold it
+    to look at what is awaited and :meth:`register` in one step,
     so that a :meth:`ring` (made with the lock held too, by the reader
     delivering an event or by another thread) cannot be missed. Then
     :meth:`wait`, without the lock. A thread that rings from outside the
@@ -220,18 +220,13 @@ class Doorbell:
     reader blocked in select().
     """
 
-    __slots__ = ("_router", "_waiters")
+    __slots__ = ("_router", "_waiters", "lock")
 
     def __init__(self, router: Router) -> None:
         self._router = router
         self._waiters: set[_Waiter] = set()
-
-    def __enter__(self) -> Doorbell:
-        self._router._lock.acquire()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._router._lock.release()
+        #: the router's state lock (never held across I/O)
+        self.lock = router._lock
 
     def register(self) -> tuple[_Session, _Waiter]:
         """(Lock held) A ticket for :meth:`wait`, on the open connection.
