@@ -109,7 +109,7 @@ from .exceptions import (
     TransactionConflictError,
     XenStoreError,
 )
-from .monitors import MonitorBase, Nothing
+from .monitors import NOTHING_YET, MonitorBase
 from .paths import (
     PathLike,
     Permission,
@@ -1093,7 +1093,7 @@ class AsyncMonitor(MonitorBase):
     async def _next(self) -> WatchEvent | None:
         while True:
             found = self._take()
-            if found is not Nothing.YET:
+            if found is not NOTHING_YET:
                 return found
             if self._error is not None:
                 raise self._error

@@ -32,7 +32,7 @@ import queue
 from collections import deque
 from collections.abc import Iterator
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from . import commands
 from ._deprecation import deprecated
@@ -44,13 +44,18 @@ from .router import Doorbell
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["Monitor", "MonitorBase", "Nothing"]
+__all__ = ["NOTHING_YET", "Monitor", "MonitorBase", "Nothing"]
 
 
 class Nothing(enum.Enum):
-    """What :meth:`MonitorBase._take` gives when the caller has to wait."""
+    """The type of :data:`NOTHING_YET`."""
 
     YET = enum.auto()
+
+
+#: What :meth:`MonitorBase._take` gives when the caller has to wait. (A
+#: module constant: looking a member up on its Enum class costs 0.2 us.)
+NOTHING_YET: Final = Nothing.YET
 
 
 class MonitorBase:
@@ -78,7 +83,7 @@ class MonitorBase:
 
     def _take(self) -> WatchEvent | Nothing | None:
         """The next event; None after a wake-up (taken) or the close;
-        :data:`Nothing.YET` when there is nothing yet (the connection's failure,
+        :data:`NOTHING_YET` when there is nothing yet (the connection's failure,
         if any, is for the caller to raise)."""
         if self._events:
             return self._events.popleft()
@@ -87,7 +92,7 @@ class MonitorBase:
             return None
         if self._closed:
             return None
-        return Nothing.YET
+        return NOTHING_YET
 
 
 class Monitor(MonitorBase):
@@ -223,7 +228,7 @@ class Monitor(MonitorBase):
         while True:
             with bell.lock:
                 found = self._take()
-                if found is not Nothing.YET:
+                if found is not NOTHING_YET:
                     return found
                 ticket = bell.register()
             if not bell.wait(ticket, deadline):
