@@ -446,7 +446,7 @@ class Client:
         Monitors sharing the connection forget their watches too.
         """
         self._call_outside(commands.reset_watches())
-        self.router._unsubscribe_all()
+        self.router.unsubscribe_all()
         self.tx_id = 0
 
     def control(self, *args: PathLike) -> bytes:

@@ -421,9 +421,6 @@ class Router:
         for monitor in monitors.values():
             monitor.unwatch_queue.clear()
 
-    # The name Client.reset_watches calls until it is moved to unsubscribe_all().
-    _unsubscribe_all = unsubscribe_all
-
     @property
     def session(self) -> object:
         """The open connection's identity: a new object each time
