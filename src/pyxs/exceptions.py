@@ -7,7 +7,9 @@ Two families, kept apart on purpose:
   :class:`InvalidOperation` (all ``ValueError`` too);
 * what the other side said: :class:`XenStoreError` and one subclass per
   error name of ``xsd_errors[]`` (``ENOENT`` -> :class:`NoEntryError`, ...),
-  built by table in :func:`error_from_payload`. Each carries ``.errno`` and
+  built by table in :func:`error_from_payload`. That table's names and
+  errno values are :class:`XsdError`, the one list of them (the embedded
+  server answers with its members). Each carries ``.errno`` and
   keeps pyxs 0.4's ``e.args == (errno, strerror)``, so
   ``e.args[0] == errno.ENOENT`` still holds in old code.
 
@@ -16,6 +18,7 @@ Connection trouble is :class:`ConnectionError` (pyxs's own, as in pyxs 0.4).
 
 from __future__ import annotations
 
+import enum
 import errno as _errno
 import os
 
@@ -44,9 +47,40 @@ __all__ = [
     "UnexpectedPacket",
     "XenStoreError",
     "XenStoreIOError",
+    "XsdError",
     "error_for_errno",
     "error_from_payload",
 ]
+
+
+class XsdError(enum.IntEnum):
+    """The error names of ``xsd_errors[]`` in xs_wire.h, in its order.
+
+    Each member's value is the errno it stands for; its name is what an
+    ``ERROR`` packet carries (``b"ENOENT\\0"``).
+    """
+
+    EINVAL = _errno.EINVAL
+    EACCES = _errno.EACCES
+    EEXIST = _errno.EEXIST
+    EISDIR = _errno.EISDIR
+    ENOENT = _errno.ENOENT
+    ENOMEM = _errno.ENOMEM
+    ENOSPC = _errno.ENOSPC
+    EIO = _errno.EIO
+    ENOTEMPTY = _errno.ENOTEMPTY
+    ENOSYS = _errno.ENOSYS
+    EROFS = _errno.EROFS
+    EBUSY = _errno.EBUSY
+    EAGAIN = _errno.EAGAIN
+    EISCONN = _errno.EISCONN
+    E2BIG = _errno.E2BIG
+    EPERM = _errno.EPERM
+
+    @property
+    def payload(self) -> bytes:
+        """The payload of an ERROR packet carrying this error."""
+        return self.name.encode("ascii") + b"\0"
 
 
 class PyXSError(Exception):
@@ -124,6 +158,9 @@ class XenStoreError(PyXSError):
     @property
     def name(self) -> str:
         """The wire name of the error, for example ``"ENOENT"``."""
+        if self.errno in _BY_ERRNO:
+            return XsdError(self.errno).name
+        # An errno XenStore does not send (an error made by hand): the C library's name.
         return _errno.errorcode.get(self.errno, "EINVAL")
 
     def __str__(self) -> str:
@@ -227,6 +264,7 @@ class NotPermittedError(XenStoreError):
     code = _errno.EPERM
 
 
+#: errno -> the exception class standing for it, one per :class:`XsdError`.
 _BY_ERRNO: dict[int, type[XenStoreError]] = {
     cls.code: cls
     for cls in (
@@ -249,8 +287,9 @@ _BY_ERRNO: dict[int, type[XenStoreError]] = {
     )
 }
 
+#: An ERROR payload's name -> its exception class.
 _BY_NAME: dict[bytes, type[XenStoreError]] = {
-    _errno.errorcode[code].encode("ascii"): cls for code, cls in _BY_ERRNO.items()
+    error.name.encode("ascii"): _BY_ERRNO[error] for error in XsdError
 }
 
 

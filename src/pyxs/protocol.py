@@ -28,11 +28,10 @@ connection in both clients alike.
 from __future__ import annotations
 
 import enum
-import errno
 import struct
 from typing import NamedTuple
 
-from .exceptions import InvalidPayload, UnexpectedPacket
+from .exceptions import InvalidPayload, UnexpectedPacket, XsdError
 
 __all__ = [
     "ABS_PATH_MAX",
@@ -103,42 +102,6 @@ class Op(enum.IntEnum):
     GET_QUOTA = 25  # Xen 4.22+
     SET_QUOTA = 26  # Xen 4.22+
     INVALID = 0xFFFF
-
-
-class XsdError(enum.IntEnum):
-    """The error names of ``xsd_errors[]`` in xs_wire.h, in its order.
-
-    Each member's value is the errno it stands for; its name is what an
-    ``ERROR`` packet carries (``b"ENOENT\\0"``).
-    """
-
-    EINVAL = errno.EINVAL
-    EACCES = errno.EACCES
-    EEXIST = errno.EEXIST
-    EISDIR = errno.EISDIR
-    ENOENT = errno.ENOENT
-    ENOMEM = errno.ENOMEM
-    ENOSPC = errno.ENOSPC
-    EIO = errno.EIO
-    ENOTEMPTY = errno.ENOTEMPTY
-    ENOSYS = errno.ENOSYS
-    EROFS = errno.EROFS
-    EBUSY = errno.EBUSY
-    EAGAIN = errno.EAGAIN
-    EISCONN = errno.EISCONN
-    E2BIG = errno.E2BIG
-    EPERM = errno.EPERM
-
-    @property
-    def payload(self) -> bytes:
-        """The payload of an ERROR packet carrying this error."""
-        return self.name.encode("ascii") + b"\0"
-
-    @classmethod
-    def from_payload(cls, payload: bytes) -> XsdError:
-        """Decode an ERROR payload; unknown names count as EINVAL (as in xs.c)."""
-        name = payload.rstrip(b"\0").decode("ascii", "replace")
-        return cls.__members__.get(name, cls.EINVAL)
 
 
 class Packet(NamedTuple):

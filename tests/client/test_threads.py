@@ -302,3 +302,49 @@ def test_close_just_before_a_reader_polls(xs_server, monkeypatch) -> None:
         m.next_event(timeout=60)
     assert time.monotonic() - start < 30  # noticed, not slept until the timeout
     c.close()
+
+
+def test_a_reader_of_last_resort_delivers_events(xs_server, unique_path) -> None:
+    # Router.read_until_closed (compat's fileno thread): with nobody calling,
+    # a thread of its own reads, and events reach the monitor as they come.
+    delivered = threading.Event()
+
+    class Flagging(pyxs.Monitor):
+        def _deliver(self, event: Any) -> None:
+            super()._deliver(event)
+            delivered.set()
+
+    router = pyxs.Router(pyxs.client.UnixSocketConnection(xs_server.socket_path))
+    client = pyxs.Client(router=router)
+    client.connect()
+    other = pyxs.Client(unix_socket_path=xs_server.socket_path)
+    other.connect()
+    try:
+        m = Flagging(client)
+        m.watch(unique_path, b"tok")
+        assert m.next_event(5) == (unique_path, b"tok")  # the initial event
+        delivered.clear()
+        reader = threading.Thread(target=router.read_until_closed)
+        reader.start()
+        other[unique_path] = b"v"
+        assert delivered.wait(30), "the reader thread did not deliver the event"
+        assert m.next_event(0) == (unique_path, b"tok")
+        client.close()
+        reader.join(30)
+        assert not reader.is_alive(), "read_until_closed outlived the connection"
+    finally:
+        other.close()
+        client.close()
+
+
+def test_router_session_is_new_after_each_start(xs_server) -> None:
+    router = pyxs.Router(pyxs.client.UnixSocketConnection(xs_server.socket_path))
+    router.start()
+    first = router.session
+    router.start()  # open already: the same session
+    assert router.session is first
+    router.terminate()
+    assert router.session is first  # failed, not replaced until start()
+    router.start()
+    assert router.session is not first
+    router.terminate()

@@ -191,3 +191,16 @@ def test_errors_carry_errno_and_old_args() -> None:
     assert isinstance(err, exceptions.PyXSError)
     assert err.errno == errno.ENOENT and err.args[0] == errno.ENOENT
     assert exceptions.error_from_payload(b"EWHATEVER\0").errno == errno.EINVAL
+
+
+def test_one_error_table_both_ways() -> None:
+    # XsdError is the one list of error names: every name decodes to the
+    # exception class of its errno, which prints that name and encodes back.
+    for error in XsdError:
+        exc = exceptions.error_from_payload(error.payload)
+        assert exc.errno == error.value and exc.name == error.name
+        assert type(exceptions.error_for_errno(error.value)) is type(exc)
+        assert str(exc).startswith(f"[{error.name}] ")
+    # An errno that XenStore never sends keeps the C library's name.
+    assert exceptions.XenStoreError(errno.EPIPE).name == "EPIPE"
+    assert XsdError.ENOENT.payload == b"ENOENT\0"
