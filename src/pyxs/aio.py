@@ -120,6 +120,7 @@ from .paths import (
     watch_matches,
 )
 from .protocol import ClientProtocol, Packet, WatchEvent
+from .transports.asyncio import AsyncTransport, DeviceTransport, SocketTransport
 
 __all__ = ["AsyncClient", "AsyncMonitor", "AsyncTransaction", "Event", "ReplyFuture"]
 
@@ -191,156 +192,6 @@ def _or_default(command: Command[T], default: T) -> Procedure[T]:
     except NoEntryError:
         return default
     return value
-
-
-# -- transports --------------------------------------------------------------
-#
-# A transport has write(data) (``data`` is one whole message),
-# writelines(messages), is_closing(), abort() and a ``closed`` future; it
-# calls its client's _data_received(data) and, once,
-# _connection_lost(transport, exc).
-
-
-class _SocketTransport(asyncio.BufferedProtocol):
-    """A Unix socket, through the event loop's own transport.
-
-    Read into one buffer of its own: a plain Protocol gets a new bytes
-    object per read, which asyncio allocates at 256 KiB and shrinks, and
-    depending on the allocator's state that is an mmap() and munmap() per
-    read (a sequential transaction took twice as long through them).
-    """
-
-    def __init__(self, client: AsyncClient, loop: asyncio.AbstractEventLoop) -> None:
-        self._client = client
-        self._transport: asyncio.Transport | None = None
-        self._buffer = memoryview(bytearray(65536))
-        self.closed: asyncio.Future[None] = loop.create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self.write = transport.write  # type: ignore[method-assign]
-        # After a write or read error asyncio's transport is closing at once,
-        # but tells connection_lost only on the loop's next turn.
-        self.is_closing = transport.is_closing  # type: ignore[method-assign]
-        # Now, not when connect() resumes: a loss in between must count.
-        self._client._transport = self
-
-    def write(self, data: bytes) -> None:
-        raise ConnectionError("not connected")
-
-    def writelines(self, messages: List[bytes]) -> None:
-        self.write(b"".join(messages))
-
-    def is_closing(self) -> bool:
-        return True  # until connected
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._client._data_received(self._buffer[:nbytes].tobytes())
-
-    def eof_received(self) -> bool:
-        return False  # close; connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-        self._client._connection_lost(self, exc)
-
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
-
-
-class _DeviceTransport:
-    """The XenBus character device (or anything that behaves like one).
-
-    Each message is written with its own ``os.write``; a write the device
-    did not take whole (a pseudo-terminal stand-in can do that) is finished
-    when the device is writable again, before the next message starts.
-    """
-
-    def __init__(self, client: AsyncClient, loop: asyncio.AbstractEventLoop, fd: int) -> None:
-        self._client = client
-        self._loop = loop
-        self._fd = fd
-        self._backlog: Deque[memoryview] = deque()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, self._readable)
-
-    def is_closing(self) -> bool:
-        return self._fd < 0
-
-    def writelines(self, messages: List[bytes]) -> None:
-        for data in messages:
-            if self._fd < 0:
-                return
-            if data:  # b"": a request taken back before it was sent
-                self.write(data)
-
-    def write(self, data: bytes) -> None:
-        if self._fd < 0:
-            raise ConnectionError("not connected")
-        if self._backlog:
-            self._backlog.append(memoryview(data))
-            return
-        try:
-            written = os.write(self._fd, data)
-        except (BlockingIOError, InterruptedError):
-            written = 0
-        except OSError as exc:
-            self._close(exc)
-            return
-        if written < len(data):
-            self._backlog.append(memoryview(data)[written:])
-            self._loop.add_writer(self._fd, self._writable)
-
-    def _writable(self) -> None:
-        backlog = self._backlog
-        while backlog:
-            data = backlog[0]
-            try:
-                written = os.write(self._fd, data)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._close(exc)
-                return
-            if written < len(data):
-                backlog[0] = data[written:]
-                return
-            backlog.popleft()
-        self._loop.remove_writer(self._fd)
-
-    def _readable(self) -> None:
-        try:
-            data = os.read(self._fd, 65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:  # EIO: a pseudo-terminal whose other end went away
-            self._close(exc)
-            return
-        if data:
-            self._client._data_received(data)
-        else:
-            self._close(None)
-
-    def _close(self, exc: Exception | None) -> None:
-        fd, self._fd = self._fd, -1
-        if fd < 0:
-            return
-        self._backlog.clear()
-        self._loop.remove_reader(fd)
-        self._loop.remove_writer(fd)
-        os.close(fd)
-        self.closed.set_result(None)
-        # Later, as asyncio's transports do: never from inside a write().
-        self._loop.call_soon(self._client._connection_lost, self, exc)
-
-    def abort(self) -> None:
-        self._close(None)
 
 
 # -- operations, shared by the client and its transactions -------------------
@@ -493,7 +344,7 @@ class AsyncClient(_Operations):
     ) -> None:
         self.unix_socket_path = unix_socket_path
         self.xen_bus_path = xen_bus_path
-        self._transport: _SocketTransport | _DeviceTransport | None = None
+        self._transport: AsyncTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0  # the loop's
         self._connecting: asyncio.Future[None] | None = None
@@ -550,12 +401,12 @@ class AsyncClient(_Operations):
                 # Raises ConnectionError itself (and refuses a regular file).
                 fd = open_xenbus_device(path, os.O_NONBLOCK)
                 try:
-                    self._transport = _DeviceTransport(self, loop, fd)
+                    self._transport = DeviceTransport(self, loop, fd)
                 except BaseException:
                     os.close(fd)
                     raise
             else:
-                await loop.create_unix_connection(lambda: _SocketTransport(self, loop), path)
+                await loop.create_unix_connection(lambda: SocketTransport(self, loop), path)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise ConnectionError(
@@ -708,7 +559,7 @@ class AsyncClient(_Operations):
         future.set_exception(error)
         return future
 
-    def _dead(self, transport: _SocketTransport | _DeviceTransport | None) -> ConnectionError:
+    def _dead(self, transport: AsyncTransport | None) -> ConnectionError:
         """The error for a call that finds no usable connection.
 
         A transport that is closing failed (or saw the end of the stream)

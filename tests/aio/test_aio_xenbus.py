@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aio_support import PtyBridge, Tap, run, settle
 
-import pyxs.aio
+import pyxs.transports.asyncio
 from pyxs.aio import AsyncClient
 from pyxs.exceptions import ConnectionError, NoEntryError
 from pyxs.protocol import HEADER, HEADER_SIZE, Op
@@ -95,7 +95,7 @@ def test_watch_answered_by_the_kernel(xs_server, unique_path) -> None:
 
 
 class _WriteLog:
-    """Stands in for ``os`` in pyxs.aio and records the writes to ``fd``."""
+    """Stands in for ``os`` in pyxs.transports.asyncio and records the writes to ``fd``."""
 
     def __init__(self) -> None:
         self.fd = -1
@@ -115,7 +115,7 @@ class _WriteLog:
 
 def test_1000_pipelined_reads_whole_message_writes(xs_server, unique_path, monkeypatch) -> None:
     log = _WriteLog()
-    monkeypatch.setattr(pyxs.aio, "os", log)
+    monkeypatch.setattr(pyxs.transports.asyncio, "os", log)
 
     async def main() -> None:
         async with (
