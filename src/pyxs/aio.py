@@ -101,8 +101,9 @@ from typing import (
 )
 
 from . import commands
-from .client import Event, _domid
+from .client import Event
 from .commands import Command, Operation, Procedure
+from .commands import domain_id as _domid
 from .connection import XenBusConnection, default_connection, open_xenbus_device
 from .exceptions import (
     ConnectionError,

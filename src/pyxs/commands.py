@@ -65,6 +65,7 @@ __all__ = [
     "control",
     "directory",
     "directory_part",
+    "domain_id",
     "exists",
     "get_domain_path",
     "get_perms",
@@ -150,10 +151,21 @@ def _transaction_id(payload: bytes) -> int:
     raise UnexpectedPacket(f"expected a transaction id in 1..4294967295, got {payload!r}")
 
 
-def _domid(domid: int) -> bytes:
+def domain_id(domid: int | str | bytes) -> int:
+    """A domain id checked: an int in 0..65535 (``"5"`` and ``b"5"`` are
+    accepted, as pyxs 0.4 formatted domids with ``str()``)."""
+    if isinstance(domid, (str, bytes)):
+        try:
+            domid = int(domid)
+        except ValueError:
+            raise ValueError(f"domain id must be an integer, not {domid!r}") from None
     if isinstance(domid, bool) or not isinstance(domid, int) or not 0 <= domid <= 0xFFFF:
         raise ValueError(f"domain id must be an int in 0..65535, not {domid!r}")
-    return b"%d" % domid
+    return domid
+
+
+def _domid(domid: int | str | bytes) -> bytes:
+    return b"%d" % domain_id(domid)
 
 
 # -- single-request operations -------------------------------------------------
@@ -241,7 +253,7 @@ def transaction_end(commit: bool) -> Command[None]:
     return Command(Op.TRANSACTION_END, b"T\0" if commit else b"F\0", _ok)
 
 
-def introduce(domid: int, mfn: int, port: int) -> Command[None]:
+def introduce(domid: int | str | bytes, mfn: int, port: int) -> Command[None]:
     """INTRODUCE a domain: its id, ring page frame and event channel."""
     if isinstance(mfn, bool) or not isinstance(mfn, int) or mfn < 0:
         raise ValueError(f"mfn must be a non-negative int, not {mfn!r}")
@@ -250,27 +262,27 @@ def introduce(domid: int, mfn: int, port: int) -> Command[None]:
     return Command(Op.INTRODUCE, _domid(domid) + b"\0%d\0%d\0" % (mfn, port), _ok)
 
 
-def release(domid: int) -> Command[None]:
+def release(domid: int | str | bytes) -> Command[None]:
     """RELEASE a domain: xenstored forgets it and fires @releaseDomain."""
     return Command(Op.RELEASE, _domid(domid) + b"\0", _ok)
 
 
-def resume(domid: int) -> Command[None]:
+def resume(domid: int | str | bytes) -> Command[None]:
     """RESUME a domain after suspend."""
     return Command(Op.RESUME, _domid(domid) + b"\0", _ok)
 
 
-def set_target(domid: int, target: int) -> Command[None]:
+def set_target(domid: int | str | bytes, target: int | str | bytes) -> Command[None]:
     """SET_TARGET: let ``domid`` act with ``target``'s privileges (stub domains)."""
     return Command(Op.SET_TARGET, _domid(domid) + b"\0" + _domid(target) + b"\0", _ok)
 
 
-def get_domain_path(domid: int) -> Command[bytes]:
+def get_domain_path(domid: int | str | bytes) -> Command[bytes]:
     """GET_DOMAIN_PATH: ``/local/domain/<domid>``."""
     return Command(Op.GET_DOMAIN_PATH, _domid(domid) + b"\0", _string)
 
 
-def is_domain_introduced(domid: int) -> Command[bool]:
+def is_domain_introduced(domid: int | str | bytes) -> Command[bool]:
     """IS_DOMAIN_INTRODUCED."""
     return Command(Op.IS_DOMAIN_INTRODUCED, _domid(domid) + b"\0", _bool)
 
