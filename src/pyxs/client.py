@@ -880,7 +880,7 @@ class Client(DomainOperations[bytes, None, bool, List[bytes]]):
     def _in_transaction(self) -> bool:
         return bool(self._local.tx_id)
 
-    def _call(self, make: Callable[..., Operation[T]], *args: Any) -> T:
+    def _op(self, make: Callable[..., Operation[T]], *args: Any) -> T:
         operation = make(*args)  # bad arguments first, before anything else
         local = self._local
         tx_id = local.tx_id
@@ -888,7 +888,7 @@ class Client(DomainOperations[bytes, None, bool, List[bytes]]):
             tx_id = self._current_tx()  # raises
         return self._run(operation, tx_id)
 
-    def _call_outside(self, make: Callable[..., Operation[T]], *args: Any) -> T:
+    def _op_outside(self, make: Callable[..., Operation[T]], *args: Any) -> T:
         # Connection-level operations go with tx_id 0, as libxenstore sends
         # them (cxenstored 4.17 aborts on RESET_WATCHES inside a transaction).
         return self._run(make(*args), 0)
@@ -998,7 +998,7 @@ class Client(DomainOperations[bytes, None, bool, List[bytes]]):
 
         Monitors sharing the connection forget their watches too.
         """
-        self._call_outside(commands.reset_watches)
+        self._op_outside(commands.reset_watches)
         self.router._unsubscribe_all()
         self.tx_id = 0
 
@@ -1017,7 +1017,7 @@ class Client(DomainOperations[bytes, None, bool, List[bytes]]):
         if local.tx_id:
             raise PyXSError(errno.EALREADY, os.strerror(errno.EALREADY))
         session = self.router._session  # the one the request goes on (or a failed one)
-        tx_id = self._call(commands.transaction_start)
+        tx_id = self._op(commands.transaction_start)
         local.tx_id = tx_id
         local.tx_session = session
         return tx_id
@@ -1029,7 +1029,7 @@ class Client(DomainOperations[bytes, None, bool, List[bytes]]):
             transaction is over and nothing of it was applied; start again.
         """
         try:
-            self._call(commands.transaction_end, True)
+            self._op(commands.transaction_end, True)
         except TransactionConflictError:
             return False
         finally:
@@ -1039,7 +1039,7 @@ class Client(DomainOperations[bytes, None, bool, List[bytes]]):
     def rollback(self) -> None:
         """Abort the calling thread's transaction: nothing of it is applied."""
         try:
-            self._call(commands.transaction_end, False)
+            self._op(commands.transaction_end, False)
         finally:
             self.tx_id = 0
 
