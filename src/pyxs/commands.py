@@ -79,7 +79,6 @@ __all__ = [
     "resume",
     "rm",
     "run_blocking",
-    "run_sync",
     "set_perms",
     "set_target",
     "transaction_end",
@@ -505,22 +504,3 @@ class RetryPolicy:
                 f"transaction conflicted {self.conflicts} times",
             )
 
-
-def run_sync(operation: Operation[T], roundtrip: Callable[[Command[Any]], Any]) -> T:
-    """Drive a command or procedure with a blocking ``roundtrip(command)``
-    that returns the decoded result (being replaced by :func:`run_blocking`)."""
-    if isinstance(operation, Command):
-        result: T = roundtrip(operation)
-        return result
-    try:
-        command = next(operation)
-        while True:
-            try:
-                value = roundtrip(command)
-            except BaseException as exc:  # noqa: BLE001 - handed to the procedure
-                command = operation.throw(exc)
-            else:
-                command = operation.send(value)
-    except StopIteration as stop:
-        done: T = stop.value
-        return done
