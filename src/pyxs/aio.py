@@ -9,6 +9,10 @@ same procedures), and the connection state is a
 :class:`~pyxs.protocol.ClientProtocol`: it allocates req_ids, matches
 replies and tells watch events apart.
 
+The operations themselves (``read``, ``list``, ``get_domain_path``...) are
+written once, in :mod:`pyxs.operations`, for this client and the sync one;
+this module says only how one is run.
+
 *A call is a future.* An operation such as ``c.read(path)`` is a plain
 method: it encodes its request, registers a :class:`ReplyFuture` under the
 request's req_id, queues the bytes and returns the future, all at once.
@@ -43,8 +47,10 @@ the exception of the future waiting for its req_id, and puts each watch
 event in the queue of every :class:`AsyncMonitor` watching with its token
 (the sync client's rule; ``async for`` then keeps the events of watched
 paths). A procedure (``list``, ``exists``, :meth:`~AsyncClient.execute`)
-is driven there too: each reply is sent into its generator, and the next
-command it yields is queued under the same future. Replies and events of one
+is driven there too, by its :class:`~pyxs.commands.Driver`: each reply is
+fed to it, and the next command it asks for is queued under the same
+future. As everywhere, only the server's errors go into a procedure; a lost
+connection or a cancellation closes it and settles the future. Replies and events of one
 read are all dispatched before any waiting task runs, so when ``await
 m.watch(...)`` returns, an initial event that came with the OK is queued.
 There is no reader task and no task per request.
@@ -81,16 +87,13 @@ import asyncio
 import errno
 import os
 from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Generator
 from threading import get_ident
-from typing import (
+from typing import (  # Deque, List, Set, Tuple: AsyncMonitor's
     Any,
-    AsyncIterator,
-    Awaitable,
     Callable,
     Coroutine,
     Deque,
-    Dict,
-    Generator,
     List,
     NoReturn,
     Set,
@@ -247,15 +250,15 @@ class AsyncClient(_AsyncOperations, DomainOperations[_Bytes, _None, _Bool, _List
         self._thread = 0  # the loop's
         self._connecting: asyncio.Future[None] | None = None
         self._protocol = ClientProtocol()
-        self._waiters: Dict[int, ReplyFuture[Any]] = {}
+        self._waiters: dict[int, ReplyFuture[Any]] = {}
         #: req_id -> the cancelled call whose reply must still be acted on
-        self._late_replies: Dict[int, ReplyFuture[Any]] = {}
+        self._late_replies: dict[int, ReplyFuture[Any]] = {}
         #: requests queued for the next write, and how many were queued before them
-        self._outbox: List[bytes] = []
+        self._outbox: list[bytes] = []
         self._queued = 0
         #: token -> the monitors watching with it (and how many watches each)
-        self._subscribers: Dict[bytes, Dict[AsyncMonitor, int]] = {}
-        self._monitors: Set[AsyncMonitor] = set()
+        self._subscribers: dict[bytes, dict[AsyncMonitor, int]] = {}
+        self._monitors: set[AsyncMonitor] = set()
 
     def __repr__(self) -> str:
         where = self.xen_bus_path if self._uses_xenbus() else self.unix_socket_path

@@ -758,7 +758,7 @@ class _EventQueue:
         return not self._monitor._events
 
 
-_LOCAL_CLASSES: Dict[type, type] = {}
+_LOCAL_CLASSES: dict[type, type] = {}
 
 
 def _transaction_state() -> Any:
@@ -777,7 +777,7 @@ def _transaction_state() -> Any:
     return cls()
 
 
-class Client(DomainOperations[bytes, None, bool, List[bytes]]):
+class Client(DomainOperations[bytes, None, bool, list[bytes]]):
     """XenStore client.
 
     :param unix_socket_path: the xenstored socket (see
@@ -884,8 +884,12 @@ class Client(DomainOperations[bytes, None, bool, List[bytes]]):
         operation = make(*args)  # bad arguments first, before anything else
         local = self._local
         tx_id = local.tx_id
-        if tx_id and local.tx_session is not self.router._session:
+        router = self.router
+        if tx_id and local.tx_session is not router._session:
             tx_id = self._current_tx()  # raises
+        if operation.__class__ is Command:  # _run's first case, one call sooner
+            reply = router.roundtrip(operation.op, operation.payload, tx_id, self.timeout)
+            return operation.result(reply)
         return self._run(operation, tx_id)
 
     def _op_outside(self, make: Callable[..., Operation[T]], *args: Any) -> T:
@@ -945,7 +949,7 @@ class Client(DomainOperations[bytes, None, bool, List[bytes]]):
         if payload != b"OK":
             raise PyXSError(payload)
 
-    def _execute_command(self, op: int, args: Tuple[Any, ...]) -> bytes:
+    def _execute_command(self, op: int, args: tuple[Any, ...]) -> bytes:
         if not all(isinstance(arg, bytes) and _7BIT_ARG.match(arg) for arg in args):
             raise ValueError(args)
         reply = self.router.roundtrip(op, b"".join(args), self._current_tx(), self.timeout)

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Callable, Generator, Generic, Iterable, TypeVar, Union
+from collections.abc import Generator, Iterable
+from typing import Any, Callable, Generic, TypeVar, Union
 
 from .exceptions import (
     NoEntryError,
@@ -503,4 +504,3 @@ class RetryPolicy:
                 os.strerror(errno.EAGAIN),
                 f"transaction conflicted {self.conflicts} times",
             )
-

@@ -33,7 +33,8 @@ or async-iterating) is each front end's.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generator, Generic, Iterable, TypeVar, Union, cast
+from collections.abc import Generator, Iterable
+from typing import Any, Callable, Generic, TypeVar, Union, cast
 
 from . import commands
 from .commands import Command, Procedure, domain_id
