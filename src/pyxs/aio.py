@@ -191,7 +191,6 @@ class _AsyncOperations(Operations[_Bytes, _None, _Bool, _List]):
     where the call is awaited, as from a coroutine."""
 
     def _submit(self, operation: Operation[T]) -> ReplyFuture[T]:
-        """Send ``operation`` (a command or a procedure): its future."""
         raise NotImplementedError
 
     def _failed(self, error: Exception) -> ReplyFuture[Any]:
@@ -336,11 +335,8 @@ class AsyncClient(_AsyncOperations, DomainOperations[_Bytes, _None, _Bool, _List
 
     # -- moving bytes ------------------------------------------------------
 
-    def _submit(self, operation: Operation[T]) -> ReplyFuture[T]:
-        return self._call(operation)
-
     def _op_outside(self, make: Callable[..., Operation[T]], *args: Any) -> ReplyFuture[T]:
-        return self._op(make, *args)  # the client's calls are outside transactions
+        return self._op(make, *args)  # the client's _op is outside transactions already
 
     @property
     def _in_transaction(self) -> bool:
@@ -382,6 +378,8 @@ class AsyncClient(_AsyncOperations, DomainOperations[_Bytes, _None, _Bool, _List
         else:
             self._start_in_loop(future)
         return future
+
+    _submit = _call  # the operations' calls are outside transactions
 
     def _start_in_loop(self, future: ReplyFuture[Any]) -> None:
         # Made outside the loop's thread (asyncio.run_coroutine_threadsafe

@@ -881,7 +881,9 @@ class Client(DomainOperations[bytes, None, bool, list[bytes]]):
         return bool(self._local.tx_id)
 
     def _op(self, make: Callable[..., Operation[T]], *args: Any) -> T:
-        operation = make(*args)  # bad arguments first, before anything else
+        return self._submit(make(*args))  # bad arguments first, before anything else
+
+    def _submit(self, operation: Operation[T]) -> T:
         local = self._local
         tx_id = local.tx_id
         router = self.router

@@ -1,3 +1,6 @@
+# mypy: disable-error-code="no-any-return"
+# (The methods return what the front end's _op gives, typed Any here: a
+# cast() per call would cost a function call on every request.)
 """The method layer, written once for every client.
 
 Theory of operation
@@ -10,7 +13,7 @@ The class that inherits it supplies *how an operation is run*:
 
 * ``_op(make, *args)`` runs the operation ``make(*args)`` (a
   :class:`~pyxs.commands.Command` or a procedure) in the object's current
-  transaction, if any;
+  transaction, if any, and ``_submit(operation)`` one built already;
 * ``_op_outside(make, *args)`` runs it with no transaction, as
   libxenstore sends the connection-level requests (domains, CONTROL);
 * ``_in_transaction`` says whether calls go in a transaction (for
@@ -34,10 +37,10 @@ or async-iterating) is each front end's.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable
-from typing import Any, Callable, Generic, TypeVar, Union, cast
+from typing import Any, Callable, Generic, TypeVar, Union
 
 from . import commands
-from .commands import Command, Procedure, domain_id
+from .commands import Command, Operation, Procedure, domain_id
 from .exceptions import NoEntryError, XenStoreError
 from .paths import PathLike, Permission, validate_path
 
@@ -98,6 +101,10 @@ class Operations(Generic[RBytes, RNone, RBool, RList]):
         """Run the operation ``make(*args)`` in this object's transaction."""
         raise NotImplementedError
 
+    def _submit(self, operation: Operation[Any]) -> Any:
+        """Run ``operation``, built (and checked) already, as :meth:`_op` would."""
+        raise NotImplementedError
+
     @property
     def _in_transaction(self) -> bool:
         """Whether :meth:`_op` runs operations in a transaction."""
@@ -110,29 +117,33 @@ class Operations(Generic[RBytes, RNone, RBool, RList]):
             :class:`~pyxs.exceptions.NoEntryError` when ``path`` is missing.
         """
         if default is None:
-            return cast(RBytes, self._op(_read, path))
-        return cast(RBytes, self._op(_read_or_default, path, default))
+            # The hot path: a path read before has its READ made and checked.
+            command = _READS.get(path) if path.__class__ is bytes else None
+            if command is not None:
+                return self._submit(command)
+            return self._op(_read, path)
+        return self._op(_read_or_default, path, default)
 
     def write(self, path: PathLike, value: bytes) -> RNone:
         """Set the value at ``path``, creating it and missing parents."""
-        return cast(RNone, self._op(commands.write, path, value))
+        return self._op(commands.write, path, value)
 
     def mkdir(self, path: PathLike) -> RNone:
         """Make sure ``path`` exists; a new node (and parents) get ``b""``.
         An existing node keeps its value."""
-        return cast(RNone, self._op(commands.mkdir, path))
+        return self._op(commands.mkdir, path)
 
     def delete(self, path: PathLike) -> RNone:
         """Remove ``path`` and everything under it. A missing ``path`` is
         fine, but its parent must exist (else NoEntryError)."""
-        return cast(RNone, self._op(commands.rm, path))
+        return self._op(commands.rm, path)
 
     def list(self, path: PathLike) -> RList:
         """The names of the children of ``path``, in creation order.
 
         Lists too long for one reply are read in parts (DIRECTORY_PART).
         """
-        return cast(RList, self._op(commands.list_children, path))
+        return self._op(commands.list_children, path)
 
     def exists(self, path: PathLike) -> RBool:
         """Whether ``path`` exists.
@@ -141,11 +152,11 @@ class Operations(Generic[RBytes, RNone, RBool, RList]):
         everything then), this raises that NoEntryError rather than saying
         False.
         """
-        return cast(RBool, self._op(commands.exists, path, self._in_transaction))
+        return self._op(commands.exists, path, self._in_transaction)
 
     def get_perms(self, path: PathLike) -> RList:
         """The permissions of ``path``, owner first: ``[b"n0", b"r5"]``."""
-        return cast(RList, self._op(commands.get_perms, path))
+        return self._op(commands.get_perms, path)
 
     def set_perms(self, path: PathLike, perms: Iterable[PathLike | Permission]) -> RNone:
         """Replace the permissions of ``path``; the first entry names the owner.
@@ -153,7 +164,7 @@ class Operations(Generic[RBytes, RNone, RBool, RList]):
         Each entry is ``w<domid>``, ``r<domid>``, ``b<domid>`` (both) or
         ``n<domid>`` (none), as bytes, str or :class:`~pyxs.paths.Permission`.
         """
-        return cast(RNone, self._op(commands.set_perms, path, perms))
+        return self._op(commands.set_perms, path, perms)
 
 
 class DomainOperations(Operations[RBytes, RNone, RBool, RList]):
@@ -171,36 +182,36 @@ class DomainOperations(Operations[RBytes, RNone, RBool, RList]):
 
     def get_domain_path(self, domid: int | str | bytes) -> RBytes:
         """The home path of a domain, ``b"/local/domain/<domid>"``."""
-        return cast(RBytes, self._op_outside(commands.get_domain_path, domid))
+        return self._op_outside(commands.get_domain_path, domid)
 
     def is_domain_introduced(self, domid: int | str | bytes) -> RBool:
         """Whether xenstored talks to the domain (introduced, not released)."""
-        return cast(RBool, self._op_outside(commands.is_domain_introduced, domid))
+        return self._op_outside(commands.is_domain_introduced, domid)
 
     def introduce_domain(self, domid: int | str | bytes, mfn: int, eventchn: int) -> RNone:
         """Tell xenstored about a new domain: its ring page and event channel.
 
         :raises ValueError: for domain 0, as pyxs 0.4 did.
         """
-        return cast(RNone, self._op_outside(_introduce, domid, mfn, eventchn))
+        return self._op_outside(_introduce, domid, mfn, eventchn)
 
     def release_domain(self, domid: int | str | bytes) -> RNone:
         """Tell xenstored to forget a domain (fires ``@releaseDomain``)."""
-        return cast(RNone, self._op_outside(commands.release, domid))
+        return self._op_outside(commands.release, domid)
 
     def resume_domain(self, domid: int | str | bytes) -> RNone:
         """Clear a domain's shutdown flag, so that its next shutdown fires
         the watches again."""
-        return cast(RNone, self._op_outside(commands.resume, domid))
+        return self._op_outside(commands.resume, domid)
 
     def set_target(self, domid: int | str | bytes, target: int | str | bytes) -> RNone:
         """Let ``domid`` act on ``target``'s nodes with ``target``'s rights
         (stub domains)."""
-        return cast(RNone, self._op_outside(commands.set_target, domid, target))
+        return self._op_outside(commands.set_target, domid, target)
 
     def control(self, *args: PathLike) -> RBytes:
         """A ``xenstore-control`` command: ``control(b"print", b"hello")``."""
-        return cast(RBytes, self._op_outside(commands.control, *args))
+        return self._op_outside(commands.control, *args)
 
     #: The pre-Xen 4.9 name of CONTROL.
     debug = control
