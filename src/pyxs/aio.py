@@ -86,18 +86,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Generator
 from threading import get_ident
 from typing import (  # Deque, List, Set, Tuple: AsyncMonitor's
     Any,
     Callable,
     Coroutine,
-    Deque,
-    List,
     NoReturn,
-    Set,
-    Tuple,
     TypeVar,
 )
 
@@ -110,12 +105,12 @@ from .exceptions import (
     PyXSError,
     TransactionConflictError,
 )
+from .monitors import MonitorBase, Nothing
 from .operations import DomainOperations, Operations, TreeWalk, WalkEntry
 from .paths import (
     PathLike,
     check_ascii,
     validate_watch_path,
-    watch_matches,
 )
 from .protocol import ClientProtocol, Packet, WatchEvent
 from .transports.asyncio import AsyncTransport, DeviceTransport, SocketTransport
@@ -831,7 +826,7 @@ class AsyncTransaction(_AsyncOperations):
 # -- watches -----------------------------------------------------------------
 
 
-class AsyncMonitor:
+class AsyncMonitor(MonitorBase):
     """Watches and their events, as the sync Monitor with ``await``.
 
     ::
@@ -850,14 +845,10 @@ class AsyncMonitor:
     """
 
     def __init__(self, client: AsyncClient) -> None:
+        super().__init__()
         self.client = client
-        #: ``(path, token)`` of every watch this monitor added (pyxs 0.4's name)
-        self.unwatch_queue: Set[Tuple[bytes, bytes]] = set()
-        self._events: Deque[WatchEvent] = deque()
-        self._getters: List[asyncio.Future[None]] = []
+        self._getters: list[asyncio.Future[None]] = []
         self._error: ConnectionError | None = None
-        self._woken = False
-        self._closed = False
         client._monitors.add(self)
 
     def __repr__(self) -> str:
@@ -868,11 +859,6 @@ class AsyncMonitor:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    @property
-    def watched(self) -> Set[bytes]:
-        """The paths this monitor watches."""
-        return {path for path, _ in self.unwatch_queue}
 
     async def watch(self, wpath: PathLike, token: PathLike) -> None:
         """Add a watch on ``wpath`` and everything below it.
@@ -956,23 +942,11 @@ class AsyncMonitor:
         self.unwatch_queue.clear()
         self._wake()
 
-    def _is_watched(self, event: WatchEvent) -> bool:
-        # The sync Monitor's rule (paths.watch_matches), for the event's token.
-        path, token = event
-        for wpath, wtoken in self.unwatch_queue:
-            if wtoken == token and watch_matches(wpath, path):
-                return True
-        return False
-
     async def _next(self) -> WatchEvent | None:
         while True:
-            if self._events:
-                return self._events.popleft()
-            if self._woken:
-                self._woken = False
-                return None
-            if self._closed:
-                return None
+            found = self._take()
+            if found is not Nothing.YET:
+                return found
             if self._error is not None:
                 raise self._error
             if not self.client.connected:

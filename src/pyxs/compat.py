@@ -41,13 +41,15 @@ Unlike xs.c, ``watch`` and ``unwatch`` also take str or bytes paths.
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import threading
-from typing import Any, Dict, List, Tuple, Type, Union
+from collections.abc import Callable
+from typing import Any, Union
 
 from . import commands
-from .client import Client, Router, _Waiter
+from .client import Client, Monitor, Router
 from .connection import default_connection
 from .exceptions import (
     ConnectionError,
@@ -58,6 +60,7 @@ from .exceptions import (
     XenStoreError,
 )
 from .paths import Permission, parse_perm
+from .protocol import WatchEvent
 
 __all__ = ["Error", "xs"]
 
@@ -65,7 +68,7 @@ __all__ = ["Error", "xs"]
 Error = PyXSError
 
 _Text = Union[str, bytes]
-_RUNTIME: Dict[Type[PyXSError], Type[PyXSError]] = {}
+_RUNTIME: dict[type[PyXSError], type[PyXSError]] = {}
 
 
 def _runtime_error(exc: PyXSError, code: int | None = None) -> PyXSError:
@@ -111,7 +114,7 @@ def _str(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
-def _handle(transaction: Union[_Text, int, None]) -> int:
+def _handle(transaction: _Text | int | None) -> int:
     """A transaction handle as xs.c parses it: ``strtoul(t, NULL, 16)``."""
     if transaction is None:
         return 0
@@ -126,7 +129,7 @@ def _handle(transaction: Union[_Text, int, None]) -> int:
     return int(text[:end], 16) if end else 0
 
 
-def _perm_entry(perm: Dict[str, Any]) -> Tuple[int, bool, bool]:
+def _perm_entry(perm: dict[str, Any]) -> tuple[int, bool, bool]:
     if not isinstance(perm, dict):
         raise TypeError(f"a permission is a dict, not {type(perm).__name__}")
     unknown = set(perm) - {"dom", "read", "write"}
@@ -142,6 +145,22 @@ _READ = 1
 _WRITE = 2
 
 _LETTER = {(False, False): "n", (True, False): "r", (False, True): "w", (True, True): "b"}
+
+
+class _FilenoMonitor(Monitor):
+    """The handle's monitor: it also calls ``notify`` for every event it
+    queues (with the router's state lock held), for :meth:`xs.fileno`."""
+
+    notify: Callable[[], None] | None = None
+
+    def _deliver(self, event: WatchEvent) -> None:
+        super()._deliver(event)
+        if self.notify is not None:
+            self.notify()
+
+    def has_events(self) -> bool:
+        """Whether events are queued, not yet taken."""
+        return bool(self._events)
 
 
 class xs:
@@ -169,10 +188,11 @@ class xs:
                 self.client.connect()
         except PyXSError as exc:
             raise _runtime_error(exc) from None
-        self.monitor = self.client.monitor()
+        # As Client.monitor() makes it: on a copy, with its own transactions.
+        self.monitor = _FilenoMonitor(copy.copy(self.client))
         #: wire token -> [the token object, how many watches use it]
-        self._tokens: Dict[str, List[Any]] = {}
-        self._pipe: Tuple[int, int] | None = None
+        self._tokens: dict[str, list[Any]] = {}
+        self._pipe: tuple[int, int] | None = None
         self._pump: threading.Thread | None = None
         self._closed = False
         #: watch() was called: libxenstore has a reader thread from then on
@@ -183,7 +203,7 @@ class xs:
 
     # -- plumbing ----------------------------------------------------------------
 
-    def _run(self, operation: Any, transaction: Union[_Text, int, None] = 0) -> Any:
+    def _run(self, operation: Any, transaction: _Text | int | None = 0) -> Any:
         if self._closed:
             raise _errno_error(errno.EINVAL)
         connected = self.client.router.is_connected
@@ -232,11 +252,11 @@ class xs:
         """Set the value at ``path`` (str is written as UTF-8)."""
         self._run(self._build(commands.write, _text(path), _text(data)), transaction)
 
-    def ls(self, transaction: _Text, path: _Text) -> List[str] | None:
+    def ls(self, transaction: _Text, path: _Text) -> list[str] | None:
         """The names of the children of ``path``; None when it does not exist."""
         procedure = self._build(commands.list_children, _text(path))
         try:
-            names: List[bytes] = self._run(procedure, transaction)
+            names: list[bytes] = self._run(procedure, transaction)
         except NoEntryError:
             return None
         return [_str(name) for name in names]
@@ -252,9 +272,9 @@ class xs:
         except NoEntryError:
             pass
 
-    def get_permissions(self, transaction: _Text, path: _Text) -> List[Dict[str, int]]:
+    def get_permissions(self, transaction: _Text, path: _Text) -> list[dict[str, int]]:
         """``[{'dom': int, 'read': 1 or 0, 'write': 2 or 0}, ...]``, owner first."""
-        entries: List[bytes] = self._run(self._build(commands.get_perms, _text(path)), transaction)
+        entries: list[bytes] = self._run(self._build(commands.get_perms, _text(path)), transaction)
         perms = []
         for entry in entries:
             try:
@@ -270,7 +290,7 @@ class xs:
             )
         return perms
 
-    def set_permissions(self, transaction: _Text, path: _Text, perms: List[Dict[str, Any]]) -> None:
+    def set_permissions(self, transaction: _Text, path: _Text, perms: list[dict[str, Any]]) -> None:
         """Set the permissions of ``path`` from a list of dicts.
 
         If the first entry grants access to a domain other than 0, dom0
@@ -337,7 +357,7 @@ class xs:
         except PyXSError as exc:
             raise _runtime_error(exc) from None
 
-    def _next(self, timeout: float | None) -> Tuple[str, Any] | None:
+    def _next(self, timeout: float | None) -> tuple[str, Any] | None:
         if self._closed:
             raise _errno_error(errno.EINVAL)
         while True:
@@ -355,7 +375,7 @@ class xs:
                 continue  # a watch removed meanwhile: its events are dropped
             return _str(event.path), entry[0]
 
-    def read_watch(self) -> Tuple[str, Any]:
+    def read_watch(self) -> tuple[str, Any]:
         """Block until a watch fires; ``(path, token)``."""
         event = self._next(None)
         if event is None:  # closed meanwhile
@@ -363,7 +383,7 @@ class xs:
         self._rearm()
         return event
 
-    def check_watch(self) -> Tuple[str, Any] | None:
+    def check_watch(self) -> tuple[str, Any] | None:
         """``(path, token)`` of a fired watch, or None; never blocks."""
         self._drain()
         event = self._next(0)
@@ -384,8 +404,8 @@ class xs:
             os.set_blocking(read_fd, False)
             os.set_blocking(write_fd, False)
             self._pipe = (read_fd, write_fd)
-            self.monitor._notify = self._notify
-            if self.monitor._events:
+            self.monitor.notify = self._notify
+            if self.monitor.has_events():
                 self._notify()
             self._pump = threading.Thread(target=self._pump_loop, name="pyxs-xs-fileno")
             self._pump.daemon = True
@@ -411,16 +431,13 @@ class xs:
             pass
 
     def _rearm(self) -> None:
-        if self._pipe is not None and self.monitor._events:
+        if self._pipe is not None and self.monitor.has_events():
             self._notify()
 
     def _pump_loop(self) -> None:
         # Be a reader of last resort, so events arrive with nobody calling.
-        router = self.client.router
-        session = router._session
-        waiter = _Waiter()
         try:
-            router._wait(session, waiter, None, True)
+            self.client.router.read_until_closed()
         except PyXSError:
             pass
 
