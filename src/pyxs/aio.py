@@ -86,15 +86,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import AsyncIterator, Awaitable, Generator
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator
 from threading import get_ident
-from typing import (  # Deque, List, Set, Tuple: AsyncMonitor's
-    Any,
-    Callable,
-    Coroutine,
-    NoReturn,
-    TypeVar,
-)
+from typing import Any, Callable, NoReturn, TypeVar
 
 from . import commands
 from .client import Event

@@ -17,12 +17,8 @@ import errno
 import os
 import re
 import threading
-from typing import (
-    Any,
-    Callable,
-    Iterator,
-    TypeVar,
-)
+from collections.abc import Iterator
+from typing import Any, Callable, TypeVar
 
 from . import commands
 from ._deprecation import deprecated as _deprecated
