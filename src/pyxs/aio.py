@@ -9,6 +9,10 @@ same procedures), and the connection state is a
 :class:`~pyxs.protocol.ClientProtocol`: it allocates req_ids, matches
 replies and tells watch events apart.
 
+The operations themselves (``read``, ``list``, ``get_domain_path``...) are
+written once, in :mod:`pyxs.operations`, for this client and the sync one;
+this module says only how one is run.
+
 *A call is a future.* An operation such as ``c.read(path)`` is a plain
 method: it encodes its request, registers a :class:`ReplyFuture` under the
 request's req_id, queues the bytes and returns the future, all at once.
@@ -43,8 +47,10 @@ the exception of the future waiting for its req_id, and puts each watch
 event in the queue of every :class:`AsyncMonitor` watching with its token
 (the sync client's rule; ``async for`` then keeps the events of watched
 paths). A procedure (``list``, ``exists``, :meth:`~AsyncClient.execute`)
-is driven there too: each reply is sent into its generator, and the next
-command it yields is queued under the same future. Replies and events of one
+is driven there too, by its :class:`~pyxs.commands.Driver`: each reply is
+fed to it, and the next command it asks for is queued under the same
+future. As everywhere, only the server's errors go into a procedure; a lost
+connection or a cancellation closes it and settles the future. Replies and events of one
 read are all dispatched before any waiting task runs, so when ``await
 m.watch(...)`` returns, an initial event that came with the OK is queued.
 There is no reader task and no task per request.
@@ -80,41 +86,24 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from asyncio.events import _get_running_loop
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator
 from threading import get_ident
-from typing import (
-    Any,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Coroutine,
-    Dict,
-    Generator,
-    Iterable,
-    List,
-    NoReturn,
-    Set,
-    Tuple,
-    TypeVar,
-)
+from typing import Any, Callable, NoReturn, TypeVar
 
 from . import commands
-from .client import Event, _domid
-from .commands import Command, Operation, Procedure
+from .client import Event
+from .commands import DEFAULT_RETRIES, Command, Driver, Operation, RetryPolicy
 from .connection import XenBusConnection, default_connection, open_xenbus_device
 from .exceptions import (
     ConnectionError,
-    NoEntryError,
     PyXSError,
     TransactionConflictError,
-    XenStoreError,
 )
-from .monitors import NOTHING_YET, MonitorBase
+from .monitors import NOTHING_YET, MonitorBase, Nothing
+from .operations import DomainOperations, Operations, TreeWalk, WalkEntry
 from .paths import (
     PathLike,
-    Permission,
     check_ascii,
-    validate_path,
     validate_watch_path,
 )
 from .protocol import ClientProtocol, Packet, WatchEvent
@@ -123,9 +112,6 @@ from .transports.asyncio import AsyncTransport, DeviceTransport, SocketTransport
 __all__ = ["AsyncClient", "AsyncMonitor", "AsyncTransaction", "Event", "ReplyFuture"]
 
 T = TypeVar("T")
-
-#: How often :meth:`AsyncClient.transact` retries (as the sync client).
-DEFAULT_RETRIES = 16
 
 
 # -- calls -------------------------------------------------------------------
@@ -142,14 +128,25 @@ class ReplyFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
 
     # The client's bookkeeping. _slot: where its request sits in the
     # client's outbox (a count of requests queued on the connection).
-    __slots__ = ("_client", "_command", "_late", "_procedure", "_req_id", "_slot", "_tx_id")
+    # _steps: the iterator of ``await self``, made when a task first steps it.
+    __slots__ = (
+        "_client",
+        "_command",
+        "_driver",
+        "_late",
+        "_req_id",
+        "_slot",
+        "_steps",
+        "_tx_id",
+    )
 
     _client: AsyncClient
     _command: Command[Any]
     _late: Callable[[Any], None] | None
-    _procedure: Procedure[T] | None
+    _driver: Driver[T] | None  # a procedure's; None for a plain command
     _req_id: int
     _slot: int
+    _steps: Generator[Any, None, T]
     _tx_id: int
 
     def cancel(self, msg: Any | None = None) -> bool:
@@ -158,13 +155,24 @@ class ReplyFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
         self._client._abandon(self)
         return True
 
-    # -- the coroutine protocol (for create_task), as ``await future`` does it
+    # -- the coroutine protocol ----------------------------------------------
+    #
+    # Why a future is also a coroutine: the documented API (docs/asyncio.rst)
+    # lets asyncio.create_task() and TaskGroup.create_task() take a call, and
+    # they take coroutines only. Being a future is what makes a call cheap:
+    # await, gather (on Python 3.10+) and wait_for take a future as it is,
+    # with no task per call (1,000 concurrent READs: 3.6 us of client CPU
+    # each as futures, 9.5 us through create_task, measured 2026-12-07).
+    # A task steps a coroutine with send() and is handed the future to wait
+    # for: exactly what ``await self`` gives, so send() is that iterator's
+    # (asyncio sets its own flags there).
 
     def send(self, value: None) -> Any:
-        if not self.done():
-            self._asyncio_future_blocking = True
-            return self
-        raise StopIteration(self.result())
+        try:
+            steps = self._steps
+        except AttributeError:  # the first step: made only when a task runs the call
+            steps = self._steps = self.__await__()
+        return steps.send(value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> NoReturn:
         # Only a task (or close()) throws in: whatever it is, the call is off.
@@ -179,148 +187,53 @@ class ReplyFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
             self.cancel()
 
 
-#: READ commands by path (bytes): programs read the same paths over and
-#: over, and a Command is never changed once made. Bounded.
-_READS: Dict[bytes, Command[bytes]] = {}
-
-
-def _or_default(command: Command[T], default: T) -> Procedure[T]:
-    try:
-        value: T = yield command
-    except NoEntryError:
-        return default
-    return value
-
-
 # -- operations, shared by the client and its transactions -------------------
 
+# (RBytes, RNone, RBool, RList) of pyxs.operations, for asyncio: futures of them.
+_Bytes = ReplyFuture[bytes]
+_None = ReplyFuture[None]
+_Bool = ReplyFuture[bool]
+_List = ReplyFuture[list[bytes]]
 
-class _Operations:
-    """The data operations, written once over ``_call`` (one command) and
-    ``_run`` (a procedure); each returns a :class:`ReplyFuture`."""
 
-    #: Whether the calls are made in a transaction (see :meth:`exists`).
-    _in_transaction = False
+class _AsyncOperations(Operations[_Bytes, _None, _Bool, _List]):
+    """How the operations of :mod:`pyxs.operations` run on asyncio: each
+    returns a :class:`ReplyFuture`, and an error in its arguments is raised
+    where the call is awaited, as from a coroutine."""
 
-    def _call(self, command: Command[T]) -> ReplyFuture[T]:
-        raise NotImplementedError
-
-    def _run(self, procedure: Procedure[T]) -> ReplyFuture[T]:
+    def _submit(self, operation: Operation[T]) -> ReplyFuture[T]:
         raise NotImplementedError
 
     def _failed(self, error: Exception) -> ReplyFuture[Any]:
         raise NotImplementedError
 
-    def _op(self, make: Callable[[], Command[T]]) -> ReplyFuture[T]:
-        """Send the command ``make()`` builds; an error building it (a bad
-        path, say) is raised where the call is awaited, as from a coroutine."""
+    def _op(self, make: Callable[..., Operation[T]], *args: Any) -> ReplyFuture[T]:
         try:
-            command = make()
+            operation = make(*args)
         except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
             return self._failed(exc)
-        return self._call(command)
+        return self._submit(operation)
 
     def execute(self, operation: Operation[T]) -> ReplyFuture[T]:
-        """Run a :mod:`pyxs.commands` command or procedure.
+        """Run a :mod:`pyxs.commands` command or procedure (as
+        :meth:`pyxs.Client.execute` does, in this object's transaction if any)."""
+        return self._submit(operation)
 
-        A procedure is driven as :func:`~pyxs.commands.run_sync` drives it:
-        each result is sent into it, each error (cancellation included)
-        thrown into it.
-        """
-        if isinstance(operation, Command):
-            return self._call(operation)
-        return self._run(operation)
-
-    def read(self, path: PathLike, default: bytes | None = None) -> ReplyFuture[bytes]:
-        """The value at ``path``; ``default`` (when given) if it is missing."""
-        command = _READS.get(path) if path.__class__ is bytes else None
-        if command is None:
-            try:
-                command = commands.read(path)
-            except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
-                return self._failed(exc)
-            if path.__class__ is bytes:
-                if len(_READS) >= 4096:
-                    _READS.clear()
-                _READS[path] = command
-        if default is None:
-            return self._call(command)
-        return self._run(_or_default(command, default))
-
-    def write(self, path: PathLike, value: bytes) -> ReplyFuture[None]:
-        """Set the value at ``path``, creating it and missing parents."""
-        return self._op(lambda: commands.write(path, value))
-
-    def mkdir(self, path: PathLike) -> ReplyFuture[None]:
-        """Make sure ``path`` exists; an existing node keeps its value."""
-        return self._op(lambda: commands.mkdir(path))
-
-    def delete(self, path: PathLike) -> ReplyFuture[None]:
-        """Remove ``path`` and its subtree (fine if missing, not if its parent is)."""
-        return self._op(lambda: commands.rm(path))
-
-    def list(self, path: PathLike) -> ReplyFuture[List[bytes]]:
-        """Child names of ``path`` in creation order (any number of them)."""
-        return self._run(commands.list_children(path))
-
-    def exists(self, path: PathLike) -> ReplyFuture[bool]:
-        """Whether ``path`` exists.
-
-        In a transaction the server no longer knows (it answers ENOENT to
-        everything then), this raises that NoEntryError rather than saying
-        False.
-        """
-        return self._run(commands.exists(path, self._in_transaction))
-
-    def get_perms(self, path: PathLike) -> ReplyFuture[List[bytes]]:
-        """The permissions of ``path``, owner first: ``[b"n0", b"r5"]``."""
-        return self._op(lambda: commands.get_perms(path))
-
-    def set_perms(
-        self, path: PathLike, perms: Iterable[PathLike | Permission]
-    ) -> ReplyFuture[None]:
-        """Replace the permissions of ``path``; the first entry names the owner."""
-        return self._op(lambda: commands.set_perms(path, perms))
-
-    async def walk(
-        self, top: PathLike, topdown: bool = True
-    ) -> AsyncIterator[Tuple[bytes, bytes, List[bytes]]]:
-        """``(path, value, children)`` for ``top`` and every node below it.
-
-        As the sync client's ``walk``: depth first, a node before its
-        children with ``topdown`` (pruning ``children`` prunes the walk),
-        after them otherwise; nodes removed meanwhile are skipped; a value
-        that cannot be read is ``b""``.
-        """
-        top = validate_path(top)
-        stack: List[Tuple[bytes, Tuple[bytes, List[bytes]] | None]] = [(top, None)]
-        while stack:
-            path, node = stack.pop()
-            if node is not None:
-                yield path, node[0], node[1]
-                continue
-            try:
-                children = await self.list(path)
-            except NoEntryError:
-                if path is top:
-                    raise
-                continue
-            try:
-                value = await self.read(path)
-            except XenStoreError:
-                value = b""
-            if topdown:
-                yield path, value, children
+    async def walk(self, top: PathLike, topdown: bool = True) -> AsyncIterator[WalkEntry]:
+        """``(path, value, children)`` for ``top`` and every node below it,
+        as :meth:`pyxs.Client.walk` gives them."""
+        walk = TreeWalk(top, topdown)
+        for step in walk:
+            if isinstance(step, tuple):
+                yield step
             else:
-                stack.append((path, (value, children)))
-            prefix = path if path == b"/" else path + b"/"
-            stack.extend((prefix + child, None) for child in reversed(children))
+                walk.answer(await self.execute(step))
 
 
 # -- the client --------------------------------------------------------------
 
 
-class AsyncClient(_Operations):
+class AsyncClient(_AsyncOperations, DomainOperations[_Bytes, _None, _Bool, _List]):
     """A XenStore client for asyncio: the sync Client's methods, as awaitables.
 
     :param unix_socket_path: the xenstored socket (by default
@@ -347,15 +260,15 @@ class AsyncClient(_Operations):
         self._thread = 0  # the loop's
         self._connecting: asyncio.Future[None] | None = None
         self._protocol = ClientProtocol()
-        self._waiters: Dict[int, ReplyFuture[Any]] = {}
+        self._waiters: dict[int, ReplyFuture[Any]] = {}
         #: req_id -> the cancelled call whose reply must still be acted on
-        self._late_replies: Dict[int, ReplyFuture[Any]] = {}
+        self._late_replies: dict[int, ReplyFuture[Any]] = {}
         #: requests queued for the next write, and how many were queued before them
-        self._outbox: List[bytes] = []
+        self._outbox: list[bytes] = []
         self._queued = 0
         #: token -> the monitors watching with it (and how many watches each)
-        self._subscribers: Dict[bytes, Dict[AsyncMonitor, int]] = {}
-        self._monitors: Set[AsyncMonitor] = set()
+        self._subscribers: dict[bytes, dict[AsyncMonitor, int]] = {}
+        self._monitors: set[AsyncMonitor] = set()
 
     def __repr__(self) -> str:
         where = self.xen_bus_path if self._uses_xenbus() else self.unix_socket_path
@@ -433,13 +346,21 @@ class AsyncClient(_Operations):
 
     # -- moving bytes ------------------------------------------------------
 
+    def _op_outside(self, make: Callable[..., Operation[T]], *args: Any) -> ReplyFuture[T]:
+        return self._op(make, *args)  # the client's _op is outside transactions already
+
+    @property
+    def _in_transaction(self) -> bool:
+        return False
+
     def _call(
         self,
-        command: Command[T],
+        operation: Operation[T],
         tx_id: int = 0,
         late: Callable[[T], None] | None = None,
     ) -> ReplyFuture[T]:
-        """Send ``command``; the future of its decoded reply.
+        """Send ``operation`` (a command, or a procedure's first command);
+        the future of its result.
 
         ``late`` gets the result if the call is cancelled after it was sent
         and the reply turns out to be a success (START and WATCH must undo
@@ -450,48 +371,40 @@ class AsyncClient(_Operations):
             return self._failed(ConnectionError("not connected"))
         future: ReplyFuture[T] = ReplyFuture(loop=loop)
         future._client = self
-        future._command = command
-        future._procedure = None
         future._late = late
         future._tx_id = tx_id
+        if operation.__class__ is Command:
+            future._command = operation
+            future._driver = None
+        else:
+            try:
+                driver = Driver(operation)  # a procedure's arguments are checked here
+            except Exception as exc:  # noqa: BLE001 - raised where the call is awaited
+                future.set_exception(exc)
+                return future
+            future._command = driver.command
+            future._driver = driver
         if get_ident() == self._thread:
             self._start(future)
         else:
             self._start_in_loop(future)
         return future
 
-    def _run(self, procedure: Procedure[T], tx_id: int = 0) -> ReplyFuture[T]:
-        """Start driving ``procedure``; the future of its result."""
-        loop = self._loop
-        if self._transport is None:
-            procedure.close()
-            return self._failed(ConnectionError("not connected"))
-        future: ReplyFuture[T] = ReplyFuture(loop=loop)
-        future._client = self
-        future._procedure = procedure
-        future._late = None
-        future._tx_id = tx_id
-        if get_ident() == self._thread:
-            self._advance(future, None, None)
-        else:
-            self._start_in_loop(future)
-        return future
+    _submit = _call  # the operations' calls are outside transactions
 
     def _start_in_loop(self, future: ReplyFuture[Any]) -> None:
         # Made outside the loop's thread (asyncio.run_coroutine_threadsafe
         # takes calls made in another thread, as it takes coroutine objects):
         # the request is made in the loop's thread, on its next turn. (Told
-        # by thread id: Python 3.11's _get_running_loop() calls getpid().)
+        # by thread id: asyncio.get_running_loop() costs more, a getpid()
+        # on Python 3.11.)
         future._req_id = 0  # not in flight: cancelling it has nothing to take back
 
         def start() -> None:
-            if future.done():  # cancelled meanwhile
-                if future._procedure is not None:
-                    future._procedure.close()
-            elif future._procedure is None:
+            if not future.done():
                 self._start(future)
-            else:
-                self._advance(future, None, None)
+            elif future._driver is not None:  # cancelled meanwhile
+                future._driver.close()
 
         self._loop.call_soon_threadsafe(start)  # type: ignore[union-attr]
 
@@ -526,31 +439,19 @@ class AsyncClient(_Operations):
             self._dead(transport)
 
     def _settle(self, future: ReplyFuture[Any], error: Exception) -> None:
-        """``future``'s request could not be sent: the call (or its procedure) gets ``error``."""
-        if future._procedure is None:
-            future.set_exception(error)
-        else:
-            self._advance(future, None, error)
-
-    def _advance(self, future: ReplyFuture[T], value: Any, error: Exception | None) -> None:
-        """Drive a procedure: send it a result (or throw it an error); send
-        the command it yields next, or settle the future with its outcome."""
-        procedure = future._procedure
-        assert procedure is not None
-        try:
-            # (value is None for the first step: send(None) starts a generator)
-            command = procedure.send(value) if error is None else procedure.throw(error)
-        except StopIteration as stop:
-            future.set_result(stop.value)
-        except Exception as exc:  # noqa: BLE001 - the procedure's outcome
-            future.set_exception(exc)
-        else:
-            future._command = command
-            self._start(future)
+        """``future``'s call ends with ``error`` (not the server's answer:
+        the driver's rule says a procedure is closed, not told)."""
+        if future._driver is not None:
+            future._driver.close()
+        future.set_exception(error)
 
     def _failed(self, error: Exception) -> ReplyFuture[Any]:
         """A call that fails where it is awaited, as a coroutine would."""
-        loop = _get_running_loop() or self._loop
+        loop: asyncio.AbstractEventLoop | None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not in a loop's thread
+            loop = self._loop
         if loop is None:
             raise error  # no event loop anywhere: nothing could await it
         future: ReplyFuture[Any] = ReplyFuture(loop=loop)
@@ -613,13 +514,8 @@ class AsyncClient(_Operations):
             self._late_replies[req_id] = future
         else:
             self._protocol.abandon(req_id)
-        procedure = future._procedure
-        if procedure is not None:
-            try:
-                procedure.throw(asyncio.CancelledError())
-            except (Exception, asyncio.CancelledError):  # noqa: BLE001 - it is over
-                pass
-            procedure.close()
+        if future._driver is not None:
+            future._driver.close()
 
     def _send_nowait(self, command: Command[Any], tx_id: int = 0) -> None:
         """Send ``command`` and drop its reply (aborts and unwatches on exit)."""
@@ -651,7 +547,7 @@ class AsyncClient(_Operations):
                     self._late_reply(reply.req_id, reply)
                 continue
             command = future._command
-            if reply.op == command.op and future._procedure is None:
+            if reply.op == command.op and future._driver is None:
                 try:
                     value = command.decode(reply.payload)
                 except Exception as exc:  # noqa: BLE001 - the call's outcome
@@ -667,18 +563,22 @@ class AsyncClient(_Operations):
                     monitor._deliver(event)
 
     def _resolve(self, future: ReplyFuture[Any], reply: Packet) -> None:
+        """``reply`` answers ``future``'s request: settle it, or send the
+        next request of its procedure (the driver decides, by its rule)."""
+        driver = future._driver
         try:
-            value = future._command.result(reply)
+            if driver is None:
+                value = future._command.result(reply)
+            elif driver.feed(reply):
+                value = driver.result
+            else:
+                future._command = driver.command
+                self._start(future)
+                return
         except Exception as exc:  # noqa: BLE001 - the call's outcome
-            if future._procedure is None:
-                future.set_exception(exc)
-            else:
-                self._advance(future, None, exc)
+            future.set_exception(exc)
         else:
-            if future._procedure is None:
-                future.set_result(value)
-            else:
-                self._advance(future, value, None)
+            future.set_result(value)
 
     def _late_reply(self, req_id: int, reply: Packet) -> None:
         future = self._late_replies.pop(req_id, None)
@@ -708,10 +608,9 @@ class AsyncClient(_Operations):
         for future in waiters.values():
             if future.done():
                 continue
-            if future._procedure is None:
-                future.set_exception(error)
-            else:
-                self._advance(future, None, error)
+            if future._driver is not None:
+                future._driver.close()
+            future.set_exception(error)
         waiters.clear()  # a _data_received under way must find none of them
         monitors, self._monitors = self._monitors, set()
         self._subscribers = {}
@@ -747,43 +646,7 @@ class AsyncClient(_Operations):
             self._undo(future)
             raise
 
-    # -- the rest of XenStore ----------------------------------------------
-
-    def get_domain_path(self, domid: int | str | bytes) -> ReplyFuture[bytes]:
-        """The home path of a domain, ``b"/local/domain/<domid>"``."""
-        return self._op(lambda: commands.get_domain_path(_domid(domid)))
-
-    def is_domain_introduced(self, domid: int | str | bytes) -> ReplyFuture[bool]:
-        """Whether xenstored talks to the domain (introduced, not released)."""
-        return self._op(lambda: commands.is_domain_introduced(_domid(domid)))
-
-    def introduce_domain(
-        self, domid: int | str | bytes, mfn: int, eventchn: int
-    ) -> ReplyFuture[None]:
-        """Tell xenstored about a new domain: its ring page and event channel.
-
-        :raises ValueError: for domain 0, as pyxs 0.4 did.
-        """
-
-        def make() -> Command[None]:
-            number = _domid(domid)
-            if not number:
-                raise ValueError("domain 0 cannot be introduced.")
-            return commands.introduce(number, mfn, eventchn)
-
-        return self._op(make)
-
-    def release_domain(self, domid: int | str | bytes) -> ReplyFuture[None]:
-        """Tell xenstored to forget a domain (fires ``@releaseDomain``)."""
-        return self._op(lambda: commands.release(_domid(domid)))
-
-    def resume_domain(self, domid: int | str | bytes) -> ReplyFuture[None]:
-        """Clear a domain's shutdown flag."""
-        return self._op(lambda: commands.resume(_domid(domid)))
-
-    def set_target(self, domid: int | str | bytes, target: int | str | bytes) -> ReplyFuture[None]:
-        """Let ``domid`` act on ``target``'s nodes with its rights (stub domains)."""
-        return self._op(lambda: commands.set_target(_domid(domid), _domid(target)))
+    # -- the rest of XenStore (the operations are pyxs.operations') ----------
 
     async def reset_watches(self) -> None:
         """Drop every watch and transaction of this connection.
@@ -794,13 +657,6 @@ class AsyncClient(_Operations):
         self._subscribers = {}
         for monitor in self._monitors:
             monitor.unwatch_queue.clear()
-
-    def control(self, *args: PathLike) -> ReplyFuture[bytes]:
-        """A ``xenstore-control`` command: ``control(b"print", b"hello")``."""
-        return self._op(lambda: commands.control(*args))
-
-    #: The pre-Xen 4.9 name of CONTROL.
-    debug = control
 
     # -- transactions --------------------------------------------------------
 
@@ -829,20 +685,14 @@ class AsyncClient(_Operations):
         before) ``fn`` runs again in a new transaction, up to ``retries``
         more times, then TransactionConflictError is raised.
         """
-        if retries < 0:
-            raise ValueError("retries must be >= 0")
-        for _ in range(retries + 1):
+        policy = RetryPolicy(retries)
+        while True:
             try:
                 async with self.transaction() as t:
-                    result = await fn(t, *args, **kwargs)
+                    return await fn(t, *args, **kwargs)
             except TransactionConflictError:
-                continue
-            return result
-        raise TransactionConflictError(
-            errno.EAGAIN,
-            os.strerror(errno.EAGAIN),
-            f"transaction conflicted {retries + 1} times",
-        )
+                pass
+            policy.conflicted()
 
     # -- watches -----------------------------------------------------------
 
@@ -854,7 +704,7 @@ class AsyncClient(_Operations):
 # -- transactions ------------------------------------------------------------
 
 
-class AsyncTransaction(_Operations):
+class AsyncTransaction(_AsyncOperations):
     """One transaction: the client's data operations, inside it.
 
     Made by :meth:`AsyncClient.transaction`. Operations on a transaction
@@ -862,8 +712,6 @@ class AsyncTransaction(_Operations):
     with its connection (the client closed or lost it, and may have
     connected again), ConnectionError.
     """
-
-    _in_transaction = True
 
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
@@ -917,16 +765,14 @@ class AsyncTransaction(_Operations):
         """Started, not ended, and on the client's current connection."""
         return bool(self.tx_id) and not self._ended and self._session is self.client._transport
 
-    def _call(self, command: Command[T]) -> ReplyFuture[T]:
-        if not self._is_open():
-            return self._failed(self._not_open())
-        return self.client._call(command, self.tx_id)
+    @property
+    def _in_transaction(self) -> bool:
+        return True
 
-    def _run(self, procedure: Procedure[T]) -> ReplyFuture[T]:
+    def _submit(self, operation: Operation[T]) -> ReplyFuture[T]:
         if not self._is_open():
-            procedure.close()
             return self._failed(self._not_open())
-        return self.client._run(procedure, self.tx_id)
+        return self.client._call(operation, self.tx_id)
 
     def _failed(self, error: Exception) -> ReplyFuture[Any]:
         return self.client._failed(error)

@@ -17,21 +17,12 @@ import errno
 import os
 import re
 import threading
-import warnings
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Iterable,
-    Iterator,
-    List,
-    Tuple,
-    TypeVar,
-    Union,
-)
+from collections.abc import Iterator
+from typing import Any, Callable, TypeVar
 
 from . import commands
-from .commands import Command, Operation, run_sync
+from ._deprecation import deprecated as _deprecated
+from .commands import DEFAULT_RETRIES, Command, Operation, RetryPolicy, run_blocking
 from .connection import (
     PacketConnection,
     UnixSocketConnection,
@@ -40,7 +31,6 @@ from .connection import (
 )
 from .exceptions import (
     ConnectionError,
-    NoEntryError,
     PyXSError,
     TransactionConflictError,
     UnexpectedPacket,
@@ -48,20 +38,15 @@ from .exceptions import (
     error_from_payload,
 )
 from .monitors import Monitor
+from .operations import DomainOperations, TreeWalk, WalkEntry
 from .paths import (
     PathLike,
-    Permission,
-    validate_path,
 )
-from .protocol import Op, WatchEvent
+from .protocol import Op, Packet, WatchEvent
 from .router import RequestTimeout, Router
 from .router import RVar as RVar  # pyxs 0.4 name, re-exported
 
 __all__ = ["Client", "Event", "Monitor", "RequestTimeout", "Router"]
-
-
-def _deprecated(old: str, new: str) -> None:
-    warnings.warn(f"{old} is deprecated (pyxs 0.4): use {new}", DeprecationWarning, stacklevel=3)
 
 
 T = TypeVar("T")
@@ -90,7 +75,7 @@ class _ControlDomainFlag:
         return bool(self.value)
 
 
-_LOCAL_CLASSES: Dict[type, type] = {}
+_LOCAL_CLASSES: dict[type, type] = {}
 
 
 def _transaction_state() -> Any:
@@ -109,17 +94,7 @@ def _transaction_state() -> Any:
     return cls()
 
 
-def _domid(value: Union[int, str, bytes]) -> int:
-    # pyxs 0.4 formatted domids with str(); accept "5" and b"5" as it did.
-    if isinstance(value, (str, bytes)):
-        try:
-            return int(value)
-        except ValueError:
-            raise ValueError(f"domain id must be an integer, not {value!r}") from None
-    return value
-
-
-class Client:
+class Client(DomainOperations[bytes, None, bool, list[bytes]]):
     """XenStore client.
 
     :param unix_socket_path: the xenstored socket (see
@@ -197,7 +172,7 @@ class Client:
         # Set by hand: taken to belong to the connection open now.
         local = self._local
         local.tx_id = value
-        local.tx_session = self.router._session
+        local.tx_session = self.router.session
 
     def _current_tx(self) -> int:
         """The calling thread's transaction id, checked to be of this
@@ -211,25 +186,55 @@ class Client:
         """
         local = self._local
         tx_id: int = local.tx_id
-        if tx_id and local.tx_session is not self.router._session:
+        if tx_id and local.tx_session is not self.router.session:
             raise ConnectionError(
                 f"transaction {tx_id} was lost with its connection; "
                 "end it (rollback) and start again"
             )
         return tx_id
 
-    def _call(self, command: Command[T]) -> T:
+    @property
+    def _in_transaction(self) -> bool:
+        return bool(self._local.tx_id)
+
+    def _op(self, make: Callable[..., Operation[T]], *args: Any) -> T:
+        return self._submit(make(*args))  # bad arguments first, before anything else
+
+    def _submit(self, operation: Operation[T]) -> T:
         local = self._local
         tx_id = local.tx_id
-        if tx_id and local.tx_session is not self.router._session:
+        router = self.router
+        if tx_id and local.tx_session is not router.session:
             tx_id = self._current_tx()  # raises
-        reply = self.router.roundtrip(command.op, command.payload, tx_id, self.timeout)
-        return command.result(reply)
+        if operation.__class__ is Command:  # _run's first case, one call sooner
+            reply = router.roundtrip(operation.op, operation.payload, tx_id, self.timeout)
+            return operation.result(reply)
+        return self._run(operation, tx_id)
 
-    def _call_outside(self, command: Command[T]) -> T:
+    def _op_outside(self, make: Callable[..., Operation[T]], *args: Any) -> T:
         # Connection-level operations go with tx_id 0, as libxenstore sends
         # them (cxenstored 4.17 aborts on RESET_WATCHES inside a transaction).
-        return command.result(self.router.roundtrip(command.op, command.payload, 0, self.timeout))
+        return self._run(make(*args), 0)
+
+    def _run(self, operation: Operation[T], tx_id: int) -> T:
+        """Where a request of this client is made: one blocking round trip
+        per command, in transaction ``tx_id``."""
+        router = self.router
+        timeout = self.timeout
+        if operation.__class__ is Command:
+            reply = router.roundtrip(operation.op, operation.payload, tx_id, timeout)
+            return operation.result(reply)
+
+        local = self._local
+
+        def exchange(command: Command[Any]) -> Packet:
+            # Each step, as each call: not in this thread's transaction once
+            # it was lost with its connection (another thread reconnected).
+            if tx_id and tx_id == local.tx_id and local.tx_session is not router.session:
+                self._current_tx()  # raises
+            return router.roundtrip(command.op, command.payload, tx_id, timeout)
+
+        return run_blocking(operation, exchange)
 
     def execute(self, operation: Operation[T], tx_id: int | None = None) -> T:
         """Run a :mod:`pyxs.commands` command or procedure on this client.
@@ -243,14 +248,7 @@ class Client:
         """
         if tx_id is None:
             tx_id = self._current_tx()
-        router = self.router
-        timeout = self.timeout
-
-        def roundtrip(command: Command[Any]) -> Any:
-            reply = router.roundtrip(command.op, command.payload, tx_id, timeout)
-            return command.result(reply)
-
-        return run_sync(operation, roundtrip)
+        return self._run(operation, tx_id)
 
     #: pyxs 0.4: whether this is the control domain (deprecated).
     SU = _ControlDomainFlag()
@@ -276,7 +274,7 @@ class Client:
         if payload != b"OK":
             raise PyXSError(payload)
 
-    def _execute_command(self, op: int, args: Tuple[Any, ...]) -> bytes:
+    def _execute_command(self, op: int, args: tuple[Any, ...]) -> bytes:
         if not all(isinstance(arg, bytes) and _7BIT_ARG.match(arg) for arg in args):
             raise ValueError(args)
         reply = self.router.roundtrip(op, b"".join(args), self._current_tx(), self.timeout)
@@ -302,79 +300,13 @@ class Client:
         """
         self.router.terminate()
 
-    # -- the operations --------------------------------------------------------
+    # -- the operations (pyxs.operations), and their pyxs 0.4 spellings --------
 
-    def read(self, path: PathLike, default: bytes | None = None) -> bytes:
-        """The value at ``path`` (bytes, possibly empty).
+    __getitem__ = DomainOperations.read
+    __setitem__ = DomainOperations.write
+    __delitem__ = DomainOperations.delete
 
-        :param default: returned instead of raising
-            :class:`~pyxs.exceptions.NoEntryError` when ``path`` is missing.
-        """
-        command = commands.read(path)
-        local = self._local
-        tx_id = local.tx_id
-        if tx_id and local.tx_session is not self.router._session:
-            tx_id = self._current_tx()  # raises
-        try:
-            return command.result(
-                self.router.roundtrip(command.op, command.payload, tx_id, self.timeout)
-            )
-        except NoEntryError:
-            if default is None:
-                raise
-            return default
-
-    __getitem__ = read
-
-    def write(self, path: PathLike, value: bytes) -> None:
-        """Set the value at ``path``, creating it and missing parents."""
-        self._call(commands.write(path, value))
-
-    __setitem__ = write
-
-    def mkdir(self, path: PathLike) -> None:
-        """Make sure ``path`` exists; a new node (and parents) get ``b""``.
-        An existing node keeps its value."""
-        self._call(commands.mkdir(path))
-
-    def delete(self, path: PathLike) -> None:
-        """Remove ``path`` and everything under it. A missing ``path`` is
-        fine, but its parent must exist (else NoEntryError)."""
-        self._call(commands.rm(path))
-
-    __delitem__ = delete
-
-    def list(self, path: PathLike) -> List[bytes]:
-        """The names of the children of ``path``, in creation order.
-
-        Lists too long for one reply are read in parts (DIRECTORY_PART).
-        """
-        return run_sync(commands.list_children(path), self._call)
-
-    def exists(self, path: PathLike) -> bool:
-        """Whether ``path`` exists.
-
-        In a transaction the server no longer knows (it answers ENOENT to
-        everything then), this raises that NoEntryError rather than saying
-        False.
-        """
-        return run_sync(commands.exists(path, bool(self._local.tx_id)), self._call)
-
-    def get_perms(self, path: PathLike) -> List[bytes]:
-        """The permissions of ``path``, owner first: ``[b"n0", b"r5"]``."""
-        return self._call(commands.get_perms(path))
-
-    def set_perms(self, path: PathLike, perms: Iterable[Union[PathLike, Permission]]) -> None:
-        """Replace the permissions of ``path``; the first entry names the owner.
-
-        Each entry is ``w<domid>``, ``r<domid>``, ``b<domid>`` (both) or
-        ``n<domid>`` (none), as bytes, str or :class:`~pyxs.paths.Permission`.
-        """
-        self._call(commands.set_perms(path, perms))
-
-    def walk(
-        self, top: PathLike, topdown: bool = True
-    ) -> Iterator[Tuple[bytes, bytes, List[bytes]]]:
+    def walk(self, top: PathLike, topdown: bool = True) -> Iterator[WalkEntry]:
         """Walk the tree under ``top``, as :func:`os.walk` walks directories.
 
         Yields ``(path, value, children)`` for ``top`` and every node below
@@ -383,78 +315,21 @@ class Client:
         them. Nodes removed during the walk are skipped; a node whose value
         cannot be read (no permission) has value ``b""``.
         """
-        top = validate_path(top)
-        # [path, value, children, expanded]: iterative, so deep trees are fine.
-        stack: List[Tuple[bytes, Tuple[bytes, List[bytes]] | None]] = [(top, None)]
-        while stack:
-            path, node = stack.pop()
-            if node is not None:
-                yield path, node[0], node[1]
-                continue
-            try:
-                children = self.list(path)
-            except NoEntryError:
-                if path is top:
-                    raise
-                continue
-            try:
-                value = self.read(path)
-            except XenStoreError:
-                value = b""
-            if topdown:
-                yield path, value, children
+        walk = TreeWalk(top, topdown)
+        for step in walk:
+            if isinstance(step, tuple):
+                yield step
             else:
-                stack.append((path, (value, children)))
-            prefix = path if path == b"/" else path + b"/"
-            stack.extend((prefix + child, None) for child in reversed(children))
-
-    def get_domain_path(self, domid: Union[int, str, bytes]) -> bytes:
-        """The home path of a domain, ``b"/local/domain/<domid>"``."""
-        return self._call_outside(commands.get_domain_path(_domid(domid)))
-
-    def is_domain_introduced(self, domid: Union[int, str, bytes]) -> bool:
-        """Whether xenstored talks to the domain (introduced, not released)."""
-        return self._call_outside(commands.is_domain_introduced(_domid(domid)))
-
-    def introduce_domain(self, domid: Union[int, str, bytes], mfn: int, eventchn: int) -> None:
-        """Tell xenstored about a new domain: its ring page and event channel.
-
-        :raises ValueError: for domain 0, as pyxs 0.4 did.
-        """
-        domid = _domid(domid)
-        if not domid:
-            raise ValueError("domain 0 cannot be introduced.")
-        self._call_outside(commands.introduce(domid, mfn, eventchn))
-
-    def release_domain(self, domid: Union[int, str, bytes]) -> None:
-        """Tell xenstored to forget a domain (fires ``@releaseDomain``)."""
-        self._call_outside(commands.release(_domid(domid)))
-
-    def resume_domain(self, domid: Union[int, str, bytes]) -> None:
-        """Clear a domain's shutdown flag, so that its next shutdown fires
-        the watches again."""
-        self._call_outside(commands.resume(_domid(domid)))
-
-    def set_target(self, domid: Union[int, str, bytes], target: Union[int, str, bytes]) -> None:
-        """Let ``domid`` act on ``target``'s nodes with ``target``'s rights
-        (stub domains)."""
-        self._call_outside(commands.set_target(_domid(domid), _domid(target)))
+                walk.answer(self.execute(step))
 
     def reset_watches(self) -> None:
         """Drop every watch and transaction of this connection (RESET_WATCHES).
 
         Monitors sharing the connection forget their watches too.
         """
-        self._call_outside(commands.reset_watches())
+        self._op_outside(commands.reset_watches)
         self.router.unsubscribe_all()
         self.tx_id = 0
-
-    def control(self, *args: PathLike) -> bytes:
-        """A ``xenstore-control`` command: ``control(b"print", b"hello")``."""
-        return self._call_outside(commands.control(*args))
-
-    #: The pre-Xen 4.9 name of CONTROL.
-    debug = control
 
     # -- transactions ----------------------------------------------------------
 
@@ -470,8 +345,8 @@ class Client:
         local = self._local
         if local.tx_id:
             raise PyXSError(errno.EALREADY, os.strerror(errno.EALREADY))
-        session = self.router._session  # the one the request goes on (or a failed one)
-        tx_id = self._call(commands.transaction_start())
+        session = self.router.session  # the one the request goes on (or a failed one)
+        tx_id = self._op(commands.transaction_start)
         local.tx_id = tx_id
         local.tx_session = session
         return tx_id
@@ -483,7 +358,7 @@ class Client:
             transaction is over and nothing of it was applied; start again.
         """
         try:
-            self._call(commands.transaction_end(True))
+            self._op(commands.transaction_end, True)
         except TransactionConflictError:
             return False
         finally:
@@ -493,11 +368,13 @@ class Client:
     def rollback(self) -> None:
         """Abort the calling thread's transaction: nothing of it is applied."""
         try:
-            self._call(commands.transaction_end(False))
+            self._op(commands.transaction_end, False)
         finally:
             self.tx_id = 0
 
-    def transact(self, fn: Callable[..., T], *args: Any, retries: int = 16, **kwargs: Any) -> T:
+    def transact(
+        self, fn: Callable[..., T], *args: Any, retries: int = DEFAULT_RETRIES, **kwargs: Any
+    ) -> T:
         """Run ``fn(client, *args, **kwargs)`` in a transaction; retry on conflict.
 
         The transaction is committed when ``fn`` returns, and rolled back when
@@ -514,25 +391,20 @@ class Client:
         >>> client.transact(increment, b"/counter")  # doctest: +SKIP
         1
         """
-        if retries < 0:
-            raise ValueError("retries must be >= 0")
-        for _ in range(retries + 1):
+        policy = RetryPolicy(retries)
+        while True:
             self.transaction()
             try:
                 result = fn(self, *args, **kwargs)
             except TransactionConflictError:
                 self._rollback_quietly()
-                continue
             except BaseException:
                 self._rollback_quietly()
                 raise
-            if self.commit():
-                return result
-        raise TransactionConflictError(
-            errno.EAGAIN,
-            os.strerror(errno.EAGAIN),
-            f"transaction conflicted {retries + 1} times",
-        )
+            else:
+                if self.commit():
+                    return result
+            policy.conflicted()
 
     def _rollback_quietly(self) -> None:
         try:

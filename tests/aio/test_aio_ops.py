@@ -662,3 +662,40 @@ def test_calls_from_another_thread(xs_server, unique_path) -> None:
             await settle(c)
 
     run(main)
+
+
+def test_a_procedure_gets_only_the_servers_errors(xs_server, unique_path) -> None:
+    """commands.Driver's one rule, in the asyncio client: ENOENT is thrown
+    into the procedure (it may catch it); a lost connection or a cancel is
+    not: the procedure is closed, and the call gets the error."""
+    seen: list[str] = []
+
+    def procedure() -> commands.Procedure[bytes]:
+        try:
+            try:
+                yield commands.read(unique_path + b"/missing")
+            except NoEntryError:
+                seen.append("ENOENT")
+            value: bytes = yield commands.read(unique_path)
+        except BaseException as exc:  # the test: what gets in
+            seen.append(type(exc).__name__)
+            raise
+        return value
+
+    async def main() -> None:
+        async with AsyncClient(xs_server.socket_path) as c:
+            await c.write(unique_path, b"v")
+            assert await c.execute(procedure()) == b"v"
+            assert seen == ["ENOENT"]
+            call = c.execute(procedure())
+            call.cancel()  # before any reply: the loop has not run since
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            assert seen == ["ENOENT", "GeneratorExit"]
+            call = c.execute(procedure())
+            await c.close()  # before any reply, too
+            with pytest.raises(ConnectionError):
+                await call
+            assert seen == ["ENOENT", "GeneratorExit", "GeneratorExit"]
+
+    run(main)

@@ -6,6 +6,7 @@ import copy
 import errno
 import threading
 
+import mypy.api
 import pytest
 from client_support import connected_client, guest_clients
 
@@ -443,3 +444,43 @@ def test_guest_permissions(client, guest_client, unique_path, unique_domid) -> N
     assert guest.get_domain_path(unique_domid) == b"/local/domain/%d" % unique_domid
     with pytest.raises(PermissionDeniedError):
         guest.is_domain_introduced(0)
+
+
+def test_both_clients_keep_precise_types(tmp_path) -> None:
+    """The operations are written once (pyxs.operations), generic over their
+    result types: mypy still sees what each client's methods give."""
+    program = tmp_path / "uses.py"
+    program.write_text(
+        "from pyxs import Client\n"
+        "from pyxs.aio import AsyncClient\n"
+        "async def f(c: Client, a: AsyncClient) -> None:\n"
+        "    reveal_type(c.read(b'/'))\n"
+        "    reveal_type(c.list(b'/'))\n"
+        "    reveal_type(c.exists(b'/'))\n"
+        "    reveal_type(c.write(b'/', b''))\n"
+        "    reveal_type(c.get_domain_path(1))\n"
+        "    reveal_type(a.read(b'/'))\n"
+        "    reveal_type(await a.read(b'/'))\n"
+        "    reveal_type(await a.list(b'/'))\n"
+        "    reveal_type(await a.is_domain_introduced(1))\n"
+        "    async with a.transaction() as t:\n"
+        "        reveal_type(await t.get_perms(b'/'))\n"
+    )
+    out, err, _ = mypy.api.run(
+        ["--strict", "--no-error-summary", "--cache-dir", str(tmp_path / "cache"), str(program)]
+    )
+    marker = "Revealed type is "
+    revealed = [line.split(marker)[1] for line in out.splitlines() if marker in line]
+    assert revealed == [
+        '"bytes"',
+        '"list[bytes]"',
+        '"bool"',
+        '"None"',
+        '"bytes"',
+        '"pyxs.aio.ReplyFuture[bytes]"',
+        '"bytes"',
+        '"list[bytes]"',
+        '"bool"',
+        '"list[bytes]"',
+    ], out + err
+    assert "error:" not in out, out
