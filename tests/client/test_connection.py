@@ -11,7 +11,6 @@ import sys
 import pytest
 
 import pyxs
-from pyxs import connection
 from pyxs.connection import (
     UnixSocketConnection,
     XenBusConnection,
@@ -19,6 +18,7 @@ from pyxs.connection import (
     default_xenbus_path,
 )
 from pyxs.protocol import HEADER, Op, Packet, encode
+from pyxs.transports import discovery
 from support import NON_DEVICES, make_non_device
 
 
@@ -48,8 +48,8 @@ def test_default_socket_path(monkeypatch) -> None:
     ],
 )
 def test_default_xenbus_path(monkeypatch, platform, dev_exists, expected) -> None:
-    monkeypatch.setattr(connection.sys, "platform", platform)
-    monkeypatch.setattr(connection.os.path, "exists", lambda p: dev_exists)
+    monkeypatch.setattr(discovery.sys, "platform", platform)
+    monkeypatch.setattr(discovery.os.path, "exists", lambda p: dev_exists)
     assert default_xenbus_path() == expected
     assert XenBusConnection().path == expected
 

@@ -17,8 +17,8 @@ import pytest
 from xenbus_standin import XenBusStandIn
 
 import pyxs
-import pyxs.connection
 from pyxs.connection import UnixSocketConnection, XenBusConnection, default_connection
+from pyxs.transports import discovery
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def guest_env(monkeypatch, tmp_path, device):
     """A guest: no xenstored socket, and the XenBus device at the OS's path."""
     monkeypatch.delenv("XENSTORED_PATH", raising=False)
     monkeypatch.setenv("XENSTORED_RUNDIR", str(tmp_path))  # no socket in it
-    monkeypatch.setattr(pyxs.connection, "default_xenbus_path", lambda: device.device_path)
+    monkeypatch.setattr(discovery, "default_xenbus_path", lambda: device.device_path)
     return device
 
 
@@ -100,7 +100,7 @@ def test_a_dead_socket_falls_back_to_the_device(monkeypatch, tmp_path, guest_env
 def test_nothing_there(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("XENSTORED_PATH", raising=False)
     monkeypatch.setenv("XENSTORED_RUNDIR", str(tmp_path))
-    monkeypatch.setattr(pyxs.connection, "default_xenbus_path", lambda: str(tmp_path / "bus"))
+    monkeypatch.setattr(discovery, "default_xenbus_path", lambda: str(tmp_path / "bus"))
     c = pyxs.Client()  # chosen now, opened later: the socket, which says it is missing
     assert c.router.connection.path == str(tmp_path / "socket")
     with pytest.raises(pyxs.ConnectionError) as info:
