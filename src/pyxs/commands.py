@@ -3,27 +3,44 @@
 An operation is a function that validates its arguments and returns a
 :class:`Command`: the op, the request payload, and how to decode the reply
 payload. Front ends (the threaded :class:`~pyxs.client.Client`, the asyncio
-client) only move bytes: they send ``command.payload`` under ``command.op``
-in their current transaction, wait for the reply and call
-:meth:`Command.result` on it.
+client, the ``pyxs`` command) only move bytes: they send ``command.payload``
+under ``command.op`` in their current transaction, wait for the reply and
+call :meth:`Command.result` on it.
 
+Theory of operation
+-------------------
 Operations that take several round trips (``list`` falling back to
 DIRECTORY_PART, ``exists``) are *procedures*: generators that yield
-:class:`Command` objects and receive each one's decoded result (or have its
-:class:`~pyxs.exceptions.XenStoreError` thrown into them); the value they
-return is the operation's result. :func:`run_sync` drives one with a
-blocking round-trip function; the asyncio client drives them the same way
-with ``await``.
+:class:`Command` objects and receive each one's decoded result; the value
+they return is the operation's result. Every front end drives a command or a
+procedure the same way, through one :class:`Driver`, which does no I/O:
+``driver.command`` is the request to send now, ``driver.feed(reply)`` decodes
+its reply and returns True when the operation is done (its value in
+``driver.result``). :func:`run_blocking` is that loop over a blocking
+round trip.
+
+The one catch rule: only a :class:`~pyxs.exceptions.XenStoreError` (the
+server's answer, ENOENT, E2BIG...) is thrown into a procedure, which may
+catch it. Anything else (an :class:`~pyxs.exceptions.UnexpectedPacket`, a
+lost connection, a timeout, a bug) ends the operation: the procedure is
+closed and the error propagates to the front end, which decides (an
+UnexpectedPacket fails the connection).
+
+Transactions that conflict (EAGAIN at commit) are run again under one
+:class:`RetryPolicy`: how many attempts, and the error when they run out.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any, Callable, Generator, Generic, Iterable, TypeVar, Union
 
 from .exceptions import (
     NoEntryError,
     NotSupportedError,
     TooBigError,
+    TransactionConflictError,
     UnexpectedPacket,
     XenStoreError,
     error_from_payload,
@@ -39,8 +56,12 @@ from .paths import (
 from .protocol import Op, Packet, split_strings
 
 __all__ = [
+    "DEFAULT_RETRIES",
     "Command",
+    "Driver",
+    "Operation",
     "Procedure",
+    "RetryPolicy",
     "control",
     "directory",
     "directory_part",
@@ -56,6 +77,7 @@ __all__ = [
     "reset_watches",
     "resume",
     "rm",
+    "run_blocking",
     "run_sync",
     "set_perms",
     "set_target",
@@ -331,8 +353,150 @@ def exists(path: PathLike, in_transaction: bool = False) -> Procedure[bool]:
     return True
 
 
+# -- driving an operation ------------------------------------------------------
+
+
+class Driver(Generic[T]):
+    """One operation (a :class:`Command` or a procedure) under way, sans I/O.
+
+    Made from the operation; a procedure is started at once, so an error
+    in its arguments is raised here, before anything is sent.
+    :attr:`command` is the request to send now. Hand its reply to
+    :meth:`feed`: True when the operation is done, its value in
+    :attr:`result`; False when :attr:`command` is the next request.
+
+    Only a :class:`~pyxs.exceptions.XenStoreError` decoded from a reply is
+    thrown into the procedure; any other error (an UnexpectedPacket, a bug
+    in a decoder or in the procedure) closes the procedure and propagates,
+    as does the XenStoreError the procedure does not catch. A front end that
+    gives up on an operation for a reason of its own (the connection is
+    lost, the call is cancelled) calls :meth:`close`.
+    """
+
+    __slots__ = ("command", "procedure", "result")
+
+    command: Command[Any]
+    procedure: Procedure[T] | None
+    result: T
+
+    def __init__(self, operation: Operation[T]) -> None:
+        if isinstance(operation, Command):
+            self.command = operation
+            self.procedure = None
+            return
+        self.procedure = operation
+        try:
+            self.command = next(operation)
+        except StopIteration:  # pragma: no cover - every procedure asks something
+            raise RuntimeError("a procedure returned without a request") from None
+
+    @property
+    def done(self) -> bool:
+        """Whether :attr:`result` holds the operation's value."""
+        return hasattr(self, "result")
+
+    def feed(self, reply: Packet) -> bool:
+        """Decode ``reply`` to :attr:`command`; True when the operation is done.
+
+        :raises pyxs.exceptions.XenStoreError: the operation's error.
+        :raises pyxs.exceptions.UnexpectedPacket: ``reply`` answers another
+            request type (the procedure, if any, is closed).
+        """
+        procedure = self.procedure
+        if procedure is None:
+            self.result = self.command.result(reply)
+            return True
+        try:
+            value = self.command.result(reply)
+        except XenStoreError as error:
+            return self._resume(procedure, None, error)
+        except BaseException:
+            procedure.close()
+            raise
+        return self._resume(procedure, value, None)
+
+    def _resume(self, procedure: Procedure[T], value: Any, error: XenStoreError | None) -> bool:
+        try:
+            command = procedure.send(value) if error is None else procedure.throw(error)
+        except StopIteration as stop:
+            self.result = stop.value
+            return True
+        self.command = command
+        return False
+
+    def close(self) -> None:
+        """Give the operation up (the front end's reason): close its procedure."""
+        if self.procedure is not None:
+            self.procedure.close()
+
+
+def run_blocking(operation: Operation[T], exchange: Callable[[Command[Any]], Packet]) -> T:
+    """Drive ``operation`` with ``exchange(command) -> reply``, a blocking round trip.
+
+    An error ``exchange`` raises (a timeout, a lost connection) closes the
+    procedure and propagates, as :class:`Driver` says.
+    """
+    if isinstance(operation, Command):
+        return operation.result(exchange(operation))
+    driver = Driver(operation)
+    while True:
+        try:
+            reply = exchange(driver.command)
+        except BaseException:
+            driver.close()
+            raise
+        if driver.feed(reply):
+            return driver.result
+
+
+# -- retrying transactions ------------------------------------------------------
+
+#: How many times the clients run a transaction again after a conflict.
+DEFAULT_RETRIES = 16
+
+
+class RetryPolicy:
+    """How often a conflicting transaction is run again, and when to give up.
+
+    Every front end's loop is the same: start a transaction, run the body,
+    commit; when the commit (or a request in the body) says EAGAIN, call
+    :meth:`conflicted` and go round again. :meth:`conflicted` raises
+    :class:`~pyxs.exceptions.TransactionConflictError` ``(EAGAIN, strerror,
+    "transaction conflicted N times")`` once ``retries`` runs after the first
+    have conflicted too. ``retries=None`` retries forever, as the C
+    xenstore-utils do (the ``pyxs`` command); the clients allow
+    :data:`DEFAULT_RETRIES`.
+
+    >>> policy = RetryPolicy(1)
+    >>> policy.conflicted()      # the first run conflicted: run again
+    >>> policy.conflicted()      # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    pyxs.exceptions.TransactionConflictError: [EAGAIN] ...: transaction conflicted 2 times
+    """
+
+    __slots__ = ("conflicts", "retries")
+
+    def __init__(self, retries: int | None = DEFAULT_RETRIES) -> None:
+        if retries is not None and retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.retries = retries
+        #: How many runs have conflicted so far.
+        self.conflicts = 0
+
+    def conflicted(self) -> None:
+        """A run conflicted: return to run again, or raise when none is left."""
+        self.conflicts += 1
+        if self.retries is not None and self.conflicts > self.retries:
+            raise TransactionConflictError(
+                errno.EAGAIN,
+                os.strerror(errno.EAGAIN),
+                f"transaction conflicted {self.conflicts} times",
+            )
+
+
 def run_sync(operation: Operation[T], roundtrip: Callable[[Command[Any]], Any]) -> T:
-    """Drive a command or procedure with a blocking ``roundtrip(command)``."""
+    """Drive a command or procedure with a blocking ``roundtrip(command)``
+    that returns the decoded result (being replaced by :func:`run_blocking`)."""
     if isinstance(operation, Command):
         result: T = roundtrip(operation)
         return result
