@@ -31,6 +31,7 @@ from .discovery import (
 __all__ = [
     "PacketConnection",
     "UnixSocketConnection",
+    "Unreachable",
     "XenBusConnection",
     "default_connection",
 ]
@@ -42,24 +43,26 @@ def default_connection(connect: bool = False) -> PacketConnection:
     ``xs_open`` tries the xenstored socket (:func:`default_socket_path`),
     then the XenBus device (``$XENSTORED_PATH`` if set, else
     :func:`default_xenbus_path`), so the same program works in dom0 and in
-    a guest. Each candidate that exists is used as what it is: a Unix socket
-    through :class:`UnixSocketConnection`, anything else (a character
-    device) through :class:`XenBusConnection`.
+    a guest (:func:`~.discovery.candidates`). Each candidate that exists is
+    used as what it is: a Unix socket through :class:`UnixSocketConnection`,
+    anything else (a character device) through :class:`XenBusConnection`.
 
     :param connect: open it too, and on failure go on to the next candidate
         as ``xs_open`` does; the connection returned is then open.
         Without it nothing is opened: the first candidate that exists is
         chosen, else the socket (whose connect() then says it is missing).
-    :raises pyxs.exceptions.ConnectionError: (with ``connect``) neither
-        can be opened; its errno is the last attempt's, as libxenstore's.
+    :raises Unreachable: (with ``connect``) none can be opened; its errno
+        is the last attempt's, as libxenstore's.
     """
     paths = discovery.candidates()
-    failures: list[ConnectionError] = []
+    attempts: list[tuple[str, PacketConnection | None, ConnectionError]] = []
     for path in paths:
         try:
             mode = os.stat(path).st_mode
         except OSError as exc:
-            failures.append(transport_error("connecting to", path, exc))
+            missing = transport_error("connecting to", path, exc)
+            missing.__cause__ = exc  # as if raised from it, like every other attempt's
+            attempts.append((path, None, missing))
             continue
         kind = UnixSocketConnection if stat.S_ISSOCK(mode) else XenBusConnection
         connection: PacketConnection = kind(path)
@@ -68,14 +71,32 @@ def default_connection(connect: bool = False) -> PacketConnection:
         try:
             connection.connect()
         except ConnectionError as exc:
-            failures.append(exc)
+            attempts.append((path, connection, exc))
             continue
         return connection
     if not connect:
         return UnixSocketConnection(paths[0])
-    last = failures[-1]
-    message = "; ".join(str(f) for f in failures)
-    raise ConnectionError(f"cannot reach XenStore: {message}", errno=last.errno) from None
+    message = "; ".join(str(error) for _, _, error in attempts)
+    raise Unreachable(f"cannot reach XenStore: {message}", attempts) from None
+
+
+class Unreachable(ConnectionError):
+    """:func:`default_connection` could open none of the candidates.
+
+    :attr:`attempts` says why, in the order tried, for a caller that words
+    the failure itself (the ``pyxs`` command names the path a user most
+    likely meant); :attr:`errno` is the last attempt's.
+    """
+
+    #: ``(path, transport, error)`` per candidate: the transport chosen for
+    #: what is at ``path``, or None where nothing is.
+    attempts: list[tuple[str, PacketConnection | None, ConnectionError]]
+
+    def __init__(
+        self, message: str, attempts: list[tuple[str, PacketConnection | None, ConnectionError]]
+    ) -> None:
+        super().__init__(message, errno=attempts[-1][2].errno)
+        self.attempts = attempts
 
 
 def _closed(path: str) -> ConnectionError:
@@ -130,6 +151,16 @@ class PacketConnection:
         :class:`~pyxs.protocol.Packet` (pyxs 0.4's behaviour).
         """
         raise NotImplementedError
+
+    def recv_due(self, size: int, due: int) -> bytes:
+        """Read at most ``size`` bytes (at least one), knowing that ``due``
+        bytes are on their way (the least the replies still owed make).
+
+        A transport that can wait for them in one system call does: a batch
+        of pipelined replies then costs one wake-up, not one per reply. This
+        one reads as :meth:`recv` does.
+        """
+        return self.recv(size)
 
     def recv_packet(self) -> Packet:
         """Read exactly one packet (do not mix with a client using this)."""
@@ -232,6 +263,27 @@ class UnixSocketConnection(PacketConnection):
             if self._sock is None:
                 raise _closed(self.path) from None
             raise
+        except OSError as exc:
+            raise transport_error("reading from", self.path, exc) from exc
+        if not data:
+            raise ConnectionError(f"XenStore closed the connection {self.path!r}")
+        return data
+
+    def recv_due(self, size: int, due: int) -> bytes:
+        # MSG_WAITALL waits for the ``due`` bytes in one system call; what
+        # else has arrived by then is taken without waiting.
+        if due <= HEADER_SIZE:
+            return self.recv(size)
+        sock = self._sock
+        if sock is None:
+            raise _closed(self.path)
+        try:
+            data = sock.recv(due, socket.MSG_WAITALL)
+            if len(data) == due:
+                try:
+                    data += sock.recv(size - due, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    pass
         except OSError as exc:
             raise transport_error("reading from", self.path, exc) from exc
         if not data:
