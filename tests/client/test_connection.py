@@ -113,6 +113,34 @@ def test_eof_is_a_connection_error(tmp_path) -> None:
     conn.close()
 
 
+def test_recv_due_reads_what_is_owed_and_what_else_is_there(tmp_path) -> None:
+    """recv_due (the pyxs command's pipelined reads) waits for the bytes it is
+    told are due and takes what else has arrived; at EOF it raises as recv."""
+    import socket
+
+    path = str(tmp_path / "s")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
+    conn = UnixSocketConnection(path)
+    conn.connect()
+    peer, _ = listener.accept()
+    listener.close()
+    peer.sendall(b"a" * 40)
+    peer.sendall(b"b" * 10)
+    assert conn.recv_due(1 << 16, 32) == b"a" * 40 + b"b" * 10
+    peer.sendall(b"c" * 8)
+    assert conn.recv_due(1 << 16, 8) == b"c" * 8  # a header's worth or less: one recv
+    peer.sendall(b"d" * 20)
+    peer.close()
+    assert conn.recv_due(1 << 16, 64) == b"d" * 20  # EOF cuts the wait short
+    with pytest.raises(pyxs.ConnectionError, match="closed the connection"):
+        conn.recv_due(1 << 16, 64)
+    conn.close()
+    with pytest.raises(pyxs.ConnectionError, match="not open"):
+        conn.recv_due(1 << 16, 64)
+
+
 def test_nothing_happens_at_import() -> None:
     script = """
 import builtins, io, os, socket, sys

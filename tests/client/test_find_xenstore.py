@@ -19,6 +19,7 @@ from xenbus_standin import XenBusStandIn
 import pyxs
 from pyxs.connection import UnixSocketConnection, XenBusConnection, default_connection
 from pyxs.transports import discovery
+from pyxs.transports.sync import Unreachable
 
 
 @pytest.fixture
@@ -110,6 +111,13 @@ def test_nothing_there(monkeypatch, tmp_path) -> None:
         default_connection(connect=True)
     assert both.value.errno == errno.ENOENT
     assert "socket" in str(both.value) and "bus" in str(both.value)
+    # why each candidate failed, in xs_open's order (nothing was there)
+    assert isinstance(both.value, Unreachable)
+    assert [(path, transport) for path, transport, _ in both.value.attempts] == [
+        (str(tmp_path / "socket"), None),
+        (str(tmp_path / "bus"), None),
+    ]
+    assert [error.errno for _, _, error in both.value.attempts] == [errno.ENOENT] * 2
     with pytest.raises(RuntimeError) as xs_info:
         pyxs.xs()
     assert xs_info.value.args == (errno.ENOENT, "No such file or directory")

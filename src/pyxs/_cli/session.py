@@ -47,7 +47,8 @@ import errno
 import os
 import stat
 from collections import deque
-from typing import Any, Callable, Optional, TypeVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .. import commands
 from ..commands import Command, Driver
@@ -58,7 +59,7 @@ from ..exceptions import (
     XenStoreError,
     error_for_errno,
 )
-from ..protocol import PAYLOAD_MAX, ClientProtocol, WatchEvent
+from ..protocol import HEADER_SIZE, PAYLOAD_MAX, ClientProtocol, WatchEvent
 from ..transports.discovery import default_xenbus_path
 from ..transports.sync import (
     PacketConnection,
@@ -71,7 +72,13 @@ from ..transports.sync import (
 __all__ = ["CannotConnect", "Session", "connect"]
 
 T = TypeVar("T")
-Callback = Callable[[Any, Optional[BaseException]], None]
+if TYPE_CHECKING:  # annotations only
+    #: ``callback(result, None)`` or ``callback(None, error)``
+    Callback = Callable[[Any, BaseException | None], None]
+    #: An operation queued or in flight: its command now, the callback, its
+    #: transaction, its Driver when it is a procedure (None for a Command),
+    #: and the size of its request.
+    _Queued = tuple[Command[Any], Callback, int, Driver[Any] | None, int]
 
 #: Requests in flight at most (sockets). Measured on a 10,000-node ls: 32-64
 #: is best; larger windows let replies pile up in the socket and cost
@@ -171,11 +178,6 @@ def _lost(exc: ConnectionError) -> ConnectionError:
     return ConnectionError(message, errno=exc.errno)
 
 
-#: An operation waiting to be sent: its command now, the callback, its
-#: transaction, and its Driver when it is a procedure (None for a Command).
-_Queued = tuple[Command[Any], Callback, int, Optional[Driver[Any]]]
-
-
 class Session:
     """A pipelined request engine over one transport (see the module docstring)."""
 
@@ -187,8 +189,8 @@ class Session:
         self._protocol = ClientProtocol()
         self.events: deque[WatchEvent] = deque()
         self._queue: deque[_Queued] = deque()
-        #: req_id -> the operation waiting for its reply, and its request's size
-        self._waiting: dict[int, tuple[Command[Any], Callback, int, Driver[Any] | None, int]] = {}
+        #: req_id -> the operation waiting for its reply (as it was queued)
+        self._waiting: dict[int, _Queued] = {}
         self._inflight_bytes = 0
         #: requests encoded and not sent yet
         self._outbox: list[bytes] = []
@@ -211,36 +213,58 @@ class Session:
         without being sent. A procedure's local error (a bad path) goes to
         the callback at once.
         """
+        driver: Driver[Any] | None = None
         if isinstance(operation, Command):
-            payload = operation.payload
-            if len(payload) > PAYLOAD_MAX:
-                callback(None, error_for_errno(errno.E2BIG))
+            command: Command[Any] = operation
+        else:
+            try:
+                driver = Driver(operation)
+            except PyXSError as exc:
+                callback(None, exc)
                 return
-            waiting = self._waiting
-            if (
-                len(waiting) < self.window
-                and self._inflight_bytes < MAX_INFLIGHT_BYTES
-                and not self._queue
-            ):
-                # room in the window: encoded now, sent by the next step
-                req_id, data = self._protocol.request(operation.op, payload, tx)
-                size = len(data)
-                self._inflight_bytes += size
-                waiting[req_id] = (operation, callback, tx, None, size)
-                self._outbox.append(data)
-            else:
-                self._queue.append((operation, callback, tx, None))
-            return
-        try:
-            driver = Driver(operation)
-        except PyXSError as exc:
-            callback(None, exc)
-            return
-        if len(driver.command.payload) > PAYLOAD_MAX:
-            driver.close()
+            command = driver.command
+        size = len(command.payload)
+        if size > PAYLOAD_MAX:
+            if driver is not None:
+                driver.close()
             callback(None, error_for_errno(errno.E2BIG))
             return
-        self._queue.append((driver.command, callback, tx, driver))
+        self._queue.append((command, callback, tx, driver, HEADER_SIZE + size))
+
+    def submit_many(
+        self, items: Iterable[tuple[commands.Operation[Any], Callback]], tx: int = 0
+    ) -> None:
+        """:meth:`submit` each ``(operation, callback)``, in order.
+
+        While the window has room, Commands are encoded at once (and sent
+        together by the next :meth:`step`): the tree walk's way, one call per
+        batch of nodes rather than a queue round trip per request.
+        """
+        waiting = self._waiting
+        out = self._outbox
+        request = self._protocol.request
+        room = 0 if self._queue else self.window - len(waiting)
+        inflight = self._inflight_bytes
+        for operation, callback in items:
+            if (
+                room > 0
+                and inflight < MAX_INFLIGHT_BYTES
+                and operation.__class__ is Command
+                and len(operation.payload) <= PAYLOAD_MAX
+            ):
+                command: Command[Any] = operation
+                req_id, data = request(command.op, command.payload, tx)
+                size = len(data)
+                inflight += size
+                room -= 1
+                waiting[req_id] = (command, callback, tx, None, size)
+                out.append(data)
+            else:
+                self._inflight_bytes = inflight  # the callback may submit too
+                self.submit(operation, callback, tx)
+                inflight = self._inflight_bytes
+                room = 0  # first come, first sent
+        self._inflight_bytes = inflight
 
     @property
     def busy(self) -> bool:
@@ -273,11 +297,11 @@ class Session:
             for _ in range(min(room, len(queue))):
                 if inflight >= MAX_INFLIGHT_BYTES:
                     break
-                command, callback, tx, driver = queue.popleft()
-                req_id, data = request(command.op, command.payload, tx)
-                size = len(data)
-                inflight += size
-                waiting[req_id] = (command, callback, tx, driver, size)
+                item = queue.popleft()
+                command = item[0]
+                req_id, data = request(command.op, command.payload, item[2])
+                inflight += item[4]
+                waiting[req_id] = item
                 out.append(data)
             self._inflight_bytes = inflight
         if not out:
@@ -328,7 +352,9 @@ class Session:
             if done:
                 callback(driver.result, None)
             else:  # the procedure's next request goes first
-                queue.appendleft((driver.command, callback, tx, driver))
+                command = driver.command
+                size = HEADER_SIZE + len(command.payload)
+                queue.appendleft((command, callback, tx, driver, size))
 
     def step(self) -> None:
         """Send what the window allows, then handle one read's worth of replies."""

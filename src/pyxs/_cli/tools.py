@@ -19,7 +19,8 @@ paths cost one round trip, not one each.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, Callable, TypeVar
 
 from .. import commands
 from ..exceptions import NoEntryError, PyXSError

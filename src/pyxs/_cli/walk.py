@@ -37,7 +37,8 @@ reported on the node itself (``value_error``, ``perms_error``).
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .. import commands
 from ..commands import Command
@@ -180,22 +181,22 @@ def walk(
     path = validate_path(path)
     state = _Walk(session, tx, int(values) + int(perms), path)
     root = Node(state, path, b"", -1, state.expected if include_root else 0)
-    submit = session.submit
     issue = state.issue
     per_node = state.expected + 1
     # the starting path's commands, made again for each node's path
     read_op, read_decode = state.read.op, state.read.decode
     perms_op, perms_decode = state.get_perms.op, state.get_perms.decode
     directory_op, directory_decode = state.directory.op, state.directory.decode
+    batch: list[tuple[Command[Any], Any]] = []
 
     def fetch(node: Node, own_line: bool = True) -> None:
         payload = node.path + b"\0"
         if own_line:
             if values:
-                submit(Command(read_op, payload, read_decode), node.set_value, tx)
+                batch.append((Command(read_op, payload, read_decode), node.set_value))
             if perms:
-                submit(Command(perms_op, payload, perms_decode), node.set_perms, tx)
-        submit(Command(directory_op, payload, directory_decode), node.set_directory, tx)
+                batch.append((Command(perms_op, payload, perms_decode), node.set_perms))
+        batch.append((Command(directory_op, payload, directory_decode), node.set_directory))
 
     def pump() -> None:
         """Issue what the window allows, then handle one batch of replies."""
@@ -206,9 +207,13 @@ def walk(
             while issue and room >= per_node:
                 fetch(issue.pop())
                 room -= per_node
+            session.submit_many(batch, tx)
+            batch.clear()
         session.step()
 
     fetch(root, include_root)
+    session.submit_many(batch, tx)
+    batch.clear()
     if include_root:
         while root.missing:
             pump()
