@@ -96,7 +96,8 @@ def test_errors_become_connection_errors(tmp_path) -> None:
         XenBusConnection(str(tmp_path / "none")).recv(16)
 
 
-def test_eof_is_a_connection_error(tmp_path) -> None:
+def _connected_pair(tmp_path):
+    """A UnixSocketConnection, connected, and the socket at its other end."""
     import socket
 
     path = str(tmp_path / "s")
@@ -106,8 +107,13 @@ def test_eof_is_a_connection_error(tmp_path) -> None:
     conn = UnixSocketConnection(path)
     conn.connect()
     peer, _ = listener.accept()
-    peer.close()
     listener.close()
+    return conn, peer
+
+
+def test_eof_is_a_connection_error(tmp_path) -> None:
+    conn, peer = _connected_pair(tmp_path)
+    peer.close()
     with pytest.raises(pyxs.ConnectionError, match="closed the connection"):
         conn.recv(16)
     conn.close()
@@ -116,16 +122,7 @@ def test_eof_is_a_connection_error(tmp_path) -> None:
 def test_recv_due_reads_what_is_owed_and_what_else_is_there(tmp_path) -> None:
     """recv_due (the pyxs command's pipelined reads) waits for the bytes it is
     told are due and takes what else has arrived; at EOF it raises as recv."""
-    import socket
-
-    path = str(tmp_path / "s")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen(1)
-    conn = UnixSocketConnection(path)
-    conn.connect()
-    peer, _ = listener.accept()
-    listener.close()
+    conn, peer = _connected_pair(tmp_path)
     peer.sendall(b"a" * 40)
     peer.sendall(b"b" * 10)
     assert conn.recv_due(1 << 16, 32) == b"a" * 40 + b"b" * 10

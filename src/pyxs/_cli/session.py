@@ -54,6 +54,7 @@ from .. import commands
 from ..commands import Command, Driver
 from ..exceptions import (
     ConnectionError,
+    InvalidPayload,
     PyXSError,
     TransactionConflictError,
     XenStoreError,
@@ -231,39 +232,37 @@ class Session:
             return
         self._queue.append((command, callback, tx, driver, HEADER_SIZE + size))
 
-    def submit_many(
-        self, items: Iterable[tuple[commands.Operation[Any], Callback]], tx: int = 0
-    ) -> None:
-        """:meth:`submit` each ``(operation, callback)``, in order.
+    def submit_many(self, items: Iterable[tuple[Command[Any], Callback]], tx: int = 0) -> None:
+        """:meth:`submit` each ``(command, callback)``, in order.
 
-        While the window has room, Commands are encoded at once (and sent
-        together by the next :meth:`step`): the tree walk's way, one call per
-        batch of nodes rather than a queue round trip per request.
+        While the window has room, the commands are encoded at once (and
+        sent together by the next :meth:`step`): the tree walk's way, one call
+        per batch of nodes rather than a queue round trip per request.
         """
         waiting = self._waiting
         out = self._outbox
         request = self._protocol.request
         room = 0 if self._queue else self.window - len(waiting)
         inflight = self._inflight_bytes
-        for operation, callback in items:
-            if (
-                room > 0
-                and inflight < MAX_INFLIGHT_BYTES
-                and operation.__class__ is Command
-                and len(operation.payload) <= PAYLOAD_MAX
-            ):
-                command: Command[Any] = operation
-                req_id, data = request(command.op, command.payload, tx)
-                size = len(data)
-                inflight += size
-                room -= 1
-                waiting[req_id] = (command, callback, tx, None, size)
-                out.append(data)
-            else:
-                self._inflight_bytes = inflight  # the callback may submit too
-                self.submit(operation, callback, tx)
+        for command, callback in items:
+            if room <= 0 or inflight >= MAX_INFLIGHT_BYTES:
+                self._inflight_bytes = inflight
+                self.submit(command, callback, tx)  # queued, behind what is there
                 inflight = self._inflight_bytes
-                room = 0  # first come, first sent
+                room = 0
+                continue
+            try:
+                req_id, data = request(command.op, command.payload, tx)
+            except InvalidPayload:  # over PAYLOAD_MAX
+                self._inflight_bytes = inflight  # the callback may submit too
+                callback(None, error_for_errno(errno.E2BIG))
+                inflight = self._inflight_bytes
+                continue
+            size = len(data)
+            inflight += size
+            room -= 1
+            waiting[req_id] = (command, callback, tx, None, size)
+            out.append(data)
         self._inflight_bytes = inflight
 
     @property
