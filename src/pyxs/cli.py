@@ -237,26 +237,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def console_main() -> None:
     """The ``pyxs`` console script (and ``python -m pyxs``): :func:`main`,
-    then a quick exit.
-
-    Once the command has returned and its output is flushed, the process
-    ends with :func:`os._exit`. The interpreter's orderly shutdown (freeing
-    every object one by one, a last garbage collection, tearing down every
-    module) would add about 6 ms to ``pyxs ls`` of a 10,000-node tree, for
-    a process that is going away. pyxs registers no ``atexit`` handlers; if
-    any other thread is still running, or flushing fails, the exit is the
-    ordinary one. In-process callers use :func:`main`.
-    """
-    status = main()
-    threading = sys.modules.get("threading")
-    if threading is not None and threading.active_count() > 1:
-        sys.exit(status)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        sys.exit(status)
-    os._exit(status)
+    whose status is the exit status; the interpreter then shuts down as
+    usual (atexit handlers run, logging is flushed). In-process callers use
+    :func:`main`."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

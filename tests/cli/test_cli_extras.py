@@ -534,6 +534,26 @@ def test_default_xenbus_device_is_named_as_libxenstore_finds_it() -> None:
         )
 
 
+def test_unreachable_names_the_path_where_something_is(tmp_path: Path) -> None:
+    """As xs_open, a socket that refuses is followed by the XenBus device; when
+    that is missing too, the message is about the socket (the path where
+    something is), not the missing device."""
+    import socket
+
+    stale = tmp_path / "socket"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(stale))
+    listener.close()  # the file stays: connect() is refused
+    r = pyxs(["read", "/a"], None, env={"XENSTORED_RUNDIR": str(tmp_path)})
+    if os.path.exists("/dev/xen/xenbus") or os.path.exists("/proc/xen/xenbus"):
+        assert r.rc == 0 or b"xenbus" in r.stderr, r  # a Xen host: its device answers
+    else:
+        assert (r.rc, r.stderr) == (
+            4,
+            f"pyxs: cannot connect to XenStore at {stale}: Connection refused\n".encode(),
+        )
+
+
 def test_never_writes_into_a_regular_file(tmp_path: Path) -> None:
     """libxenstore opens any non-socket $XENSTORED_PATH as a device and writes
     requests into it; pyxs refuses."""

@@ -11,7 +11,6 @@ import sys
 import pytest
 
 import pyxs
-from pyxs import connection
 from pyxs.connection import (
     UnixSocketConnection,
     XenBusConnection,
@@ -19,6 +18,7 @@ from pyxs.connection import (
     default_xenbus_path,
 )
 from pyxs.protocol import HEADER, Op, Packet, encode
+from pyxs.transports import discovery
 from support import NON_DEVICES, make_non_device
 
 
@@ -48,8 +48,8 @@ def test_default_socket_path(monkeypatch) -> None:
     ],
 )
 def test_default_xenbus_path(monkeypatch, platform, dev_exists, expected) -> None:
-    monkeypatch.setattr(connection.sys, "platform", platform)
-    monkeypatch.setattr(connection.os.path, "exists", lambda p: dev_exists)
+    monkeypatch.setattr(discovery.sys, "platform", platform)
+    monkeypatch.setattr(discovery.os.path, "exists", lambda p: dev_exists)
     assert default_xenbus_path() == expected
     assert XenBusConnection().path == expected
 
@@ -96,7 +96,8 @@ def test_errors_become_connection_errors(tmp_path) -> None:
         XenBusConnection(str(tmp_path / "none")).recv(16)
 
 
-def test_eof_is_a_connection_error(tmp_path) -> None:
+def _connected_pair(tmp_path):
+    """A UnixSocketConnection, connected, and the socket at its other end."""
     import socket
 
     path = str(tmp_path / "s")
@@ -106,11 +107,35 @@ def test_eof_is_a_connection_error(tmp_path) -> None:
     conn = UnixSocketConnection(path)
     conn.connect()
     peer, _ = listener.accept()
-    peer.close()
     listener.close()
+    return conn, peer
+
+
+def test_eof_is_a_connection_error(tmp_path) -> None:
+    conn, peer = _connected_pair(tmp_path)
+    peer.close()
     with pytest.raises(pyxs.ConnectionError, match="closed the connection"):
         conn.recv(16)
     conn.close()
+
+
+def test_recv_due_reads_what_is_owed_and_what_else_is_there(tmp_path) -> None:
+    """recv_due (the pyxs command's pipelined reads) waits for the bytes it is
+    told are due and takes what else has arrived; at EOF it raises as recv."""
+    conn, peer = _connected_pair(tmp_path)
+    peer.sendall(b"a" * 40)
+    peer.sendall(b"b" * 10)
+    assert conn.recv_due(1 << 16, 32) == b"a" * 40 + b"b" * 10
+    peer.sendall(b"c" * 8)
+    assert conn.recv_due(1 << 16, 8) == b"c" * 8  # a header's worth or less: one recv
+    peer.sendall(b"d" * 20)
+    peer.close()
+    assert conn.recv_due(1 << 16, 64) == b"d" * 20  # EOF cuts the wait short
+    with pytest.raises(pyxs.ConnectionError, match="closed the connection"):
+        conn.recv_due(1 << 16, 64)
+    conn.close()
+    with pytest.raises(pyxs.ConnectionError, match="not open"):
+        conn.recv_due(1 << 16, 64)
 
 
 def test_nothing_happens_at_import() -> None:

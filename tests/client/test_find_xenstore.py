@@ -17,8 +17,9 @@ import pytest
 from xenbus_standin import XenBusStandIn
 
 import pyxs
-import pyxs.connection
 from pyxs.connection import UnixSocketConnection, XenBusConnection, default_connection
+from pyxs.transports import discovery
+from pyxs.transports.sync import Unreachable
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def guest_env(monkeypatch, tmp_path, device):
     """A guest: no xenstored socket, and the XenBus device at the OS's path."""
     monkeypatch.delenv("XENSTORED_PATH", raising=False)
     monkeypatch.setenv("XENSTORED_RUNDIR", str(tmp_path))  # no socket in it
-    monkeypatch.setattr(pyxs.connection, "default_xenbus_path", lambda: device.device_path)
+    monkeypatch.setattr(discovery, "default_xenbus_path", lambda: device.device_path)
     return device
 
 
@@ -100,7 +101,7 @@ def test_a_dead_socket_falls_back_to_the_device(monkeypatch, tmp_path, guest_env
 def test_nothing_there(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("XENSTORED_PATH", raising=False)
     monkeypatch.setenv("XENSTORED_RUNDIR", str(tmp_path))
-    monkeypatch.setattr(pyxs.connection, "default_xenbus_path", lambda: str(tmp_path / "bus"))
+    monkeypatch.setattr(discovery, "default_xenbus_path", lambda: str(tmp_path / "bus"))
     c = pyxs.Client()  # chosen now, opened later: the socket, which says it is missing
     assert c.router.connection.path == str(tmp_path / "socket")
     with pytest.raises(pyxs.ConnectionError) as info:
@@ -110,6 +111,13 @@ def test_nothing_there(monkeypatch, tmp_path) -> None:
         default_connection(connect=True)
     assert both.value.errno == errno.ENOENT
     assert "socket" in str(both.value) and "bus" in str(both.value)
+    # why each candidate failed, in xs_open's order (nothing was there)
+    assert isinstance(both.value, Unreachable)
+    assert [(path, transport) for path, transport, _ in both.value.attempts] == [
+        (str(tmp_path / "socket"), None),
+        (str(tmp_path / "bus"), None),
+    ]
+    assert [error.errno for _, _, error in both.value.attempts] == [errno.ENOENT] * 2
     with pytest.raises(RuntimeError) as xs_info:
         pyxs.xs()
     assert xs_info.value.args == (errno.ENOENT, "No such file or directory")

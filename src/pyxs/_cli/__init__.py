@@ -16,7 +16,8 @@ pipelined tree walk), :mod:`.escape` (xenstore-utils escaping, JSON values),
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import argparse

@@ -38,7 +38,6 @@ from .. import commands
 from ..exceptions import NoEntryError, PyXSError
 from .context import Context, UserError, exit_status, is_fatal
 from .escape import from_json_value, json_value
-from .tools import set_perms_command
 from .walk import ListFailed, child_path, walk
 
 __all__ = ["FORMAT", "VERSION", "cmd_dump", "cmd_restore", "read_dump"]
@@ -257,7 +256,7 @@ def cmd_restore(ctx: Context, ns: Any) -> int:
         path = dest if not rel else child_path(dest, rel)
         try:
             write = commands.write(path, value)
-            perms_command = set_perms_command(path, perms) if set_perms and perms else None
+            perms_command = commands.set_perms(path, perms) if set_perms and perms else None
         except PyXSError as exc:
             failure.append((path, exc))
             break

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, NamedTuple
 
 __all__ = ["COMMON", "Opt", "Spec", "UsageError", "format_help", "parse"]
 
@@ -53,10 +54,6 @@ class Spec(NamedTuple):
 
 class UsageError(Exception):
     """A bad command line: exit status 1, as xenstore-utils."""
-
-
-def _xenbus_path(value: str) -> str:
-    return value
 
 
 #: Options every subcommand takes.

@@ -3,64 +3,83 @@
 Theory of operation
 -------------------
 A command-line run is short and single-threaded, so it does not need the
-threaded :class:`pyxs.Client`: :class:`Session` drives the sans-I/O
-:class:`~pyxs.protocol.ClientProtocol` over one transport itself. What it
-adds is *pipelining*: :meth:`Session.submit` queues an operation (a
+threaded :class:`pyxs.Client`: :class:`Session` runs the sans-I/O pieces
+itself, :class:`~pyxs.protocol.ClientProtocol` for the bytes and
+:class:`~pyxs.commands.Driver` for each operation, over one transport of
+:mod:`pyxs.transports.sync`. What it adds is *pipelining*:
+:meth:`Session.submit` queues an operation (a
 :class:`~pyxs.commands.Command` or a multi-step procedure such as
 ``list_children``) with a callback, and the session keeps many requests in
 flight at once, so a tree walk costs one round trip per batch instead of
 one per request. Replies come back in request order on one connection;
-each is routed to its task by req_id, a procedure's next command goes to the
-front of the queue, and the callback gets ``(result, None)`` or
-``(None, error)``.
+each is routed to its operation by req_id, a procedure's next command goes
+to the front of the queue, and the callback gets ``(result, None)`` or
+``(None, error)``: the error being the server's answer
+(:class:`~pyxs.exceptions.XenStoreError`) or a local one (a bad path, E2BIG
+for a request too big to send). Anything else (an UnexpectedPacket, a lost
+connection) ends the run: it propagates out of :meth:`Session.step`.
 
 Two limits keep a batch from blocking: at most :attr:`window` requests and
 :data:`MAX_INFLIGHT_BYTES` of request bytes are in flight. A server that
 stops reading while its replies pile up (the embedded server pauses reading
-when its write buffer is full) therefore never leaves ``sendall`` blocked
-while nobody reads the replies.
+when its write buffer is full) therefore never leaves ``send`` blocked
+while nobody reads the replies. Reads ask the transport for every byte the
+replies still owed will take at least (:meth:`recv_due
+<pyxs.transports.sync.PacketConnection.recv_due>`): a socket waits for a
+whole batch in one system call.
 
 The XenBus device takes one message per write() and answers WATCH itself,
 so over it the window is one request and every packet is its own write.
 
-Transport choice follows libxenstore's ``xs_open()``: ``$XENSTORED_PATH``
-(a socket, or a character device used as XenBus), else
-``$XENSTORED_RUNDIR/socket``, else ``/var/run/xenstored/socket``; if that
-is not there, the XenBus device. Unlike libxenstore, a path that is neither
-a socket nor a character device is refused rather than opened for writing.
+Transport choice is libxenstore's ``xs_open()``
+(:func:`~pyxs.transports.sync.default_connection`): the socket
+(``$XENSTORED_PATH``, else ``$XENSTORED_RUNDIR/socket``, else
+``/var/run/xenstored/socket``), then the XenBus device; unlike libxenstore, a
+path that is neither a socket nor a character device is refused rather than
+opened for writing. ``--socket`` and ``--xenbus`` name one transport. When
+none can be opened, the message names the path a user most likely meant:
+the first one where something is.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import socket
 import stat
 from collections import deque
-from typing import Any, Callable, Optional, TypeVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .. import commands
-from ..commands import Command
-from ..connection import (
-    PacketConnection,
-    UnixSocketConnection,
-    XenBusConnection,
-    default_socket_path,
-    default_xenbus_path,
-)
+from ..commands import Command, Driver
 from ..exceptions import (
     ConnectionError,
+    InvalidPayload,
     PyXSError,
     TransactionConflictError,
     XenStoreError,
     error_for_errno,
 )
-from ..protocol import PAYLOAD_MAX, ClientProtocol, Packet, WatchEvent
+from ..protocol import HEADER_SIZE, PAYLOAD_MAX, ClientProtocol, WatchEvent
+from ..transports.discovery import default_xenbus_path
+from ..transports.sync import (
+    PacketConnection,
+    UnixSocketConnection,
+    Unreachable,
+    XenBusConnection,
+    default_connection,
+)
 
 __all__ = ["CannotConnect", "Session", "connect"]
 
 T = TypeVar("T")
-Callback = Callable[[Any, Optional[BaseException]], None]
+if TYPE_CHECKING:  # annotations only
+    #: ``callback(result, None)`` or ``callback(None, error)``
+    Callback = Callable[[Any, BaseException | None], None]
+    #: An operation queued or in flight: its command now, the callback, its
+    #: transaction, its Driver when it is a procedure (None for a Command),
+    #: and the size of its request.
+    _Queued = tuple[Command[Any], Callback, int, Driver[Any] | None, int]
 
 #: Requests in flight at most (sockets). Measured on a 10,000-node ls: 32-64
 #: is best; larger windows let replies pile up in the socket and cost
@@ -68,23 +87,43 @@ Callback = Callable[[Any, Optional[BaseException]], None]
 WINDOW = 64
 #: Request bytes in flight at most: well under a Unix socket's buffer.
 MAX_INFLIGHT_BYTES = 64 * 1024
+#: The most one read takes.
+_READ_SIZE = 1 << 18
+#: The least bytes a reply takes (its header).
+_REPLY_MIN = 16
 
 
 class CannotConnect(ConnectionError):
     """No XenStore could be reached (exit status 4)."""
 
 
-def _kind(path: str) -> tuple[str, str]:
-    """('socket'|'chardev'|'other'|'missing', reason) for a path."""
+def _mode(path: str) -> int:
+    """What is at ``path`` (its ``st_mode``); 0 where nothing is."""
     try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        return "missing", exc.strerror or str(exc)
-    if stat.S_ISSOCK(mode):
-        return "socket", ""
-    if stat.S_ISCHR(mode):
-        return "chardev", ""
-    return "other", "not a socket or a character device"
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
+
+
+def _reason(error: ConnectionError, mode: int, device: bool) -> str:
+    """Why opening a path failed, as ``strerror`` says it; for a ``device``,
+    what is there instead when that is what is wrong with it."""
+    cause = error.__cause__
+    if device and stat.S_ISSOCK(mode):
+        return "a socket, not a XenBus device (use --socket)"
+    if device and mode and not stat.S_ISCHR(mode) and not isinstance(cause, OSError):
+        return "not a socket or a character device"  # refused, not failed
+    return getattr(cause, "strerror", None) or str(error)
+
+
+def _message(path: str, transport: PacketConnection | None, error: ConnectionError) -> str:
+    """The message for a transport that could not be opened."""
+    mode = _mode(path)
+    device = isinstance(transport, XenBusConnection)
+    reason = _reason(error, mode, device)
+    if device and stat.S_ISCHR(mode):
+        return f"cannot open XenBus device {path}: {reason}"
+    return f"cannot connect to XenStore at {path}: {reason}"
 
 
 def _open_socket(path: str) -> PacketConnection:
@@ -92,37 +131,27 @@ def _open_socket(path: str) -> PacketConnection:
     try:
         conn.connect()
     except ConnectionError as exc:
-        cause = exc.__cause__
-        reason = getattr(cause, "strerror", None) or str(exc)
-        raise CannotConnect(f"cannot connect to XenStore at {path}: {reason}") from None
+        raise CannotConnect(_message(path, conn, exc)) from None
     return conn
 
 
-def _open_xenbus(path: str) -> PacketConnection:
-    kind, reason = _kind(path)
-    if kind != "chardev":
-        if kind == "socket":
-            reason = "a socket, not a XenBus device (use --socket)"
-        raise CannotConnect(f"cannot open XenBus device {path}: {reason}")
-    conn = XenBusConnection(path)
+def _open_xenbus(path: str | None) -> PacketConnection:
+    """``--xenbus[=PATH]``: the device at PATH, else libxenstore's.
+
+    On Linux libxenstore's is /proc/xen/xenbus only when /dev/xen/xenbus is
+    missing: when neither exists, the message names the modern one first."""
+    device = path or default_xenbus_path()
+    conn = XenBusConnection(device)
     try:
         conn.connect()
     except ConnectionError as exc:
-        reason = getattr(exc.__cause__, "strerror", None) or str(exc)
-        raise CannotConnect(f"cannot open XenBus device {path}: {reason}") from None
+        reason = _reason(exc, _mode(device), device=True)
+        if path is None and device == "/proc/xen/xenbus" and not os.path.exists(device):
+            raise CannotConnect(
+                f"cannot open XenBus device /dev/xen/xenbus: {reason} (nor {device})"
+            ) from None
+        raise CannotConnect(f"cannot open XenBus device {device}: {reason}") from None
     return conn
-
-
-def _default_xenbus() -> str:
-    """libxenstore's device (:func:`default_xenbus_path`), which must exist.
-
-    On Linux that is /proc/xen/xenbus only when /dev/xen/xenbus is missing:
-    when neither exists, say so naming the modern one first."""
-    device = default_xenbus_path()
-    kind, reason = _kind(device)
-    if kind == "missing" and device == "/proc/xen/xenbus":
-        raise CannotConnect(f"cannot open XenBus device /dev/xen/xenbus: {reason} (nor {device})")
-    return device
 
 
 def connect(socket_path: str | None = None, xenbus: str | bool | None = None) -> PacketConnection:
@@ -130,37 +159,24 @@ def connect(socket_path: str | None = None, xenbus: str | bool | None = None) ->
     if socket_path:
         return _open_socket(socket_path)
     if xenbus:
-        return _open_xenbus(xenbus if isinstance(xenbus, str) else _default_xenbus())
-    path = default_socket_path()
-    kind, reason = _kind(path)
-    if kind == "socket":
-        return _open_socket(path)
-    if kind == "chardev":  # $XENSTORED_PATH naming the XenBus device
-        return _open_xenbus(path)
-    if kind == "other":
-        raise CannotConnect(f"cannot connect to XenStore at {path}: {reason}")
-    if not os.environ.get("XENSTORED_PATH"):
-        device = default_xenbus_path()
-        if _kind(device)[0] == "chardev":
-            return _open_xenbus(device)
-    raise CannotConnect(f"cannot connect to XenStore at {path}: {reason}")
+        return _open_xenbus(xenbus if isinstance(xenbus, str) else None)
+    try:
+        return default_connection(connect=True)
+    except Unreachable as exc:
+        attempts = exc.attempts
+        # the first path where something is, else the first (the socket)
+        path, transport, error = next((a for a in attempts if a[1] is not None), attempts[0])
+        raise CannotConnect(_message(path, transport, error)) from None
 
 
-class _Task:
-    """One submitted operation: its current command and what to do next."""
-
-    __slots__ = ("callback", "command", "procedure", "size", "tx")
-
-    def __init__(self, command: Command[Any], procedure: Any, tx: int, callback: Callback) -> None:
-        self.command = command
-        self.procedure = procedure
-        self.tx = tx
-        self.callback = callback
-        self.size = 0
-
-
-def _lost(exc: OSError) -> ConnectionError:
-    return ConnectionError(f"connection to XenStore failed: {exc.strerror or exc}")
+def _lost(exc: ConnectionError) -> ConnectionError:
+    """The transport's failure, as the ``pyxs`` command words it."""
+    cause = exc.__cause__
+    if isinstance(cause, OSError):
+        message = f"connection to XenStore failed: {cause.strerror or cause}"
+    else:
+        message = "XenStore closed the connection"
+    return ConnectionError(message, errno=exc.errno)
 
 
 class Session:
@@ -168,28 +184,19 @@ class Session:
 
     def __init__(self, conn: PacketConnection, window: int | None = None) -> None:
         self.conn = conn
-        self.stream = not conn.needs_poll  # a socket: batches may share a write
-        self.window = window or (WINDOW if self.stream else 1)
-        self.protocol = ClientProtocol()
+        #: a stream (a socket): requests may share a write
+        self._stream = not conn.needs_poll
+        self.window = window or (WINDOW if self._stream else 1)
+        self._protocol = ClientProtocol()
         self.events: deque[WatchEvent] = deque()
-        self._queue: deque[_Task] = deque()
-        #: req_id -> the _Task waiting for it, or a raw handler(packet)
-        self.waiting: dict[int, Any] = {}
+        self._queue: deque[_Queued] = deque()
+        #: req_id -> the operation waiting for its reply (as it was queued)
+        self._waiting: dict[int, _Queued] = {}
         self._inflight_bytes = 0
-        #: encoded requests not sent yet (see raw())
-        self.outbox: list[bytes] = []
-        #: raw requests waiting for room in the window: (op, payload, tx, handler)
-        self._raw_queue: deque[tuple[int, bytes, int, Callable[[Packet], None]]] = deque()
-        self._sock: socket.socket | None = None
-        if self.stream:
-            # A socket object of our own on the same connection, for
-            # MSG_WAITALL reads (the transport's recv() takes no flags).
-            self._sock = socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
+        #: requests encoded and not sent yet
+        self._outbox: list[bytes] = []
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
         self.conn.close()
 
     def __enter__(self) -> Session:
@@ -204,165 +211,154 @@ class Session:
         """Queue ``operation``; ``callback(result, error)`` runs when it is done.
 
         A request too big for XenStore fails as libxenstore fails it: E2BIG,
-        without being sent.
+        without being sent. A procedure's local error (a bad path) goes to
+        the callback at once.
         """
+        driver: Driver[Any] | None = None
         if isinstance(operation, Command):
-            if len(operation.payload) > PAYLOAD_MAX:
-                callback(None, error_for_errno(errno.E2BIG))
-                return
-            self._queue.append(_Task(operation, None, tx, callback))
-            return
-        try:
-            first = next(operation)
-        except StopIteration as stop:
-            callback(stop.value, None)
-        except PyXSError as exc:  # a local error (bad path) from the procedure
-            callback(None, exc)
+            command: Command[Any] = operation
         else:
-            if len(first.payload) > PAYLOAD_MAX:
-                operation.close()
-                callback(None, error_for_errno(errno.E2BIG))
+            try:
+                driver = Driver(operation)
+            except PyXSError as exc:
+                callback(None, exc)
                 return
-            self._queue.append(_Task(first, operation, tx, callback))
+            command = driver.command
+        size = len(command.payload)
+        if size > PAYLOAD_MAX:
+            if driver is not None:
+                driver.close()
+            callback(None, error_for_errno(errno.E2BIG))
+            return
+        self._queue.append((command, callback, tx, driver, HEADER_SIZE + size))
 
-    def submit_started(
-        self, procedure: Any, command: Command[Any], callback: Callback, tx: int = 0
-    ) -> None:
-        """Queue a procedure that has already yielded ``command``."""
-        self._queue.append(_Task(command, procedure, tx, callback))
+    def submit_many(self, items: Iterable[tuple[Command[Any], Callback]], tx: int = 0) -> None:
+        """:meth:`submit` each ``(command, callback)``, in order.
 
-    def raw(self, op: int, payload: bytes, tx: int, handler: Callable[[Packet], None]) -> None:
-        """Encode a request now; ``handler(reply_packet)`` gets its reply.
-
-        For hot loops (the tree walk) that decode replies themselves. The
-        caller keeps within :attr:`window` and :data:`MAX_INFLIGHT_BYTES`.
+        While the window has room, the commands are encoded at once (and
+        sent together by the next :meth:`step`): the tree walk's way, one call
+        per batch of nodes rather than a queue round trip per request.
         """
-        req_id, data = self.protocol.request(op, payload, tx)
-        self.waiting[req_id] = handler
-        self.outbox.append(data)
-
-    def raw_later(
-        self, op: int, payload: bytes, tx: int, handler: Callable[[Packet], None]
-    ) -> None:
-        """As :meth:`raw`, but sent when the window has room."""
-        self._raw_queue.append((op, payload, tx, handler))
+        waiting = self._waiting
+        out = self._outbox
+        request = self._protocol.request
+        room = 0 if self._queue else self.window - len(waiting)
+        inflight = self._inflight_bytes
+        for command, callback in items:
+            if room <= 0 or inflight >= MAX_INFLIGHT_BYTES:
+                self._inflight_bytes = inflight
+                self.submit(command, callback, tx)  # queued, behind what is there
+                inflight = self._inflight_bytes
+                room = 0
+                continue
+            try:
+                req_id, data = request(command.op, command.payload, tx)
+            except InvalidPayload:  # over PAYLOAD_MAX
+                self._inflight_bytes = inflight  # the callback may submit too
+                callback(None, error_for_errno(errno.E2BIG))
+                inflight = self._inflight_bytes
+                continue
+            size = len(data)
+            inflight += size
+            room -= 1
+            waiting[req_id] = (command, callback, tx, None, size)
+            out.append(data)
+        self._inflight_bytes = inflight
 
     @property
     def busy(self) -> bool:
         """Whether anything is queued or in flight."""
-        return bool(self._queue or self.waiting or self.outbox or self._raw_queue)
+        return bool(self._queue or self._waiting)
 
     @property
     def queued(self) -> int:
         """Operations submitted and not sent yet."""
         return len(self._queue)
 
+    def room(self) -> int:
+        """How many more requests the window would send now (0 while the
+        request bytes in flight are at their limit)."""
+        if self._inflight_bytes >= MAX_INFLIGHT_BYTES:
+            return 0
+        return self.window - len(self._waiting) - len(self._queue)
+
     # -- moving bytes -------------------------------------------------------
 
     def _send(self) -> None:
+        """Encode what the window lets go of the queue; send what is encoded."""
         queue = self._queue
-        waiting = self.waiting
-        out = self.outbox
-        raw_queue = self._raw_queue
-        while raw_queue and len(waiting) < self.window:
-            op, payload, tx, handler = raw_queue.popleft()
-            req_id, data = self.protocol.request(op, payload, tx)
-            waiting[req_id] = handler
-            out.append(data)
-        if queue and len(waiting) < self.window:
-            request = self.protocol.request
-            limit = self.window
+        waiting = self._waiting
+        out = self._outbox
+        room = self.window - len(waiting)
+        if queue and room > 0:
+            request = self._protocol.request
             inflight = self._inflight_bytes
-            while queue and len(waiting) < limit and inflight < MAX_INFLIGHT_BYTES:
-                task = queue.popleft()
-                command = task.command
-                req_id, data = request(command.op, command.payload, task.tx)
-                task.size = len(data)
-                inflight += task.size
-                waiting[req_id] = task
+            for _ in range(min(room, len(queue))):
+                if inflight >= MAX_INFLIGHT_BYTES:
+                    break
+                item = queue.popleft()
+                command = item[0]
+                req_id, data = request(command.op, command.payload, item[2])
+                inflight += item[4]
+                waiting[req_id] = item
                 out.append(data)
             self._inflight_bytes = inflight
         if not out:
             return
-        sock = self._sock
-        if sock is not None:
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            try:
-                sock.sendall(data)
-            except OSError as exc:
-                raise _lost(exc) from exc
-        else:
-            for data in out:
-                self.conn.send(data)
-            out.clear()
-
-    def _recv(self) -> bytes:
-        sock = self._sock
-        if sock is None:
-            return self.conn.recv(1 << 18)
-        # Every reply still due is at least a 16-byte header: wait for that
-        # many bytes in one system call rather than waking up per reply.
-        need = 16 * len(self.waiting) - self.protocol.buffered
         try:
-            if need <= 16:
-                data = sock.recv(1 << 18)
+            if self._stream:
+                self.conn.send(out[0] if len(out) == 1 else b"".join(out))
             else:
-                data = sock.recv(need, socket.MSG_WAITALL)
-                if len(data) == need:
-                    try:
-                        data += sock.recv(1 << 18, socket.MSG_DONTWAIT)
-                    except BlockingIOError:
-                        pass
-        except OSError as exc:
+                for data in out:
+                    self.conn.send(data)
+        except ConnectionError as exc:
             raise _lost(exc) from exc
-        if not data:
-            raise ConnectionError("XenStore closed the connection")
-        return data
+        finally:
+            out.clear()
 
     def _receive(self) -> None:
-        replies, events = self.protocol.receive(self._recv())
+        # Every reply still owed is at least a header: the transport may wait
+        # for that much at once.
+        due = _REPLY_MIN * len(self._waiting) - self._protocol.buffered
+        try:
+            data = self.conn.recv_due(_READ_SIZE, due)
+        except ConnectionError as exc:
+            raise _lost(exc) from exc
+        replies, events = self._protocol.receive(data)
         if events:
             self.events.extend(events)
-        waiting = self.waiting
+        waiting = self._waiting
+        queue = self._queue
         for packet in replies:
-            entry = waiting.pop(packet.req_id)
-            if entry.__class__ is _Task:
-                self._inflight_bytes -= entry.size
-                self._advance(entry, packet)
-            else:
-                entry(packet)
-
-    def _advance(self, task: _Task, packet: Packet) -> None:
-        try:
-            result = task.command.result(packet)
-        except XenStoreError as exc:
-            if task.procedure is None:
-                task.callback(None, exc)
-                return
-            self._resume(task, None, exc)
-            return
-        if task.procedure is None:
-            task.callback(result, None)
-        else:
-            self._resume(task, result, None)
-
-    def _resume(self, task: _Task, result: Any, error: BaseException | None) -> None:
-        try:
-            procedure = task.procedure
-            command = procedure.send(result) if error is None else procedure.throw(error)
-        except StopIteration as stop:
-            task.callback(stop.value, None)
-        except XenStoreError as exc:
-            task.callback(None, exc)
-        else:
-            task.command = command
-            self._queue.appendleft(task)
+            command, callback, tx, driver, size = waiting.pop(packet.req_id)
+            self._inflight_bytes -= size
+            if driver is None:
+                if packet.op == command.op:  # Command.result's common case, inlined
+                    callback(command.decode(packet.payload), None)
+                    continue
+                try:
+                    result = command.result(packet)
+                except XenStoreError as exc:
+                    callback(None, exc)
+                    continue
+                callback(result, None)
+                continue
+            try:
+                done = driver.feed(packet)
+            except XenStoreError as exc:
+                callback(None, exc)
+                continue
+            if done:
+                callback(driver.result, None)
+            else:  # the procedure's next request goes first
+                command = driver.command
+                size = HEADER_SIZE + len(command.payload)
+                queue.appendleft((command, callback, tx, driver, size))
 
     def step(self) -> None:
         """Send what the window allows, then handle one read's worth of replies."""
         self._send()
-        if not self.waiting:
+        if not self._waiting:
             raise RuntimeError("nothing to wait for")
         self._receive()
 
@@ -400,13 +396,14 @@ class Session:
         self.drain()
         return results
 
-    def transaction(self, body: Callable[[int], int], retries: int | None = None) -> int:
+    def transaction(self, body: Callable[[int], int]) -> int:
         """Run ``body(tx_id) -> status`` in a transaction, as xenstore-utils does.
 
         Status 0 commits, anything else aborts. A commit that conflicts
-        (EAGAIN) runs ``body`` again (forever by default, as the C tools do).
+        (EAGAIN) runs ``body`` again, forever, as the C tools do
+        (:class:`~pyxs.commands.RetryPolicy` without a limit).
         """
-        attempt = 0
+        policy = commands.RetryPolicy(None)
         while True:
             tx = self.call(commands.transaction_start())
             try:
@@ -422,10 +419,10 @@ class Session:
             try:
                 self.call(commands.transaction_end(status == 0), tx)
             except TransactionConflictError:
-                attempt += 1
-                if status == 0 and (retries is None or attempt <= retries):
-                    continue
-                raise
+                if status != 0:
+                    raise
+                policy.conflicted()
+                continue
             return status
 
     # -- watch events ---------------------------------------------------------

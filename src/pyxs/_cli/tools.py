@@ -19,13 +19,12 @@ paths cost one round trip, not one each.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, Callable, TypeVar
 
 from .. import commands
-from ..commands import Command
-from ..exceptions import NoEntryError, PyXSError, UnexpectedPacket
+from ..exceptions import NoEntryError, PyXSError
 from ..paths import validate_path
-from ..protocol import Op
 from .context import Context, UserError, describe, exit_status, is_fatal
 from .escape import json_value, sanitise, unsanitise
 from .session import Session
@@ -425,17 +424,6 @@ def parse_mode(spec: str) -> bytes:
     return letter + b"%d" % int(digits or b"0")
 
 
-def _set_perms_ok(payload: bytes) -> None:
-    if payload != b"OK\0":
-        raise UnexpectedPacket(f"expected OK, got {payload!r}")
-
-
-def set_perms_command(path: bytes, modes: list[bytes]) -> Command[None]:
-    """SET_PERMS with the modes as given (domain ids up to 2**32-1, as C sends)."""
-    payload = validate_path(path) + b"\0" + b"".join(m + b"\0" for m in modes)
-    return Command(Op.SET_PERMS, payload, _set_perms_ok)
-
-
 def cmd_chmod(ctx: Context, ns: Any) -> int:
     path = fsencode(ns.args[0])
     modes = [parse_mode(m) for m in ns.args[1:]]
@@ -452,7 +440,7 @@ def cmd_chmod(ctx: Context, ns: Any) -> int:
                     # set what came before, as 4.17 does, then fail: the
                     # transaction is abandoned, so nothing is applied
                     session.call_many(
-                        [set_perms_command(p, modes) for p in targets if _valid(p)], tx
+                        [commands.set_perms(p, modes) for p in targets if _valid(p)], tx
                     )
                     ctx.error(f"Unable to locate path separator '/' in '{ctx.show(parent)}'", None)
                     return 1
@@ -460,7 +448,7 @@ def cmd_chmod(ctx: Context, ns: Any) -> int:
                 if not parent:
                     break
                 targets.append(parent)
-        results = _build(session, targets, lambda p: set_perms_command(p, modes), tx)
+        results = _build(session, targets, lambda p: commands.set_perms(p, modes), tx)
         for target, result in zip(targets, results):
             if isinstance(result, BaseException):
                 ctx.error(msg % ctx.show(target), result, always_reason=True)
@@ -479,7 +467,7 @@ def cmd_chmod(ctx: Context, ns: Any) -> int:
                 for node in walk(session, path, values=False, tx=tx):
                     if failure:
                         break
-                    session.submit(set_perms_command(node.path, modes), done(node), tx)
+                    session.submit(commands.set_perms(node.path, modes), done(node), tx)
             except ListFailed:
                 pass  # 4.17 does not recurse where it cannot list
             session.drain()

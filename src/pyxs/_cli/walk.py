@@ -16,13 +16,17 @@ first, like the output, so what the consumer needs next is usually in
 flight already. Nodes are *yielded* strictly in ``xenstore-ls`` order, as
 soon as everything about them (and everything before them) is known.
 
-This is the hot loop of ``pyxs ls`` and ``pyxs dump``: requests go out
-through :meth:`Session.raw` and each reply is decoded by a method of its
-node, without a Command object per request. The starting path is checked
-by :mod:`pyxs.paths` as usual; the paths below it are made of names that
-the server gave, and are sent as they are. A child list too big for
-DIRECTORY (E2BIG) is read by the ``list_children`` procedure of
-:mod:`pyxs.commands` (DIRECTORY_PART), through the same session.
+This is the hot loop of ``pyxs ls`` and ``pyxs dump``. Each request is a
+:class:`~pyxs.commands.Command` of :mod:`pyxs.commands` (READ, GET_PERMS,
+DIRECTORY), and each reply is decoded by :meth:`Command.result
+<pyxs.commands.Command.result>`, submitted to the session with a method of
+its node as the callback. The starting path is checked by :mod:`pyxs.paths`
+as usual, in the three commands built for it; the paths below it are made
+of names that the server gave, and each of their commands is the starting
+path's command of the same kind with that path as its payload (checking
+every path again would cost a fifth of ``pyxs ls``'s time). A child list
+too big for DIRECTORY (E2BIG) is read by the ``list_children`` procedure
+of :mod:`pyxs.commands` (DIRECTORY_PART), through the same session.
 
 Errors follow xenstore-ls: a failure to list the starting node raises
 :class:`ListFailed`; a node that disappears during the walk (ENOENT on its
@@ -33,31 +37,21 @@ reported on the node itself (``value_error``, ``perms_error``).
 
 from __future__ import annotations
 
-import gc
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .. import commands
-from ..exceptions import NoEntryError, TooBigError, UnexpectedPacket, error_from_payload
+from ..commands import Command
+from ..exceptions import NoEntryError, TooBigError
 from ..paths import validate_path
-from ..protocol import Op, Packet, split_strings
-from .session import MAX_INFLIGHT_BYTES, Session
+from .session import Session
 
 __all__ = ["ListFailed", "Node", "child_path", "walk"]
-
-_READ = int(Op.READ)
-_DIRECTORY = int(Op.DIRECTORY)
-_GET_PERMS = int(Op.GET_PERMS)
-_ERROR = int(Op.ERROR)
-_OVERHEAD = 17  # header and NUL of a one-path request
 
 
 def child_path(parent: bytes, name: bytes) -> bytes:
     """``xenstore-ls``'s ``"%s%s%s"``: no extra slash after a trailing one."""
     return parent + name if parent.endswith(b"/") else parent + b"/" + name
-
-
-def _unexpected(expected: int, packet: Packet) -> UnexpectedPacket:
-    return UnexpectedPacket(f"expected a reply of type {expected}, got {packet!r}")
 
 
 class ListFailed(Exception):
@@ -70,16 +64,20 @@ class ListFailed(Exception):
 
 
 class _Walk:
-    """State shared by the nodes of one walk."""
+    """State shared by the nodes of one walk: the session, the transaction,
+    the replies each node's own line waits for, the issue stack, and the
+    commands of the starting path (READ, GET_PERMS, DIRECTORY)."""
 
-    __slots__ = ("expected", "inflight", "issue", "session", "tx")
+    __slots__ = ("directory", "expected", "get_perms", "issue", "read", "session", "tx")
 
-    def __init__(self, session: Session, tx: int, expected: int) -> None:
+    def __init__(self, session: Session, tx: int, expected: int, path: bytes) -> None:
         self.session = session
         self.tx = tx
         self.expected = expected
         self.issue: list[Node] = []
-        self.inflight = 0  # request bytes of this walk in flight
+        self.read = commands.read(path)
+        self.get_perms = commands.get_perms(path)
+        self.directory = commands.directory(path)
 
 
 class Node:
@@ -118,76 +116,55 @@ class Node:
     def __repr__(self) -> str:
         return f"Node({self.path!r})"
 
-    # -- reply handlers (Session.raw) ------------------------------------------
+    # -- callbacks (Session.submit) -------------------------------------------
 
-    def on_value(self, packet: Packet) -> None:
-        self.walk.inflight -= len(self.path) + _OVERHEAD
-        op = packet.op
-        if op == _READ:
-            self.value = packet.payload
-        elif op == _ERROR:
-            self.value_error = error_from_payload(packet.payload)
+    def set_value(self, value: bytes | None, error: BaseException | None) -> None:
+        if error is None:
+            self.value = value
         else:
-            raise _unexpected(_READ, packet)
+            self.value_error = error
         self.missing -= 1
 
-    def on_perms(self, packet: Packet) -> None:
-        self.walk.inflight -= len(self.path) + _OVERHEAD
-        op = packet.op
-        if op == _GET_PERMS:
-            self.perms = split_strings(packet.payload)
-        elif op == _ERROR:
-            self.perms_error = error_from_payload(packet.payload)
+    def set_perms(self, perms: list[bytes] | None, error: BaseException | None) -> None:
+        if error is None:
+            self.perms = perms
         else:
-            raise _unexpected(_GET_PERMS, packet)
+            self.perms_error = error
         self.missing -= 1
 
-    def on_children(self, packet: Packet) -> None:
-        walk = self.walk
-        walk.inflight -= len(self.path) + _OVERHEAD
-        op = packet.op
-        if op == _DIRECTORY:
-            payload = packet.payload
-            if not payload:  # a leaf: the common case
+    def set_directory(self, names: list[bytes] | None, error: BaseException | None) -> None:
+        """The reply to DIRECTORY."""
+        if error is None:
+            if names:
+                self._add_children(names)
+            else:  # a leaf: the common case
                 self.children = []
-                return
-            names = payload.split(b"\0")
-            if names[-1] == b"":
-                names.pop()
-            depth = self.depth + 1
-            path = self.path
-            base = path if path.endswith(b"/") else path + b"/"
-            expected = walk.expected
-            kids = [Node(walk, base + name, name, depth, expected) for name in names]
-            self.children = kids
-            kids.reverse()
-            walk.issue.extend(kids)
-            kids.reverse()
-        elif op == _ERROR:
-            error = error_from_payload(packet.payload)
-            if isinstance(error, TooBigError):
-                # Too many children for one reply: DIRECTORY_PART, by the book.
-                procedure = commands.list_children(self.path)
-                next(procedure)  # its DIRECTORY, which we just did
-                command = procedure.throw(error)
-                walk.session.submit_started(procedure, command, self.set_children, walk.tx)
-            else:
-                self.set_children([], error)
+        elif isinstance(error, TooBigError):
+            # Too many children for one reply: DIRECTORY_PART, by the book.
+            walk = self.walk
+            walk.session.submit(commands.list_children(self.path), self.set_children, walk.tx)
         else:
-            raise _unexpected(_DIRECTORY, packet)
+            self.set_children(None, error)
 
     def set_children(self, names: list[bytes] | None, error: BaseException | None) -> None:
-        if error is not None or names is None:
+        """The children's names (or why there are none to be had)."""
+        if error is not None or not names:
             self.children_error = error
             self.children = []
-            return
+        else:
+            self._add_children(names)
+
+    def _add_children(self, names: list[bytes]) -> None:
         walk = self.walk
         depth = self.depth + 1
-        base = self.path if self.path.endswith(b"/") else self.path + b"/"
+        path = self.path
+        base = path if path.endswith(b"/") else path + b"/"
         expected = walk.expected
         kids = [Node(walk, base + name, name, depth, expected) for name in names]
         self.children = kids
-        walk.issue.extend(reversed(kids))
+        kids.reverse()
+        walk.issue.extend(kids)
+        kids.reverse()
 
 
 def walk(
@@ -200,76 +177,43 @@ def walk(
     include_root: bool = False,
 ) -> Iterator[Node]:
     """Yield the nodes under ``path`` (not ``path`` itself unless
-    ``include_root``) depth first, children in creation order.
-
-    The cyclic garbage collector is off while the walk runs: it allocates
-    objects per node and nothing cyclic that outlives the walk, and the
-    collector's passes over them cost about a tenth of ``pyxs ls``'s time.
-    """
+    ``include_root``) depth first, children in creation order."""
     path = validate_path(path)
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield from _walk(session, path, values, perms, tx, include_root)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _walk(
-    session: Session, path: bytes, values: bool, perms: bool, tx: int, include_root: bool
-) -> Iterator[Node]:
-    state = _Walk(session, tx, int(values) + int(perms))
+    state = _Walk(session, tx, int(values) + int(perms), path)
     root = Node(state, path, b"", -1, state.expected if include_root else 0)
-    # Session.raw() inlined: this runs for every node.
-    request = session.protocol.request
-    outbox = session.outbox
-    window = session.window
-    waiting = session.waiting
     issue = state.issue
     per_node = state.expected + 1
-
-    def fetch_later(node: Node, own_line: bool = True) -> None:
-        # a window too small for a node's requests (XenBus): the session
-        # sends them one by one
-        payload = node.path + b"\0"
-        if own_line and values:
-            session.raw_later(_READ, payload, tx, node.on_value)
-        if own_line and perms:
-            session.raw_later(_GET_PERMS, payload, tx, node.on_perms)
-        session.raw_later(_DIRECTORY, payload, tx, node.on_children)
+    # the starting path's commands, made again for each node's path
+    read_op, read_decode = state.read.op, state.read.decode
+    perms_op, perms_decode = state.get_perms.op, state.get_perms.decode
+    directory_op, directory_decode = state.directory.op, state.directory.decode
+    batch: list[tuple[Command[Any], Any]] = []
 
     def fetch(node: Node, own_line: bool = True) -> None:
-        if window < per_node:
-            fetch_later(node, own_line)
-            return
         payload = node.path + b"\0"
         if own_line:
             if values:
-                req_id, data = request(_READ, payload, tx)
-                waiting[req_id] = node.on_value
-                outbox.append(data)
+                batch.append((Command(read_op, payload, read_decode), node.set_value))
             if perms:
-                req_id, data = request(_GET_PERMS, payload, tx)
-                waiting[req_id] = node.on_perms
-                outbox.append(data)
-            state.inflight += (len(payload) + 16) * per_node
-        else:
-            state.inflight += len(payload) + 16
-        req_id, data = request(_DIRECTORY, payload, tx)
-        waiting[req_id] = node.on_children
-        outbox.append(data)
+                batch.append((Command(perms_op, payload, perms_decode), node.set_perms))
+        batch.append((Command(directory_op, payload, directory_decode), node.set_directory))
 
     def pump() -> None:
         """Issue what the window allows, then handle one batch of replies."""
-        limit = window - per_node
-        while issue and (len(waiting) <= limit or not session.busy):
-            if state.inflight >= MAX_INFLIGHT_BYTES and session.busy:
-                break
-            fetch(issue.pop())
+        if issue:
+            room = session.room()
+            if room < per_node and not session.busy:
+                room = per_node  # a window smaller than a node's requests
+            while issue and room >= per_node:
+                fetch(issue.pop())
+                room -= per_node
+            session.submit_many(batch, tx)
+            batch.clear()
         session.step()
 
     fetch(root, include_root)
+    session.submit_many(batch, tx)
+    batch.clear()
     if include_root:
         while root.missing:
             pump()
@@ -299,6 +243,11 @@ def _walk(
         while child.missing:
             pump()
         top[1] = index + 1
+        # Emitted nodes are let go (the parent's list no longer holds them):
+        # a walk keeps only what it still needs, which leaves the cyclic
+        # garbage collector little to look at and the tree nothing to free
+        # at the end.
+        kids[index] = None  # type: ignore[call-overload]
         yield child
         if child.children or child.children is None or child.children_error is not None:
             stack.append([child, 0])
