@@ -700,6 +700,10 @@ def main(argv: list[str]) -> int:
     args = json.loads(argv[1])
     fn = BENCHES[f"{args.pop('impl')}.{args.pop('bench')}"]
     result = fn(args.pop("socket"), **args)
+    # Which pyxs ran: run.py checks that a baseline checkout's rows ran its own.
+    module = sys.modules.get("pyxs")
+    if module is not None:
+        result["pyxs_file"] = module.__file__
     print(json.dumps(result))
     return 0
 
