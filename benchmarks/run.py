@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -370,9 +371,10 @@ class Run:
                 impls,
                 f"server and load generator on CPU {self.server_cpu}",
             )
-            self.measure(
-                m, runners(gen("write_seq", self.server_cpu, writes=s.seq_writes)), s.rounds
-            )
+            write = runners(gen("write_seq", self.server_cpu, writes=s.seq_writes))
+            write = {k: self.shared_cpu(r, servers[k].pid) for k, r in write.items()}
+            self.measure(m, write, s.rounds)
+            self.note_disturbed(m)
             m = Measure(
                 "server.fanout",
                 f"watch fan-out: {s.fan_watches} watches on {s.fan_conns} connections, "
@@ -643,15 +645,19 @@ class Run:
                 for impl, why in missing.items():
                     if impl in impls:
                         m.errors[impl] = why
+                runner = self.client_runner
                 self.measure(
                     m,
                     {
-                        k: self.client_runner(cmds, k, bench, server.socket_path, cpu)
+                        k: self.shared_cpu(
+                            runner(cmds, k, bench, server.socket_path, cpu), server.pid
+                        )
                         for k in impls
                         if k in cmds
                     },
                     s.rounds,
                 )
+                self.note_disturbed(m)
             # C5. Rounds are longer than the other client benchmarks' (threads
             # start, then run) and more; pyxs with 1 and with t threads run next
             # to each other in every round (A B C D, D C B A, ...), and the target
@@ -734,8 +740,45 @@ class Run:
             paired=True,
         )
 
+    def shared_cpu(
+        self, runner: Callable[[], dict[str, Any]], server_pid: int
+    ) -> Callable[[], Any]:
+        """A round whose process runs on the server's CPU, run again while disturbed.
+
+        ``busy`` as for C5 and L1, over the whole process: the CPU time of the
+        process and of the server, over the elapsed time. A client and its
+        server on one CPU keep it busy between them (one of them always has
+        work), so on an otherwise idle CPU this is close to 1; what else ran
+        on that CPU meanwhile shows as less.
+        """
+
+        def run() -> dict[str, Any]:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            server0 = harness.process_cpu(server_pid)
+            t0 = time.perf_counter()
+            result = runner()
+            elapsed = time.perf_counter() - t0
+            server = harness.process_cpu(server_pid) - server0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            own = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            result.setdefault("busy", (own + server) / elapsed)
+            return result
+
+        return self.undisturbed(run)
+
+    def note_disturbed(self, m: Measure) -> None:
+        """Say which rows were run again because their CPU was shared."""
+        for key, runs in m.details.items():
+            again = sum(r.get("attempts", 1) - 1 for r in runs)
+            left = sum(r.get("busy", 1.0) < BUSY_FLOOR for r in runs)
+            if again or left:
+                line = f"{m.impls[key]}: {again} run(s) repeated (CPU shared)"
+                if left:
+                    line += f"; {left} still disturbed (busy < {BUSY_FLOOR})"
+                m.notes.append(line)
+
     def undisturbed(self, runner: Callable[[], dict[str, Any]]) -> Callable[[], Any]:
-        """Run a C5 round again (up to BUSY_TRIES times) while something else
+        """Run a round again (up to BUSY_TRIES times) while something else
         took the CPU from the client and xenstored."""
 
         def run() -> dict[str, Any]:
@@ -855,7 +898,11 @@ class Run:
                         runners[key] = self.client_runner(cmds, impl, bench, sock, on, **params)
                     else:
                         m.errors[key] = missing[impl]
+                        continue
+                    if on == cpu:  # across CPUs, idle waits are part of the measure
+                        runners[key] = self.shared_cpu(runners[key], server.pid)
                 self.measure(m, runners, s.rounds)
+                self.note_disturbed(m)
 
         for tid, bench, n, what, threshold in (
             ("A1", "read", c, f"{c} concurrent READs", 2.0),
@@ -1183,7 +1230,10 @@ class Run:
         sizes are inverted); ``worse`` says the row lost more than WORSE_THAN.
         ``spread`` is half the interquartile range of the per-round ratios (the
         twins run next to each other in every round): how much the ratio moved
-        from round to round.
+        from round to round; ``paired`` is their median. Rounds in which either
+        twin was still disturbed (``busy`` < BUSY_FLOOR after its runs again)
+        are left out while at least half of the rounds remain, as for C5:
+        ``rounds`` counts the rounds used, ``disturbed`` those left out.
         """
         out = []
         for m in self.measures.values():
@@ -1191,23 +1241,42 @@ class Run:
                 if not key.endswith(BASE):
                     continue
                 ours = key[: -len(BASE)]
-                after, before = m.median(ours), m.median(key)
                 row: dict[str, Any] = {"measure": m.id, "impl": ours, "label": m.impls[ours]}
-                row |= {"unit": m.unit, "after": after, "before": before}
-                if after is None or before is None or not before or not after:
-                    why = m.errors.get(ours if after is None else key, "no samples")
+                row["unit"] = m.unit
+                runs = list(zip(m.details.get(ours, []), m.details.get(key, [])))
+                if not runs or len(m.details[ours]) != len(m.details[key]):
+                    missing = ours if not m.details.get(ours) else key
+                    why = m.errors.get(missing, "not the same rounds")
                     out.append(row | {"ratio": None, "reason": why})
+                    continue
+                clean = [
+                    (a, b)
+                    for a, b in runs
+                    if min(a.get("busy", 1.0), b.get("busy", 1.0)) >= BUSY_FLOOR
+                ]
+                used = clean if len(clean) >= max(1, len(runs) // 2) else runs
+                after = harness.median([float(a["value"]) for a, _ in used])
+                before = harness.median([float(b["value"]) for _, b in used])
+                per_round = [a["value"] / b["value"] for a, b in used if b["value"]]
+                if not after or not before or not per_round:
+                    out.append(row | {"ratio": None, "reason": "a zero median"})
                     continue
                 ratio = after / before
                 gain = ratio if m.higher_is_better else 1 / ratio
-                pairs = list(zip(m.samples[ours], m.samples[key]))
-                per_round = [a / b for a, b in pairs if b]
+                paired = harness.median(per_round)
+                paired_gain = paired if m.higher_is_better else 1 / paired
                 row |= {
+                    "after": after,
+                    "before": before,
                     "ratio": ratio,
                     "gain": gain,
                     "worse": gain < 1 - WORSE_THAN,
-                    "spread": harness.spread(per_round) if per_round else None,
-                    "rounds": len(per_round),
+                    "spread": harness.spread(per_round),
+                    "paired": paired,
+                    "paired_gain": paired_gain,
+                    "paired_worse": paired_gain < 1 - WORSE_THAN,
+                    "rounds": len(used),
+                    "disturbed": len(runs) - len(used),
                 }
                 out.append(row)
         return out
@@ -1218,8 +1287,10 @@ class Run:
         print(
             f"\nbefore/after: this checkout ({harness.git_commit()}) against the baseline"
             f" '{self.base.root.name}' ({harness.git_commit(self.base.root)}), same rounds;"
-            " after/before of the medians, 'gain' above 1 is better; per-round: half the"
-            f" interquartile range of the per-round ratios; worse than {WORSE_THAN:.0%} flagged",
+            " after/before of the medians, 'gain' above 1 is better; per-round: the median and"
+            " half the interquartile range of the per-round ratios after/before (the twins run"
+            " next to each other, so this one drifts less with the machine's load); a gain"
+            f" worse than {WORSE_THAN:.0%} flagged",
             file=out,
         )
         width = max((len(f"{r['measure']} {r['label']}") for r in rows), default=20)
@@ -1229,20 +1300,31 @@ class Run:
                 print(f"  {name:<{width}}  -  ({r['reason']})", file=out)
                 continue
             flag = f"WORSE by {1 - r['gain']:.1%}" if r["worse"] else "ok"
-            spread = "" if r["spread"] is None else f"  per-round ±{r['spread']:.1%}"
+            if r["paired_worse"]:
+                flag += f" (per-round: WORSE by {1 - r['paired_gain']:.1%})"
+            elif r["worse"]:
+                flag += " (per-round: ok)"
+            spread = f"  per-round {r['paired']:.3f} ±{r['spread']:.1%}  n={r['rounds']}"
+            if r["disturbed"]:
+                spread += f" ({r['disturbed']} disturbed left out)"
             print(
                 f"  {name:<{width}}  {fmt(r['after']):>9} / {fmt(r['before']):<9} {r['unit']:<7}"
                 f" = {r['ratio']:.3f}  gain {r['gain']:.3f}{spread}  {flag}",
                 file=out,
             )
         done = [r for r in rows if r["ratio"] is not None]
-        if done:
-            worse = [r for r in done if r["worse"]]
-            far = max(done, key=lambda r: abs(r["gain"] - 1))
+        for what, key, worse_key in (
+            ("ratio of medians", "gain", "worse"),
+            ("per-round", "paired_gain", "paired_worse"),
+        ):
+            if not done:
+                break
+            worse = [r for r in done if r[worse_key]]
+            far = max(done, key=lambda r: abs(r[key] - 1))
             print(
-                f"  {len(done)} rows compared, {len(worse)} worse than {WORSE_THAN:.0%};"
-                f" farthest from 1: {far['measure']} {far['label']} (gain {far['gain']:.3f});"
-                f" median |gain - 1|: {harness.median([abs(r['gain'] - 1) for r in done]):.1%}",
+                f"  {what}: {len(done)} rows, {len(worse)} worse than {WORSE_THAN:.0%};"
+                f" farthest from 1: {far['measure']} {far['label']} ({far[key]:.3f});"
+                f" median |gain - 1|: {harness.median([abs(r[key] - 1) for r in done]):.1%}",
                 file=out,
             )
 
