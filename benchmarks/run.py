@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import platform
@@ -41,7 +42,7 @@ import loadgen
 from harness import BenchError, Unavailable
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("server", "client", "aio", "cli")
+SECTIONS = ("server", "client", "aio", "cli", "trace")
 #: C5 rounds: below this share of the CPU spent by the client and xenstored
 #: (``busy``), something else ran on their CPU and the round is run again.
 BUSY_FLOOR = 0.9
@@ -232,7 +233,8 @@ class Run:
         self.skipped: dict[str, str] = {}
         self.py = sys.executable
         self.here = Checkout.this()
-        self.base = Checkout.baseline(args.baseline) if args.baseline else None
+        baseline = getattr(args, "baseline", "")  # tracebench.py makes a Run of its own
+        self.base = Checkout.baseline(baseline) if baseline else None
         self.checkouts = [self.here] + ([self.base] if self.base else [])
         for c in self.checkouts:
             self.log(f"pyxs{c.label or ' (this checkout)'}: {c.python} imports {c.pyxs_file}")
@@ -1111,6 +1113,18 @@ class Run:
             }
 
         return self.undisturbed(runner)
+
+    # -- trace ----------------------------------------------------------------------------
+
+    def section_trace(self) -> None:
+        """What ``pyxs trace`` adds to a round trip: ``tracebench.py`` (this checkout only)."""
+        try:
+            tracebench = importlib.import_module("tracebench")  # beside this file
+        except ModuleNotFoundError as exc:
+            if exc.name != "tracebench":
+                raise
+            raise Unavailable("benchmarks/tracebench.py is not in this checkout") from None
+        tracebench.section(self)
 
     # -- report ---------------------------------------------------------------------------
 
