@@ -22,6 +22,7 @@ ratio of medians and flags those worse than ``WORSE_THAN`` (3%).
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import importlib
 import json
@@ -47,6 +48,9 @@ SECTIONS = ("server", "client", "aio", "cli", "trace")
 #: (``busy``), something else ran on their CPU and the round is run again.
 BUSY_FLOOR = 0.9
 BUSY_TRIES = 4
+#: When this many runs in a row were disturbed, the machine is saturated:
+#: running again does not help, and rounds are not repeated until one is not.
+SATURATED = 8
 #: The key suffix of a baseline checkout's rows ("pyxs" -> "pyxs@base").
 BASE = "@base"
 #: After/before: a row that lost more than this is flagged.
@@ -241,6 +245,9 @@ class Run:
         self.worker_env = harness.base_env()
         self.started = time.time()
         self.load_at_start = harness.load_average()
+        #: whether each of the last runs checked was undisturbed (newest last)
+        self.recent: collections.deque[bool] = collections.deque(maxlen=SATURATED)
+        self.saturated = 0  # runs not repeated because of it
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -787,7 +794,13 @@ class Run:
             for attempt in range(1, BUSY_TRIES + 1):
                 result = runner()
                 result["attempts"] = attempt
-                if result.get("busy", 1.0) >= BUSY_FLOOR:
+                clean = result.get("busy", 1.0) >= BUSY_FLOOR
+                self.recent.append(clean)
+                if clean:
+                    break
+                if len(self.recent) == SATURATED and not any(self.recent):
+                    self.saturated += 1
+                    self.log(f"    busy {result['busy']:.2f}: the machine is saturated, on")
                     break
                 self.log(f"    busy {result['busy']:.2f}: the CPU was shared, again")
                 time.sleep(0.5)
@@ -1153,6 +1166,13 @@ class Run:
                 file=out,
             )
         print("medians of alternating rounds; 'spread' is half the interquartile range", file=out)
+        if self.saturated:
+            print(
+                f"WARNING: {self.saturated} disturbed round(s) not run again: {SATURATED} runs in"
+                f" a row had found their CPU shared (busy < {BUSY_FLOOR}), the machine was"
+                " saturated",
+                file=out,
+            )
         for name, why in self.skipped.items():
             print(f"section {name} skipped: {why}", file=out)
         for m in self.measures.values():
@@ -1226,6 +1246,7 @@ class Run:
             ],
             "targets": [dataclasses.asdict(t) for t in self.targets],
             "skipped_sections": self.skipped,
+            "saturated": self.saturated,
             # no machine's paths here: results may be committed (docs/performance)
             "baseline": None
             if self.base is None
