@@ -659,7 +659,8 @@ class Run:
                     m,
                     {
                         k: self.shared_cpu(
-                            runner(cmds, k, bench, server.socket_path, cpu), server.pid
+                            runner(cmds, k, bench, server.socket_path, cpu, window_pid=server.pid),
+                            server.pid,
                         )
                         for k in impls
                         if k in cmds
@@ -910,6 +911,8 @@ class Run:
                     if impl == "raw":
                         runners[key] = self.loadgen_runner(raw, sock, on)
                     elif impl in cmds:
+                        if on == cpu:  # the CPU per operation too (clientbench's WINDOW)
+                            params = {**params, "window_pid": server.pid}
                         runners[key] = self.client_runner(cmds, impl, bench, sock, on, **params)
                     else:
                         m.errors[key] = missing[impl]
@@ -1300,6 +1303,19 @@ class Run:
                 gain = ratio if m.higher_is_better else 1 / ratio
                 paired = harness.median(per_round)
                 paired_gain = paired if m.higher_is_better else 1 / paired
+                cpu = [
+                    (a["cpu_us_per_op"], b["cpu_us_per_op"])
+                    for a, b in runs
+                    if "cpu_us_per_op" in a and "cpu_us_per_op" in b
+                ]
+                if len(cpu) == len(runs):  # every round: all the rounds count
+                    cpu_after = harness.median([a for a, _ in cpu])
+                    cpu_before = harness.median([b for _, b in cpu])
+                    row |= {
+                        "cpu_us_per_op": (cpu_after, cpu_before),
+                        "cpu_gain": cpu_before / cpu_after,
+                        "cpu_worse": cpu_before / cpu_after < 1 - WORSE_THAN,
+                    }
                 row |= {
                     "after": after,
                     "before": before,
@@ -1324,8 +1340,10 @@ class Run:
             f" '{self.base.root.name}' ({harness.git_commit(self.base.root)}), same rounds;"
             " after/before of the medians, 'gain' above 1 is better; per-round: the median and"
             " half the interquartile range of the per-round ratios after/before (the twins run"
-            " next to each other, so this one drifts less with the machine's load); a gain"
-            f" worse than {WORSE_THAN:.0%} flagged",
+            " next to each other, so this one drifts less with the machine's load); CPU/op:"
+            " the client's and the server's CPU time per operation in the measured window,"
+            " medians after/before, for rows with both on one CPU (what other processes"
+            f" take is not in it); a gain worse than {WORSE_THAN:.0%} flagged",
             file=out,
         )
         width = max((len(f"{r['measure']} {r['label']}") for r in rows), default=20)
@@ -1340,6 +1358,9 @@ class Run:
             elif r["worse"]:
                 flag += " (per-round: ok)"
             spread = f"  per-round {r['paired']:.3f} ±{r['spread']:.1%}  n={r['rounds']}"
+            if "cpu_gain" in r:
+                flag += f"; CPU/op {r['cpu_us_per_op'][0]:.1f}/{r['cpu_us_per_op'][1]:.1f} us"
+                flag += f" gain {r['cpu_gain']:.3f}" + (" WORSE" if r["cpu_worse"] else "")
             if r["disturbed"]:
                 spread += f" ({r['disturbed']} disturbed left out)"
             print(
@@ -1351,7 +1372,9 @@ class Run:
         for what, key, worse_key in (
             ("ratio of medians", "gain", "worse"),
             ("per-round", "paired_gain", "paired_worse"),
+            ("CPU per operation", "cpu_gain", "cpu_worse"),
         ):
+            done = [r for r in done if key in r]
             if not done:
                 break
             worse = [r for r in done if r[worse_key]]
