@@ -781,11 +781,11 @@ class Run:
         for key, runs in m.details.items():
             again = sum(r.get("attempts", 1) - 1 for r in runs)
             left = sum(r.get("busy", 1.0) < BUSY_FLOOR for r in runs)
-            if again or left:
-                line = f"{m.impls[key]}: {again} run(s) repeated (CPU shared)"
-                if left:
-                    line += f"; {left} still disturbed (busy < {BUSY_FLOOR})"
-                m.notes.append(line)
+            parts = [f"{again} run(s) repeated (CPU shared)"] if again else []
+            if left:
+                parts.append(f"{left} round(s) still disturbed (busy < {BUSY_FLOOR})")
+            if parts:
+                m.notes.append(f"{m.impls[key]}: " + "; ".join(parts))
 
     def undisturbed(self, runner: Callable[[], dict[str, Any]]) -> Callable[[], Any]:
         """Run a round again (up to BUSY_TRIES times) while something else
