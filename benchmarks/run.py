@@ -1305,10 +1305,10 @@ class Run:
                 paired_gain = paired if m.higher_is_better else 1 / paired
                 cpu = [
                     (a["cpu_us_per_op"], b["cpu_us_per_op"])
-                    for a, b in runs
+                    for a, b in used
                     if "cpu_us_per_op" in a and "cpu_us_per_op" in b
                 ]
-                if len(cpu) == len(runs):  # every round: all the rounds count
+                if len(cpu) == len(used):  # the same rounds as the other two
                     cpu_after = harness.median([a for a, _ in cpu])
                     cpu_before = harness.median([b for _, b in cpu])
                     row |= {
