@@ -1126,6 +1126,7 @@ class Run:
                 "busy": (own + server) / elapsed,
                 "command_cpu_s": own,
                 "server_cpu_s": server,
+                "cpu_us_per_op": (own + server) * 1e6,  # one operation: the whole command
             }
 
         return self.undisturbed(runner)
