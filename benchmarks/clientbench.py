@@ -43,12 +43,32 @@ TX_VALUE = b"tx-value"
 WRITE_VALUE = b"some-value-0123"
 
 
+#: The server whose CPU time the measured window also reads (``window_pid``
+#: in the arguments; 0: none), and what that window used: ``cpu_s`` (this
+#: process, every thread) and ``server_cpu_s``. main() adds them to the
+#: result. Time spent by other processes is in neither, so the CPU per
+#: operation holds still on a busy machine when the elapsed time does not.
+WINDOW_PID = 0
+WINDOW: dict[str, float] = {}
+
+
+def window_start() -> tuple[float, float]:
+    return time.process_time(), (process_cpu(WINDOW_PID) if WINDOW_PID else 0.0)
+
+
+def window_end(start: tuple[float, float]) -> None:
+    if WINDOW_PID:
+        WINDOW["cpu_s"] = time.process_time() - start[0]
+        WINDOW["server_cpu_s"] = process_cpu(WINDOW_PID) - start[1]
+
+
 def timed(step: Callable[[], None], seconds: float, batch: int, warmup: int) -> tuple[int, float]:
     """Call ``step`` (``batch`` operations per call) for ``seconds``; (ops, elapsed)."""
     for _ in range(warmup):
         step()
     ops = 0
     perf = time.perf_counter
+    window = window_start()
     t0 = perf()
     deadline = t0 + seconds
     now = t0
@@ -56,6 +76,7 @@ def timed(step: Callable[[], None], seconds: float, batch: int, warmup: int) -> 
         step()
         ops += batch
         now = perf()
+    window_end(window)
     return ops, now - t0
 
 
@@ -584,6 +605,7 @@ def aio_read(sock: str, seconds: float, concurrency: int = 1) -> dict[str, Any]:
 
             per_batch = 100 if concurrency == 1 else concurrency
             await batch()
+            window = window_start()
             ops, t0 = 0, time.perf_counter()
             deadline = t0 + seconds
             now = t0
@@ -591,6 +613,7 @@ def aio_read(sock: str, seconds: float, concurrency: int = 1) -> dict[str, Any]:
                 await batch()
                 ops += per_batch
                 now = time.perf_counter()
+            window_end(window)
             return rate(ops, now - t0)
 
     result: dict[str, Any] = aio_run(main)
@@ -643,6 +666,7 @@ def aio_tx(sock: str, seconds: float, concurrency: int = 1) -> dict[str, Any]:
 
             per_batch = 10 if concurrency == 1 else concurrency
             await batch()
+            window = window_start()
             ops, t0 = 0, time.perf_counter()
             deadline = t0 + seconds
             now = t0
@@ -651,6 +675,7 @@ def aio_tx(sock: str, seconds: float, concurrency: int = 1) -> dict[str, Any]:
                 ops += done
                 conflicts += per_batch - done
                 now = time.perf_counter()
+            window_end(window)
             assert await c.read(wpaths[-1][-1]) == TX_VALUE
             # Leave the store as it was: nodes piling up round after round
             # (500 a round) slow the daemon down, a later round more than an
@@ -697,9 +722,18 @@ BENCHES.update(
 
 
 def main(argv: list[str]) -> int:
+    global WINDOW_PID
     args = json.loads(argv[1])
     fn = BENCHES[f"{args.pop('impl')}.{args.pop('bench')}"]
+    WINDOW_PID = args.pop("window_pid", 0)
     result = fn(args.pop("socket"), **args)
+    if WINDOW and result.get("ops"):
+        result.update(WINDOW)
+        result["cpu_us_per_op"] = (WINDOW["cpu_s"] + WINDOW["server_cpu_s"]) / result["ops"] * 1e6
+    # Which pyxs ran: run.py checks that a baseline checkout's rows ran its own.
+    module = sys.modules.get("pyxs")
+    if module is not None:
+        result["pyxs_file"] = module.__file__
     print(json.dumps(result))
     return 0
 

@@ -7,7 +7,8 @@ Peers are set up here, on first use, and cached outside the repository:
   ``~/.cache/pyxs/realxs``);
 - pyxs 0.4.1 from PyPI goes into its own virtualenv under
   ``~/.cache/pyxs-bench`` (``$PYXS_BENCH_CACHE``);
-- the embedded server is this project's ``python -m pyxs.server``.
+- the embedded server is this project's ``python -m pyxs.server`` (or, with
+  ``run.py --baseline DIR``, another checkout's, run by ``DIR/.venv/bin/python``).
 
 Everything that is measured runs in its own process, pinned to one CPU with
 ``sched_setaffinity``: the orchestrator only starts processes, collects the
@@ -208,12 +209,19 @@ class RealXenstored(Server):
 
 
 class EmbeddedServer(Server):
-    """This project's server as its own process: ``python -m pyxs.server``."""
+    """This project's server as its own process: ``python -m pyxs.server``.
+
+    ``python`` is the interpreter that imports the pyxs to measure (a
+    baseline checkout's own). It starts in its temporary directory, so that
+    ``-m`` (which puts the working directory first on ``sys.path``) cannot
+    pick up a ``pyxs`` from wherever the benchmarks were started.
+    """
 
     name = "pyxs"
     label = "pyxs.server"
 
-    def __init__(self) -> None:
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
         self.proc: subprocess.Popen[bytes] | None = None
         self.tmpdir = ""
         self.stderr_path = ""
@@ -224,10 +232,11 @@ class EmbeddedServer(Server):
         self.stderr_path = os.path.join(self.tmpdir, "stderr")
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pyxs.server", "--socket", self.socket_path],
+                [self.python, "-m", "pyxs.server", "--socket", self.socket_path],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
+                cwd=self.tmpdir,
                 env=base_env(),
                 preexec_fn=_pinned(cpu),
             )
@@ -312,13 +321,13 @@ def pyxs041_python() -> str:
     return str(python)
 
 
-def byte_compile_package(python: str, package: str = "pyxs") -> str:
+def byte_compile_package(python: str, package: str = "pyxs", root: Path = REPO) -> str:
     """Byte-compile ``package`` where ``python`` imports it from, as an install does.
 
     ``pip install`` writes ``__pycache__/*.pyc`` next to the modules; an
     editable install or a checkout has none until something imports it with
     bytecode writing on. Returns the package directory, relative to the
-    checkout when it is in it (results are committed: no machine's paths);
+    checkout ``root`` when it is in it (results are committed: no machine's paths);
     raises BenchError if any module did not compile or its ``.pyc`` is not
     where the import system looks for it.
     """
@@ -334,13 +343,19 @@ def byte_compile_package(python: str, package: str = "pyxs") -> str:
     )
     env = base_env()
     env.pop("PYTHONPYCACHEPREFIX", None)
-    proc = subprocess.run([python, "-c", code], capture_output=True, env=env, check=False)
+    proc = subprocess.run(
+        [python, "-c", code],
+        capture_output=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
+        check=False,
+    )
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip()
         raise BenchError(f"could not byte-compile {package}: {err[-300:]}")
     where = Path(proc.stdout.decode().strip().splitlines()[-1])
     try:
-        return str(where.resolve().relative_to(REPO.resolve()))
+        return str(where.resolve().relative_to(root.resolve()))
     except ValueError:  # installed elsewhere: the part from site-packages on
         parts = where.parts
         return (
@@ -350,12 +365,13 @@ def byte_compile_package(python: str, package: str = "pyxs") -> str:
         )
 
 
-def probe(code: str, timeout: float = 60) -> str | None:
-    """Run ``code`` in the project's interpreter; None if it worked, else why not."""
+def probe(code: str, timeout: float = 60, python: str = sys.executable) -> str | None:
+    """Run ``code`` in ``python`` (the project's interpreter); None if it worked, else why not."""
     proc = subprocess.run(
-        [sys.executable, "-c", code],
+        [python, "-c", code],
         capture_output=True,
         env=base_env(),
+        cwd=tempfile.gettempdir(),
         timeout=timeout,
         check=False,
     )
@@ -365,13 +381,28 @@ def probe(code: str, timeout: float = 60) -> str | None:
     return lines[-1] if lines else f"exit status {proc.returncode}"
 
 
-def git_commit() -> str:
+def pyxs_file(python: str) -> Path:
+    """Where ``python`` imports pyxs from (its ``__init__.py``), resolved."""
     proc = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, check=False
+        [python, "-c", "import pyxs; print(pyxs.__file__)"],
+        capture_output=True,
+        env=base_env(),
+        cwd=tempfile.gettempdir(),
+        check=False,
+    )
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise BenchError(f"{python} cannot import pyxs: {err[-1] if err else proc.returncode}")
+    return Path(proc.stdout.decode().strip()).resolve()
+
+
+def git_commit(repo: Path = REPO) -> str:
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, check=False
     )
     sha = proc.stdout.decode().strip() or "unknown"
     dirty = subprocess.run(
-        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "src"],
+        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "src"],
         capture_output=True,
         check=False,
     ).stdout.strip()
