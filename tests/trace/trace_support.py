@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import socket
+import sys
 import tempfile
 import threading
 from typing import Iterator
@@ -124,3 +125,16 @@ def recv_to_eof(sock: socket.socket) -> bytes:
         if not chunk:
             return bytes(data)
         data += chunk
+
+
+#: the pyxs console script of the environment under test
+PYXS = [os.path.join(os.path.dirname(sys.executable), "pyxs")]
+
+
+def env_for(socket_path: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment with ``XENSTORED_PATH`` (only) naming ``socket_path``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XENSTORED_")}
+    if socket_path is not None:
+        env["XENSTORED_PATH"] = socket_path
+    env.update(extra or {})
+    return env

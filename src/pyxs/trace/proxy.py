@@ -290,6 +290,6 @@ def listen_unix(path: str) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise FileExistsError(errno.EEXIST, "exists (left alone)", path) from None
+            raise FileExistsError(errno.EEXIST, "File exists (left alone)", path) from None
         raise
     return sock
