@@ -294,9 +294,24 @@ class Tracer:
     :param json: one JSON object a line instead of text.
     :param filters: what to show (:class:`Filters`).
     :param summary: keep a :class:`Summary`, written by :meth:`finish`.
+    :param autoflush: flush after every line (the embedded server's trace,
+        whose loop has no moment of its own for it); else the caller calls
+        :meth:`flush` (the proxy: after each batch of reads).
 
     Not thread-safe: one loop (the proxy's, the server's) calls it.
     """
+
+    @classmethod
+    def to_file(cls, target: str, **options: Any) -> Tracer:
+        """A tracer writing to the file ``target`` (``-``: stderr), flushed
+        line by line; :meth:`finish` closes a file it opened."""
+        import sys
+
+        if target == "-":
+            return cls(sys.stderr, autoflush=True, **options)
+        tracer = cls(open(target, "w", encoding="utf-8"), autoflush=True, **options)  # noqa: SIM115
+        tracer._owned = True
+        return tracer
 
     def __init__(
         self,
@@ -305,9 +320,12 @@ class Tracer:
         json: bool = False,
         filters: Filters | None = None,
         summary: bool = False,
+        autoflush: bool = False,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.out = out
+        self.autoflush = autoflush
+        self._owned = False  #: out was opened by to_file(): finish() closes it
         self.json = json
         self.filters = filters or Filters()
         self.summary = Summary() if summary else None
@@ -333,7 +351,7 @@ class Tracer:
         """A line about connection ``conn`` (opened, closed, cut short)."""
         now = self._clock() - self._start
         rec = Record(now, conn, domid, "note", "", 0, 0, None, None, [], None, None, text)
-        self.out.write(self._format(rec) + "\n")
+        self._emit(rec, None)
 
     def closed(self, conn: int) -> None:
         """Forget the unanswered requests of a connection that went away."""
@@ -344,13 +362,16 @@ class Tracer:
         self.out.flush()
 
     def finish(self) -> None:
-        """Write the summary (if kept) and flush."""
+        """Write the summary (if kept) and flush (close a file of :meth:`to_file`)."""
         if self.summary is not None:
             if self.json:
                 self.out.write(json.dumps({"summary": self.summary.as_dict()}) + "\n")
             else:
                 self.out.write("\n".join(self.summary.lines()) + "\n")
         self.flush()
+        if self._owned:
+            self._owned = False
+            self.out.close()
 
     # -- one packet --------------------------------------------------------------
     def _request(self, now: float, conn: int, domid: int | None, packet: Packet) -> None:
@@ -404,6 +425,8 @@ class Tracer:
         self.out.write(self._format(rec) + "\n")
         if self.summary is not None:
             self.summary.count(rec, request)
+        if self.autoflush:
+            self.out.flush()
 
 
 def _op_of(name: str) -> int:
