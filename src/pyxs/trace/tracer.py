@@ -143,7 +143,7 @@ def format_text(rec: Record) -> str:
         parts.append(_text(rec.path))
     if rec.value is not None:
         parts.append(f'"{_text(rec.value)}"')
-    parts.extend(_text(arg) for arg in rec.args)
+    parts.extend(_text(arg) or '""' for arg in rec.args)
     if rec.error is not None:
         parts.append(f"ERROR {rec.error}")
     if rec.rtt is not None:
