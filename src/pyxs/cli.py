@@ -215,17 +215,10 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _add_trace(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from ._cli.trace import add_arguments
+    from ._cli import trace
 
-    parser = subparsers.add_parser(
-        "trace",
-        help="show a command's XenStore traffic, decoded",
-        description="Run CMD with XENSTORED_PATH naming a private proxy socket that "
-        "forwards to UPSTREAM, and write every request, reply and watch event, decoded, "
-        "one line each; or, with --listen, be a standing proxy until Ctrl-C. Exits with "
-        "CMD's status; SIGTERM and SIGHUP are passed on to CMD, as by 'pyxs run'.",
-    )
-    add_arguments(parser)
+    parser = subparsers.add_parser("trace", help=trace.HELP, description=trace.DESCRIPTION)
+    trace.add_arguments(parser)
     parser.set_defaults(func=cmd_trace)
 
 

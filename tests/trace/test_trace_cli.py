@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from trace_support import PYXS, TIMEOUT, env_for
+from trace_support import PYXS, TIMEOUT, env_for, start_pyxs
 
 from pyxs import Client
 from pyxs.server import Server
@@ -197,14 +197,8 @@ def _default_sigint() -> None:
 def test_standing_proxy_until_ctrl_c(server: Server, base: str, tmp_path: Path) -> None:
     path = tmp_path / "proxy.sock"
     out = tmp_path / "trace.txt"
-    with subprocess.Popen(
-        [*PYXS, "trace", "--listen", str(path), "--socket", server.socket_path, "-o", str(out)],
-        env=env_for(None),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_sigint,
-    ) as proc:
+    command = ["trace", "--listen", str(path), "--socket", server.socket_path, "-o", str(out)]
+    with start_pyxs(command, env_for(None), preexec_fn=_default_sigint) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == f"SOCKET={path}\n"
         for value in (b"one", b"two"):  # two clients, one after the other
@@ -249,12 +243,8 @@ signal.pause()
 def test_signals_reach_the_command(server: Server, sig: int) -> None:
     """As with ``pyxs run``: SIGTERM and SIGHUP sent to ``pyxs trace`` go to CMD."""
     child = CHILD.replace("SIGTERM", signal.Signals(sig).name)
-    with subprocess.Popen(
-        [*PYXS, "trace", "--", sys.executable, "-c", child],
-        env=env_for(server.socket_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    with start_pyxs(
+        ["trace", "--", sys.executable, "-c", child], env_for(server.socket_path)
     ) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "ready\n"

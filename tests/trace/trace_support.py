@@ -6,10 +6,11 @@ import contextlib
 import io
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 from pyxs.protocol import Decoder, Packet, encode
 from pyxs.trace import Filters, Proxy, Tracer, listen_unix
@@ -133,8 +134,18 @@ PYXS = [os.path.join(os.path.dirname(sys.executable), "pyxs")]
 
 def env_for(socket_path: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment with ``XENSTORED_PATH`` (only) naming ``socket_path``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XENSTORED_")}
-    if socket_path is not None:
-        env["XENSTORED_PATH"] = socket_path
-    env.update(extra or {})
-    return env
+    mine = {"XENSTORED_PATH": socket_path} if socket_path is not None else {}
+    kept = {k: v for k, v in os.environ.items() if not k.startswith("XENSTORED_")}
+    return {**kept, **mine, **(extra or {})}
+
+
+def start_pyxs(args: list[str], env: dict[str, str], **options: Any) -> subprocess.Popen[str]:
+    """``pyxs ARGS...`` started, its stdout and stderr piped, as text."""
+    return subprocess.Popen(
+        [*PYXS, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **options,
+    )

@@ -22,9 +22,16 @@ from ..connection import default_socket_path
 from ..protocol import Op
 from ..trace import Filters, Proxy, Tracer, listen_unix
 
-__all__ = ["add_arguments", "main"]
+__all__ = ["DESCRIPTION", "HELP", "add_arguments", "main"]
 
 PROG = "pyxs trace"
+HELP = "show a command's XenStore traffic, decoded"
+DESCRIPTION = (
+    "Run CMD with XENSTORED_PATH naming a private proxy socket that forwards to "
+    "UPSTREAM, and write every request, reply and watch event, decoded, one line each; "
+    "or, with --listen, be a standing proxy until Ctrl-C. Exits with CMD's status; "
+    "SIGTERM and SIGHUP are passed on to CMD, as by 'pyxs run'."
+)
 
 
 def _op_names(text: str) -> list[str]:

@@ -197,15 +197,16 @@ class Proxy:
             data = side.sock.recv(_READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
-            data = b""
-        if not data:
-            self._hang_up(link, side)
+        except OSError as exc:  # a reset: the end, said as such
+            self._hang_up(link, side, exc.strerror or str(exc))
             return
-        peer = side.peer
-        peer.out += data
-        self._trace(link, side, data)
-        self._send(link, peer)
+        if data:
+            peer = side.peer
+            peer.out += data
+            self._trace(link, side, data)
+            self._send(link, peer)
+        else:
+            self._hang_up(link, side, None)
 
     def _trace(self, link: _Link, side: _Side, data: bytes) -> None:
         decoder = side.decoder
@@ -250,13 +251,14 @@ class Proxy:
         if key.events != mask:
             self._sel.modify(side.sock, mask, key.data)
 
-    def _hang_up(self, link: _Link, side: _Side) -> None:
+    def _hang_up(self, link: _Link, side: _Side, error: str | None) -> None:
         side.done = True
         left = side.decoder.pending if side.decoder is not None else 0
+        what = f"{side.label} closed"
+        if error is not None:
+            what += f" ({error})"
         if left:
-            what = f"{side.label} closed mid-message ({left} bytes of a packet unfinished)"
-        else:
-            what = f"{side.label} closed"
+            what += f" mid-message ({left} bytes of a packet unfinished)"
         self.tracer.note(link.number, what, self.domid)
         if side.peer.out:
             self._poll(side)  # deliver the rest first (_send ends the link)

@@ -64,21 +64,10 @@ _WATCH = int(Op.WATCH)
 _TX_START = int(Op.TRANSACTION_START)
 _TX_END = int(Op.TRANSACTION_END)
 #: requests whose first string is a node path
-_PATH_OPS = frozenset(
-    int(op)
-    for op in (
-        Op.DIRECTORY,
-        Op.READ,
-        Op.GET_PERMS,
-        Op.WATCH,
-        Op.UNWATCH,
-        Op.WRITE,
-        Op.MKDIR,
-        Op.RM,
-        Op.SET_PERMS,
-        Op.DIRECTORY_PART,
-    )
-)
+_PATH_OPS = frozenset((
+    Op.DIRECTORY, Op.READ, Op.GET_PERMS, Op.WATCH, Op.UNWATCH,
+    Op.WRITE, Op.MKDIR, Op.RM, Op.SET_PERMS, Op.DIRECTORY_PART,
+))  # fmt: skip
 _NAMES = {int(op): op.name for op in Op if op.name != "DEBUG"}
 #: how many of the slowest requests the summary lists
 SLOWEST = 5
