@@ -8,25 +8,38 @@ with ``@`` (``@introduceDomain``, ``@releaseDomain``).
 Permissions are ``<letter><domid>``: ``n`` none, ``r`` read, ``w`` write,
 ``b`` both. The first entry of a node's list names its owner (who has full
 access) and its letter is the access of every domain not listed.
+
+Two sides use these rules. A client checks what it sends
+(:func:`validate_path`, :func:`validate_perms`) and is never stricter than
+the server. The embedded server (:mod:`pyxs.server`) resolves and judges what
+it receives exactly as cxenstored 4.17 does (:func:`canonicalize`,
+:func:`is_valid_nodename`, :func:`perm_entry` with ``strict=True``): its
+answers are compared byte for byte with the real daemon's.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Iterable, NamedTuple, Union
+from collections.abc import Iterable
+from typing import NamedTuple, Union
 
 from .exceptions import InvalidPath, InvalidPayload, InvalidPermission
 from .protocol import ABS_PATH_MAX, REL_PATH_MAX
 
 __all__ = [
     "DOMID_MAX",
-    "PERM_LETTERS",
     "Permission",
+    "basename",
+    "canonicalize",
     "check_ascii",
+    "child_path",
     "domain_path",
-    "format_perms",
+    "format_perm",
+    "is_valid_nodename",
+    "parent_of",
     "parse_perm",
-    "parse_perms",
+    "perm_entry",
+    "signed_domid",
     "validate_path",
     "validate_perms",
     "validate_watch_path",
@@ -37,17 +50,19 @@ PathLike = Union[bytes, str]
 
 #: the characters a path may contain (``valid_chars()`` in xenstored).
 _PATH_CHARS = re.compile(rb"[A-Za-z0-9/_@\-]+\Z")
-#: A permission entry as a server may read it: the letter, then whatever
-#: cxenstored's ``strtol(p, &end, 0)`` consumes to the end (blanks, a sign,
-#: hex, octal), or decimal digits (pyxs 0.4's rule; oxenstored reads ``08``).
+#: A permission entry: the letter, then whatever cxenstored's
+#: ``strtol(p, &end, 0)`` consumes to the end (blanks, a sign, hex, octal),
+#: or decimal digits with a leading 0 (``08``: oxenstored's 8, see perm_entry).
 _PERM = re.compile(rb"([nrwb])[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|[0-9]+)\Z")
+#: the letters by their access bits: read 1, write 2 (``"nrwb"[bits]``)
+_LETTERS = "nrwb"
 _LONG_MAX = 2**63 - 1
 _7BIT = re.compile(rb"[\x20-\x7e]*\Z")
+_LOCAL_DOMAIN = b"/local/domain/"
 
 #: Domain ids are 16-bit; ids from 0x7FF0 up are reserved (DOMID_SELF ...).
 #: (Permission entries are not limited to it: see :func:`parse_perm`.)
 DOMID_MAX = 0xFFFF
-PERM_LETTERS = b"nrwb"
 
 
 def _as_bytes(value: object, what: str, error: type[ValueError]) -> bytes:
@@ -98,12 +113,7 @@ def _validate_path(path: PathLike) -> bytes:
 
 def validate_watch_path(path: PathLike) -> bytes:
     """Check a path for WATCH/UNWATCH: a node path or an ``@`` special path."""
-    path = _as_bytes(path, "path", InvalidPath)
-    if not path:
-        raise InvalidPath("empty path")
-    if not _PATH_CHARS.match(path):
-        raise InvalidPath(f"{path!r}: only ASCII letters, digits and -/_@ are allowed")
-    return _check_shape(path)
+    return _validate_path(path)
 
 
 def _check_shape(path: bytes) -> bytes:
@@ -112,9 +122,71 @@ def _check_shape(path: bytes) -> bytes:
         raise InvalidPath(f"path of {len(path)} bytes exceeds {limit}")
     if b"//" in path:
         raise InvalidPath(f"{path!r}: empty path component")
-    if path[-1:] == b"/" and path != b"/":
+    if _trailing_slash(path):
         raise InvalidPath(f"{path!r}: trailing '/'")
     return path
+
+
+def _trailing_slash(path: bytes) -> bool:
+    return path[-1:] == b"/" and path != b"/"
+
+
+# -- the server's side: how a path it receives is resolved and judged --------
+
+
+def domain_path(domid: int) -> bytes:
+    """``/local/domain/<domid>``: the home of a domain's relative paths."""
+    return b"/local/domain/%d" % domid
+
+
+def canonicalize(path: bytes, home: bytes) -> bytes:
+    """A received path made absolute: relative ones (not ``/``, not ``@``)
+    live under the caller's ``home`` (its :func:`domain_path`)."""
+    first = path[:1]
+    if first == b"/" or first == b"@":
+        return path
+    return home + b"/" + path
+
+
+def is_valid_nodename(path: bytes, path_max: int) -> bool:
+    """cxenstored's ``is_valid_nodename``: absolute, no empty component, no
+    trailing ``/``, the path characters, and at most ``path_max`` bytes
+    counted after ``/local/domain/<domid>/``."""
+    if path[:1] != b"/" or _trailing_slash(path) or b"//" in path:
+        return False
+    if len(path) > path_max and len(path) > _local_offset(path) + path_max:
+        return False
+    return _PATH_CHARS.match(path) is not None
+
+
+def _local_offset(path: bytes) -> int:
+    """``sscanf(path, "/local/domain/%5u/%n", ...)``: where the count starts."""
+    if not path.startswith(_LOCAL_DOMAIN):
+        return 0
+    rest = path[14:20]
+    i = 1 if rest[:1] in (b"+", b"-") else 0
+    j = i
+    while j < len(rest) and j < 5 and 48 <= rest[j] <= 57:
+        j += 1
+    if j == i or rest[j : j + 1] != b"/":
+        return 0
+    return 14 + j + 1
+
+
+def parent_of(path: bytes) -> bytes:
+    """``get_parent``: ``/a/b`` -> ``/a``; ``/a`` -> ``/``."""
+    cut = path.rfind(b"/")
+    return path[:cut] if cut > 0 else b"/"
+
+
+def basename(path: bytes) -> bytes:
+    """The last component: ``/a/b`` -> ``b``."""
+    return path[path.rfind(b"/") + 1 :]
+
+
+def child_path(path: bytes, name: bytes) -> bytes:
+    """``/a`` and ``b`` -> ``/a/b`` (``/`` and ``b`` -> ``/b``)."""
+    return path + b"/" + name if path != b"/" else b"/" + name
 
 
 def watch_matches(watched_path: bytes, event_path: bytes) -> bool:
@@ -185,32 +257,54 @@ class Permission(NamedTuple):
 def parse_perm(perm: PathLike) -> Permission:
     """``b"r5"`` -> ``Permission("r", 5)``; anything else: InvalidPermission."""
     raw = _as_bytes(perm, "permission", InvalidPermission)
+    entry = perm_entry(raw, strict=False)
+    if entry is None:
+        raise InvalidPermission(f"{perm!r} is not one of n<domid> r<domid> w<domid> b<domid>")
+    bits, domid = entry
+    return Permission(_LETTERS[bits], signed_domid(domid))
+
+
+def perm_entry(raw: bytes, *, strict: bool) -> tuple[int, int] | None:
+    """A permission entry as xenstored reads it (``xs_strings_to_perms``):
+    ``(bits, domid)``, or None if it is not one.
+
+    ``bits`` is the letter's access: ``n`` 0, ``r`` 1, ``w`` 2, ``b`` 3.
+    ``domid`` is what ``strtol(p, &end, 0)`` reads, saturated to a C long
+    and stored in an unsigned int: ``w4294967295`` and ``w-1`` are both
+    4294967295, ``w0x10`` is 16. A domain id above 65535 names no domain;
+    as a non-owner entry it is kept, as an owner refused by the server.
+    ``strict`` is the server's reading: ``08`` is not a number (strtol stops
+    at the 8); a client (``strict=False``) sends it for oxenstored's 8.
+    """
     match = _PERM.match(raw)
     if match is None:
-        raise InvalidPermission(f"{perm!r} is not one of n<domid> r<domid> w<domid> b<domid>")
-    return Permission(match.group(1).decode("ascii"), _strtol_domid(match.group(2), match.group(3)))
-
-
-def _strtol_domid(sign: bytes, digits: bytes) -> int:
-    """The domain id xenstored makes of an entry's number, as it shows it.
-
-    Never stricter than the server: cxenstored 4.17 (and pyxs's server)
-    take any number ``strtol`` reads, saturated to a C long, stored in an
-    unsigned int and shown signed: ``w4294967295`` reads back as ``w-1``,
-    ``w0x10`` as ``w16``. A domain id above 65535 names no domain; as a
-    non-owner entry it is kept, as an owner refused by the server (ENOENT).
-    """
+        return None
+    sign, digits = match.group(2), match.group(3)
     if digits[:2] in (b"0x", b"0X"):
         value = int(digits[2:], 16)
-    elif digits[:1] == b"0" and digits.isdigit() and b"8" not in digits and b"9" not in digits:
+    elif digits[:1] == b"0" and (b"8" in digits or b"9" in digits):
+        if strict:
+            return None
+        value = int(digits)
+    elif digits[:1] == b"0":
         value = int(digits, 8)
     else:
-        value = int(digits)  # "08": not strtol's (cxenstored refuses it), oxenstored's 8
+        value = int(digits)
     value = min(value, _LONG_MAX + 1 if sign == b"-" else _LONG_MAX)
     if sign == b"-":
         value = -value
-    value &= 0xFFFFFFFF
-    return value - 2**32 if value >= 2**31 else value
+    return _LETTERS.index(chr(raw[0])), value & 0xFFFFFFFF
+
+
+def signed_domid(domid: int) -> int:
+    """An entry's unsigned domain id as xenstored shows it (C ``%i``):
+    4294967295 -> -1."""
+    return domid - 2**32 if domid >= 2**31 else domid
+
+
+def format_perm(bits: int, domid: int) -> bytes:
+    """``(bits, domid)`` as it goes on the wire (without its NUL): ``b"r5"``."""
+    return b"%s%d" % (_LETTERS[bits].encode(), signed_domid(domid))
 
 
 def validate_perms(perms: Iterable[PathLike | Permission]) -> list[bytes]:
@@ -227,18 +321,3 @@ def validate_perms(perms: Iterable[PathLike | Permission]) -> list[bytes]:
     if not out:
         raise InvalidPermission("at least one permission (the owner) is required")
     return out
-
-
-def parse_perms(payload: bytes) -> list[Permission]:
-    """A GET_PERMS reply, ``b"n0\\0r5\\0"``, as a list of :class:`Permission`."""
-    return [parse_perm(p) for p in payload.split(b"\0") if p]
-
-
-def format_perms(perms: Iterable[Permission]) -> bytes:
-    """The SET_PERMS payload tail for ``perms``: each entry NUL-terminated."""
-    return b"".join(p.encode() + b"\0" for p in perms)
-
-
-def domain_path(domid: int) -> bytes:
-    """``/local/domain/<domid>``: the home of a domain's relative paths."""
-    return b"/local/domain/%d" % domid

@@ -23,8 +23,8 @@ from rawxs import RawConn
 
 from pyxs.protocol import Op, encode
 from pyxs.server import Server, SocketInUse, XenStore
-from pyxs.server.core import Connection
 from pyxs.server.options import EXIT_IN_USE
+from pyxs.server.peer import Peer
 from pyxs.server.store import Fail
 
 #: requests that fail, and their error, from dom0 and from a guest (domid 5,
@@ -115,7 +115,7 @@ def test_closed_connections_are_not_retained(
     # Other servers of the test session hold connections of their own: only
     # the ones made from here on count (held, so that no id is reused).
     gc.collect()
-    before = [o for o in gc.get_objects() if isinstance(o, Connection)]
+    before = [o for o in gc.get_objects() if isinstance(o, Peer)]
     for _ in range(5):
         g = guest(5)
         _fire(g, GUEST_ERRORS[:3], 20)
@@ -129,7 +129,7 @@ def test_closed_connections_are_not_retained(
     live = srv.call(lambda core: {id(c) for c in core.conns.values()})
     assert len(live) == 1
     held = {id(o) for o in before}
-    made = {id(o) for o in gc.get_objects() if isinstance(o, Connection)} - held
+    made = {id(o) for o in gc.get_objects() if isinstance(o, Peer)} - held
     assert made <= live
 
 

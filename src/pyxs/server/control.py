@@ -10,15 +10,14 @@ in progress and refuses to start one).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 from ..protocol import XsdError
-from .store import Fail
+from .payload import c_atoi
+from .quotas import Quotas, SoftQuotas
+from .store import Fail, Store
 
-if TYPE_CHECKING:
-    from .core import Connection, XenStore
-
-__all__ = ["HELP", "control", "c_atoi"]
+__all__ = ["HELP", "ControlTarget", "control"]
 
 OK = b"OK\0"
 
@@ -37,23 +36,22 @@ HELP = (
 )
 
 
-def c_atoi(text: bytes) -> int:
-    """C ``atoi``: leading blanks, a sign, digits; anything else stops it.
+class ControlTarget(Protocol):
+    """What CONTROL reads and changes (:class:`~pyxs.server.core.XenStore`)."""
 
-    Returns a C ``int`` (wrapped to 32 bits as glibc's ``(int)strtol``)."""
-    text = text.lstrip(b" \t\n\v\f\r")
-    sign = 1
-    if text[:1] in (b"+", b"-"):
-        if text[:1] == b"-":
-            sign = -1
-        text = text[1:]
-    end = 0
-    while end < len(text) and 48 <= text[end] <= 57:
-        end += 1
-    value = int(text[:end]) if end else 0
-    value = min(value, (1 << 63) - 1 if sign > 0 else 1 << 63) * sign
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value >= 1 << 31 else value
+    store: Store
+    quotas: Quotas
+    soft_quotas: SoftQuotas
+    logfile: str | None
+    logging_enabled: bool
+
+    def log(self, message: str) -> None: ...
+
+    def set_logfile(self, path: str) -> None: ...
+
+    def memreport(self) -> str: ...
+
+    def domain_report(self, domid: int) -> bytes: ...
 
 
 def _table(title: bytes, quotas: tuple[tuple[str, str], ...], get: Callable[[str], int]) -> bytes:
@@ -63,7 +61,7 @@ def _table(title: bytes, quotas: tuple[tuple[str, str], ...], get: Callable[[str
     return b"".join(lines) + b"\0"
 
 
-def _quota(core: XenStore, args: list[bytes]) -> bytes:
+def _quota(core: ControlTarget, args: list[bytes]) -> bytes:
     quotas = core.quotas
     if not args:
         return _table(b"Quota settings:\n", quotas.DESCRIPTIONS, quotas.get)
@@ -82,7 +80,7 @@ def _quota(core: XenStore, args: list[bytes]) -> bytes:
     return core.domain_report(c_atoi(args[0]) & 0xFFFFFFFF)
 
 
-def _quota_soft(core: XenStore, args: list[bytes]) -> bytes:
+def _quota_soft(core: ControlTarget, args: list[bytes]) -> bytes:
     soft = core.soft_quotas
     if not args:
         return _table(b"Quota settings:\n", soft.DESCRIPTIONS, soft.get)
@@ -127,7 +125,7 @@ def _live_update(args: list[bytes]) -> bytes:
     raise Fail(XsdError.EINVAL)
 
 
-def control(core: XenStore, conn: Connection, payload: bytes) -> bytes:
+def control(core: ControlTarget, payload: bytes) -> bytes:
     """Answer a CONTROL request (the caller checked it is privileged)."""
     nul = payload.find(b"\0")
     if nul < 0:

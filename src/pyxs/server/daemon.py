@@ -57,8 +57,10 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple, TypeVar
 
-from .core import Connection, XenStore
-from .domains import DOMAIN_STATES, Quotas, SoftQuotas
+from .core import XenStore
+from .domains import DOMAIN_STATES
+from .peer import Peer
+from .quotas import Quotas, SoftQuotas
 
 if TYPE_CHECKING:
     import asyncio
@@ -152,7 +154,7 @@ def _unlink_if(path: str, made: FileId | None) -> None:
             os.unlink(path)
 
 
-def _receive(core: XenStore, conn: Connection, data: bytes) -> bool:
+def _receive(core: XenStore, conn: Peer, data: bytes) -> bool:
     """Feed the core; a bug while handling one connection's request drops
     that connection (with a traceback on stderr), never the server."""
     try:
@@ -195,41 +197,97 @@ class _Future:
 class _SelConn:
     __slots__ = ("conn", "out", "reading", "sock")
 
-    def __init__(self, sock: socket.socket, conn: Connection) -> None:
+    def __init__(self, sock: socket.socket, conn: Peer) -> None:
         self.sock = sock
         self.conn = conn
         self.out = bytearray()
         self.reading = True
 
 
-def _flush(
-    core: XenStore, write: Callable[[int, bytes], None], read_again: Callable[[int], None]
-) -> None:
-    """Hand every connection's queued output to ``write``; then process the
-    requests held back by the "outstanding" quota of connections no longer
-    over it (which queues more output), and have ``read_again`` resume
-    reading each connection so released. Both loops flush through here."""
-    while True:
-        for seq, conn in list(core.dirty.items()):
-            data = core.take_output(conn)
-            if data:
-                write(seq, data)
-        if not core.holding:
-            return
-        held = list(core.holding)
-        if not core.resume():
-            return
-        for seq in held:
-            if seq not in core.holding:
-                read_again(seq)
-
-
-class _SelectorLoop:
-    """A single-threaded selectors loop serving one :class:`Server`."""
+class _Loop:
+    """What both I/O loops do the same way. Each loop says how it writes to
+    a connection, reads one again, drops one, listens, watches a descriptor
+    and runs a call on its own thread; the flush and the handling of
+    received bytes are these."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.core = server.core
+
+    # -- what each loop says -------------------------------------------------
+    def write(self, seq: int, data: bytes) -> None:
+        """Send (or buffer) output for connection ``seq``."""
+        raise NotImplementedError
+
+    def read_again(self, seq: int) -> None:
+        """Resume reading connection ``seq`` (its held requests are done)."""
+        raise NotImplementedError
+
+    def drop(self, seq: int) -> None:
+        """Close connection ``seq`` now; the core forgets it."""
+        raise NotImplementedError
+
+    def listen(self, domid: int, sock: socket.socket) -> None:
+        """Accept connections acting as ``domid`` on ``sock``."""
+        raise NotImplementedError
+
+    def unlisten(self, domid: int) -> None:
+        raise NotImplementedError
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        raise NotImplementedError
+
+    def remove_reader(self, fd: int) -> None:
+        raise NotImplementedError
+
+    def call_soon(self, func: Callable[[], None]) -> None:
+        """Run ``func`` on the loop's thread (from any thread)."""
+        raise NotImplementedError
+
+    def on_loop_thread(self) -> bool:
+        """Whether the caller may touch the core directly."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    # -- the same for both ---------------------------------------------------
+    def received(self, conn: Peer, data: bytes) -> None:
+        """Bytes read from ``conn``: the VIRQ FIFO first (its changes come
+        before the requests read after it), then the core, then a flush."""
+        server = self.server
+        if server._virq_fd is not None:
+            server._poll_virq()
+        if not _receive(self.core, conn, data):
+            self.drop(conn.seq)
+        self.flush()
+
+    def flush(self) -> None:
+        """Hand every connection's queued output to :meth:`write`; then
+        process the requests held back by the "outstanding" quota of
+        connections no longer over it (which queues more output), and
+        :meth:`read_again` each connection so released."""
+        core = self.core
+        while True:
+            for seq, conn in list(core.dirty.items()):
+                data = core.take_output(conn)
+                if data:
+                    self.write(seq, data)
+            if not core.holding:
+                return
+            held = list(core.holding)
+            if not core.resume():
+                return
+            for seq in held:
+                if seq not in core.holding:
+                    self.read_again(seq)
+
+
+class _SelectorLoop(_Loop):
+    """A single-threaded selectors loop serving one :class:`Server`."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server)
         self.sel = selectors.DefaultSelector()
         self.conns: dict[int, _SelConn] = {}
         self.listeners: dict[int, socket.socket] = {}
@@ -256,6 +314,16 @@ class _SelectorLoop:
     def call_soon(self, func: Callable[[], None]) -> None:
         self.calls.append(func)
         self.wake()
+
+    def on_loop_thread(self) -> bool:
+        return self.thread_id in (None, threading.get_ident()) or not self.running
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        self.sel.register(fd, selectors.EVENT_READ, lambda mask: callback())
+
+    def remove_reader(self, fd: int) -> None:
+        with contextlib.suppress(Exception):
+            self.sel.unregister(fd)
 
     def _on_wake(self, _mask: int) -> None:
         with contextlib.suppress(OSError):
@@ -345,12 +413,7 @@ class _SelectorLoop:
             self.drop(entry.conn.seq)
             self.flush()
             return
-        server = self.server
-        if server._virq_fd is not None:
-            server._poll_virq()
-        if not _receive(self.core, entry.conn, data):
-            self.drop(entry.conn.seq)
-        self.flush()
+        self.received(entry.conn, data)
         if entry.conn.held:
             self._update(entry)  # too many replies outstanding: stop reading
 
@@ -396,16 +459,12 @@ class _SelectorLoop:
         with contextlib.suppress(KeyError, ValueError):
             self.sel.modify(entry.sock, mask, self.sel.get_key(entry.sock).data)
 
-    def flush(self) -> None:
-        _flush(self.core, self.write, self._read_again)
-
-    def _read_again(self, seq: int) -> None:
+    def read_again(self, seq: int) -> None:
         entry = self.conns.get(seq)
         if entry is not None:
             self._update(entry)
 
     def drop(self, seq: int) -> None:
-        """Close a connection now; the core forgets it."""
         entry = self.conns.pop(seq, None)
         if entry is None:
             return
@@ -455,19 +514,40 @@ class _SelectorLoop:
 # the asyncio loop
 
 
-class _AsyncLoop:
+class _AsyncLoop(_Loop):
     """The same duties on a running asyncio event loop."""
 
-    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
-        self.server = server
-        self.core = server.core
+    def __init__(
+        self, server: Server, loop: asyncio.AbstractEventLoop, stopped: asyncio.Event
+    ) -> None:
+        super().__init__(server)
         self.loop = loop
+        #: set by stop(): Server.wait_closed() then closes
+        self.stopped = stopped
         self.protocols: dict[int, Any] = {}
         self.listeners: dict[int, asyncio.AbstractServer] = {}
         self.pending: dict[int, socket.socket] = {}
 
     def call_soon(self, func: Callable[[], None]) -> None:
         self.loop.call_soon_threadsafe(func)
+
+    def on_loop_thread(self) -> bool:
+        import asyncio
+
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.stopped.set)
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        self.loop.add_reader(fd, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(fd)
 
     def _protocol_factory(self, domid: int) -> Any:
         import asyncio
@@ -477,7 +557,7 @@ class _AsyncLoop:
 
         class _Protocol(asyncio.Protocol):
             def __init__(self) -> None:
-                self.conn: Connection | None = None
+                self.conn: Peer | None = None
                 self.transport: asyncio.Transport | None = None
                 self.paused = False
 
@@ -499,12 +579,7 @@ class _AsyncLoop:
                 conn = self.conn
                 if conn is None:
                     return
-                server = frontend.server
-                if server._virq_fd is not None:
-                    server._poll_virq()
-                if not _receive(core, conn, data):
-                    frontend.drop(conn.seq)
-                frontend.flush()
+                frontend.received(conn, data)
                 if conn.held and self.transport is not None:
                     self.transport.pause_reading()  # resumed by resume_writing
 
@@ -557,10 +632,7 @@ class _AsyncLoop:
         if proto is not None and proto.transport is not None:
             proto.transport.write(data)
 
-    def flush(self) -> None:
-        _flush(self.core, self.write, self._read_again)
-
-    def _read_again(self, seq: int) -> None:
+    def read_again(self, seq: int) -> None:
         proto = self.protocols.get(seq)
         if proto is not None and not proto.paused:
             with contextlib.suppress(Exception):
@@ -607,12 +679,12 @@ class Server:
     :param run_dir: where guest sockets (``domain-<domid>.sock``), the
         ``domains`` file and the ``evtchn`` FIFO live; default the socket's
         directory.
-    :param quotas: a :class:`~pyxs.server.domains.Quotas`, or a mapping of
+    :param quotas: a :class:`~pyxs.server.quotas.Quotas`, or a mapping of
         quota names (``nodes``, ``watches``, ``transactions``,
         ``outstanding``, ``transaction-nodes``, ``memory``, ``node-size``,
         ``path-max``, ``permissions``; ``_`` works for ``-``) to values.
         They bind unprivileged domains only.
-    :param soft_quotas: a :class:`~pyxs.server.domains.SoftQuotas`.
+    :param soft_quotas: a :class:`~pyxs.server.quotas.SoftQuotas`.
     :param keep_orphans: like ``xenstored -K``: the nodes of a domain that
         goes away are given to dom0 instead of being removed.
     :param logfile: like ``xenstored -T``: where ``CONTROL print`` and
@@ -653,7 +725,9 @@ class Server:
         self.core.on_introduce = self._on_introduce
         self.core.on_destroy = self._on_destroy
         self.core.on_close = self._on_close
-        self._frontend: _SelectorLoop | _AsyncLoop | None = None
+        #: the loop serving (either kind), and the asyncio one if that is it
+        self._frontend: _Loop | None = None
+        self._aio: _AsyncLoop | None = None
         self._thread: threading.Thread | None = None
         self._guest_paths: dict[int, str] = {}
         #: socket files (and the FIFO) this server made: path -> identity
@@ -662,20 +736,17 @@ class Server:
         self._virq_path: str | None = None
         self._virq_buf = b""
         self._file_states: dict[int, str] = {}
-        self._stopped: Any = None  # an asyncio.Event in async mode
 
     # ------------------------------------------------------------------
     # running in a thread / in the foreground (selectors)
     def __enter__(self) -> Server:
-        self._start_selector()
-        frontend = self._frontend
-        assert isinstance(frontend, _SelectorLoop)
+        frontend = self._start_selector()
 
         def run() -> None:
             try:
                 frontend.run()
             finally:
-                self._teardown()
+                self._teardown(frontend)
 
         self._thread = threading.Thread(target=run, name="pyxs-server", daemon=True)
         self._thread.start()
@@ -697,25 +768,21 @@ class Server:
         thread or a signal handler). ``ready()`` is called once the sockets
         exist; a :meth:`stop` from then on, even from ``ready()`` itself or
         before the loop has started, ends the serving."""
-        self._start_selector()
-        frontend = self._frontend
-        assert isinstance(frontend, _SelectorLoop)
+        frontend = self._start_selector()
         try:
             if ready is not None:
                 ready()
             frontend.run()
         finally:
-            self._teardown()
+            self._teardown(frontend)
 
     def stop(self) -> None:
         """Stop serving (from any thread, or a signal handler)."""
         frontend = self._frontend
-        if isinstance(frontend, _SelectorLoop):
+        if frontend is not None:
             frontend.stop()
-        elif isinstance(frontend, _AsyncLoop) and self._stopped is not None:
-            frontend.loop.call_soon_threadsafe(self._stopped.set)
 
-    def _start_selector(self) -> None:
+    def _start_selector(self) -> _SelectorLoop:
         if self._frontend is not None:
             raise RuntimeError("server already started")
         frontend = _SelectorLoop(self)
@@ -725,13 +792,12 @@ class Server:
             frontend.listen(0, self._listen(self.socket_path))
             self._open_virq_fifo()
         except BaseException:
-            self._teardown()
+            self._teardown(frontend)
             raise
+        return frontend
 
-    def _teardown(self) -> None:
-        frontend = self._frontend
-        if isinstance(frontend, _SelectorLoop):
-            frontend.close()
+    def _teardown(self, frontend: _SelectorLoop) -> None:
+        frontend.close()
         self._frontend = None
         self._close_files()
 
@@ -755,9 +821,8 @@ class Server:
 
         if self._frontend is not None:
             raise RuntimeError("server already started")
-        frontend = _AsyncLoop(self, asyncio.get_running_loop())
-        self._frontend = frontend
-        self._stopped = asyncio.Event()
+        frontend = _AsyncLoop(self, asyncio.get_running_loop(), asyncio.Event())
+        self._frontend = self._aio = frontend
         try:
             os.makedirs(self.run_dir, exist_ok=True)
             sock = self._listen(self.socket_path)
@@ -770,19 +835,19 @@ class Server:
 
     async def close(self) -> None:
         """Stop serving on the asyncio loop; remove the socket files."""
-        frontend = self._frontend
-        if not isinstance(frontend, _AsyncLoop):
+        frontend = self._aio
+        if frontend is None:
             return
-        self._frontend = None
+        self._frontend = self._aio = None
         await frontend.close()
         self._close_files()
-        if self._stopped is not None:
-            self._stopped.set()
+        frontend.stopped.set()
 
     async def wait_closed(self) -> None:
         """Serve until :meth:`stop` is called, then close."""
-        if self._stopped is not None:
-            await self._stopped.wait()
+        frontend = self._aio
+        if frontend is not None:
+            await frontend.stopped.wait()
         await self.close()
 
     async def __aenter__(self) -> Server:
@@ -836,19 +901,8 @@ class Server:
 
     def _call(self, func: Callable[[], Any]) -> Any:
         frontend = self._frontend
-        if frontend is None:
+        if frontend is None or frontend.on_loop_thread():
             return func()
-        if isinstance(frontend, _SelectorLoop):
-            if frontend.thread_id in (None, threading.get_ident()) or not frontend.running:
-                return func()
-        else:
-            import asyncio
-
-            try:
-                if asyncio.get_running_loop() is frontend.loop:
-                    return func()
-            except RuntimeError:
-                pass
         future = _Future()
         frontend.call_soon(lambda: future.run(func))
         return future.result()
@@ -880,7 +934,7 @@ class Server:
         if path is not None:
             _unlink_if(path, self._made.pop(path, None))
 
-    def _on_close(self, conn: Connection) -> None:
+    def _on_close(self, conn: Peer) -> None:
         frontend = self._frontend
         if frontend is not None:
             frontend.drop(conn.seq)
@@ -907,10 +961,8 @@ class Server:
         self._virq_fd = fd
         self._virq_path = path
         frontend = self._frontend
-        if isinstance(frontend, _SelectorLoop):
-            frontend.sel.register(fd, selectors.EVENT_READ, lambda mask: self._poll_virq())
-        elif isinstance(frontend, _AsyncLoop):
-            frontend.loop.add_reader(fd, self._poll_virq)
+        if frontend is not None:
+            frontend.add_reader(fd, self._poll_virq)
 
     def _close_virq_fifo(self) -> None:
         fd = self._virq_fd
@@ -918,9 +970,8 @@ class Server:
             return
         self._virq_fd = None
         frontend = self._frontend
-        if isinstance(frontend, _AsyncLoop):
-            with contextlib.suppress(Exception):
-                frontend.loop.remove_reader(fd)
+        if frontend is not None:
+            frontend.remove_reader(fd)
         os.close(fd)
 
     def _poll_virq(self) -> None:

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from .daemon import Server, SocketInUse
-from .domains import Quotas, SoftQuotas
+from .quotas import Quotas, SoftQuotas
 
 __all__ = [
     "EXIT_IN_USE",

@@ -30,60 +30,44 @@ newly created ancestors; a removal walks only the removed subtree.
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Callable, ClassVar, Dict, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Callable, Protocol
 
+from ..paths import basename, child_path, parent_of
 from ..protocol import XsdError
-
-if TYPE_CHECKING:
-    from .domains import Domains
+from .perms import (
+    PERM_NONE,
+    PERMS_N0,
+    DomainTable,
+    Perms,
+    Requester,
+    adjust,
+    perm_for,
+)
 
 __all__ = [
     "NO_GENERATION",
-    "PERM_NONE",
-    "PERM_IGNORE",
-    "PERM_OWNER",
-    "PERM_READ",
-    "PERM_WRITE",
     "Access",
     "Fail",
     "Node",
-    "Perms",
-    "Requester",
     "Store",
-    "basename",
-    "canonicalize",
     "create_node",
     "get_node",
     "lookup_node",
-    "is_valid_nodename",
     "node_size",
-    "parent_of",
     "rm_node",
 ]
 
 #: ``NO_GENERATION`` of xenstored: the generation of a node that does not exist.
 NO_GENERATION = 0xFFFFFFFFFFFFFFFF
 
-PERM_NONE = 0
-PERM_READ = 1
-PERM_WRITE = 2
-PERM_OWNER = 4
-#: ``XS_PERM_IGNORE``: an entry for a domain that did not exist (or was
-#: younger than the node) when the node was read or written. It stays on the
-#: node for good and grants nothing; GET_PERMS still lists the entry.
-PERM_IGNORE = 8
-_ALL = PERM_READ | PERM_WRITE | PERM_OWNER
-_LETTER_BITS = {0x6E: PERM_NONE, 0x72: PERM_READ, 0x77: PERM_WRITE, 0x62: PERM_READ | PERM_WRITE}
-_BITS_LETTER = {PERM_NONE: "n", PERM_READ: "r", PERM_WRITE: "w", PERM_READ | PERM_WRITE: "b"}
-
 #: ``sizeof(struct xs_tdb_record_hdr)`` and ``sizeof(struct xs_permissions)``:
 #: the node-size quota and the memory report count a node as cxenstored does.
 _HDR_SIZE = 24
 _PERM_SIZE = 8
 
-_VALID_CHARS = re.compile(rb"[A-Za-z0-9/_@\-]*\Z").match
-_LOCAL = b"/local/domain/"
+#: what a change outside transactions is passed to (the watches)
+FireFunc = Callable[[bytes, "Node | None", bool, "Perms | None"], None]
 
 
 class Fail(Exception):
@@ -102,90 +86,7 @@ class Fail(Exception):
         self.error = error
 
 
-class Perms:
-    """A node's permission list, immutable and interned (shared by nodes).
-
-    ``entries`` is a tuple of ``(bits, domid)``; ``domid`` is the C
-    ``unsigned int`` the real daemon stores. ``wire`` is the GET_PERMS
-    payload (``b"n0\\0r5\\0"``): ids print as C ``%i`` (``r-1`` for
-    4294967295), as cxenstored prints them.
-    """
-
-    __slots__ = ("entries", "owner", "wire")
-
-    _interned: ClassVar[dict[tuple[tuple[int, int], ...], Perms]] = {}
-
-    def __init__(self, entries: tuple[tuple[int, int], ...]) -> None:
-        self.entries = entries
-        self.owner = entries[0][1]
-        self.wire = b"".join(
-            b"%s%d\0"
-            % (
-                _BITS_LETTER[bits & ~PERM_IGNORE].encode(),
-                domid - (1 << 32) if domid >= 1 << 31 else domid,
-            )
-            for bits, domid in entries
-        )
-
-    @classmethod
-    def get(cls, entries: tuple[tuple[int, int], ...]) -> Perms:
-        perms = cls._interned.get(entries)
-        if perms is None:
-            if len(cls._interned) > 4096:
-                cls._interned.clear()
-            perms = cls._interned[entries] = cls(entries)
-        return perms
-
-    def with_owner(self, domid: int) -> Perms:
-        if self.owner == domid:
-            return self
-        return Perms.get(((self.entries[0][0], domid), *self.entries[1:]))
-
-    @staticmethod
-    def parse(strings: list[bytes]) -> Perms:
-        """``xs_strings_to_perms``: letter then a C ``strtol(s, &end, 0)`` id.
-
-        Raises ``EINVAL`` for a bad letter, an empty id or trailing garbage.
-        """
-        entries = []
-        for item in strings:
-            bits = _LETTER_BITS.get(item[0]) if item else None
-            if bits is None:
-                raise Fail(XsdError.EINVAL)
-            domid = _strtol0(item[1:])
-            entries.append((bits, domid & 0xFFFFFFFF))
-        return Perms.get(tuple(entries))
-
-    def __repr__(self) -> str:
-        return f"Perms({self.wire!r})"
-
-
-_STRTOL = re.compile(rb"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\Z")
-_LONG_MAX = (1 << 63) - 1
-
-
-def _strtol0(text: bytes) -> int:
-    """C ``strtol(text, &end, 0)`` that must consume all of ``text``."""
-    match = _STRTOL.match(text)
-    if match is None:
-        raise Fail(XsdError.EINVAL)
-    digits = match.group(2)
-    if digits[:2] in (b"0x", b"0X"):
-        value = int(digits[2:], 16)
-    elif digits[:1] == b"0" and len(digits) > 1:
-        value = int(digits, 8)
-    else:
-        value = int(digits)
-    if match.group(1) == b"-":
-        return -min(value, _LONG_MAX + 1)
-    return min(value, _LONG_MAX)
-
-
-#: Every node starts with the permissions ``n0``.
-PERMS_N0 = Perms.get(((PERM_NONE, 0),))
-
-
-class Children(Dict[bytes, "Node"]):
+class Children(dict[bytes, "Node"]):
     """A node's children, name -> node, in creation order.
 
     ``length`` is the size of the child list as DIRECTORY sends it (each
@@ -295,68 +196,6 @@ def node_size(node: Node) -> int:
     return _HDR_SIZE + _PERM_SIZE * len(node.perms.entries) + len(node.value) + node.childlen
 
 
-def parent_of(path: bytes) -> bytes:
-    """``get_parent``: ``/a/b`` -> ``/a``; ``/a`` -> ``/``."""
-    cut = path.rfind(b"/")
-    return path[:cut] if cut > 0 else b"/"
-
-
-def basename(path: bytes) -> bytes:
-    return path[path.rfind(b"/") + 1 :]
-
-
-def child_path(path: bytes, name: bytes) -> bytes:
-    return path + b"/" + name if path != b"/" else b"/" + name
-
-
-def canonicalize(path: bytes, home: bytes) -> bytes:
-    """Relative paths (not ``/``, not ``@``) live under the caller's home."""
-    first = path[:1]
-    if first == b"/" or first == b"@":
-        return path
-    return home + b"/" + path
-
-
-def _local_offset(path: bytes) -> int:
-    """``sscanf(path, "/local/domain/%5u/%n", ...)``: where the 2048 count starts."""
-    if not path.startswith(_LOCAL):
-        return 0
-    rest = path[14:20]
-    i = 1 if rest[:1] in (b"+", b"-") else 0
-    j = i
-    while j < len(rest) and j < 5 and 48 <= rest[j] <= 57:
-        j += 1
-    if j == i or rest[j : j + 1] != b"/":
-        return 0
-    return 14 + j + 1
-
-
-def is_valid_nodename(path: bytes, path_max: int) -> bool:
-    """The real daemon's node-name rule (the 2048 counts after /local/domain/N/)."""
-    if path[:1] != b"/":
-        return False
-    if path[-1:] == b"/" and path != b"/":
-        return False
-    if b"//" in path:
-        return False
-    if len(path) > path_max and len(path) > _local_offset(path) + path_max:
-        return False
-    return _VALID_CHARS(path) is not None
-
-
-class Requester(Protocol):
-    """Who is asking: what the tree operations need to know of a connection."""
-
-    @property
-    def domid(self) -> int: ...
-
-    @property
-    def privileged(self) -> bool: ...
-
-    @property
-    def target(self) -> int | None: ...
-
-
 class Access(Protocol):
     """How the tree operations reach nodes: the store itself or a transaction."""
 
@@ -402,15 +241,15 @@ class Store:
 
     __slots__ = (
         "domains",
-        "fire_hook",
         "generation",
         "memory",
         "node_counts",
+        "on_change",
         "records",
         "root",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: FireFunc | None = None) -> None:
         self.generation = 0
         self.records = False
         #: nodes per owner domid (the "nodes" quota)
@@ -418,8 +257,11 @@ class Store:
         #: bytes per owner domid, as cxenstored accounts its nodes (the
         #: "memory" quota): node_size() plus the length of the path
         self.memory: dict[int, int] = {}
-        self.fire_hook: Callable[[bytes, Node | None, bool, Perms | None], None] | None = None
-        self.domains: Domains | None = None
+        #: each change made outside a transaction is passed here as it
+        #: happens (:class:`~pyxs.server.core.XenStore` passes its ``fire``)
+        self.on_change = on_change
+        #: which domains count for permissions (None: every entry counts)
+        self.domains: DomainTable | None = None
         # manual_node() of setup_structure(): /, /tool, /tool/xenstored, n0.
         self.root = Node(b"", PERMS_N0, self.next_generation())
         tool = Node(b"", PERMS_N0, self.next_generation())
@@ -504,16 +346,15 @@ class Store:
         self.memory[node.perms.owner] -= node.acc
 
     def fire(self, path: bytes, node: Node | None, exact: bool, old_perms: Perms | None) -> None:
-        hook = self.fire_hook
-        if hook is not None:
-            hook(path, node, exact, old_perms)
+        on_change = self.on_change
+        if on_change is not None:
+            on_change(path, node, exact, old_perms)
 
     def node_count(self, domid: int) -> int:
         return self.node_counts.get(domid, 0)
 
     def adjust(self, perms: Perms, gen: int) -> Perms:
-        domains = self.domains
-        return domains.adjust(perms, gen) if domains is not None else perms
+        return adjust(perms, gen, self.domains)
 
     def consume(self, count: int) -> None:
         self.generation += count
@@ -587,26 +428,20 @@ class Store:
 # tools/xenstore/xenstored_core.c).
 
 
-def perm_for(who: Requester, node: Node, domains: Domains | None) -> int:
-    if who.privileged or domains is None:
-        return _ALL
-    return domains.perm_for(who, node.perms, node.gen)
-
-
-def ask_parents(acc: Access, who: Requester, path: bytes, domains: Domains | None) -> int:
+def ask_parents(acc: Access, who: Requester, path: bytes, domains: DomainTable | None) -> int:
     """The permission the nearest existing ancestor grants (``ask_parents``)."""
     name = path
     while True:
         name = parent_of(name)
         node = acc.read(name)
         if node is not None:
-            return perm_for(who, node, domains)
+            return perm_for(who, node.perms, node.gen, domains)
         if name == b"/":
             return PERM_NONE
 
 
 def lookup_node(
-    acc: Access, who: Requester, path: bytes, perm: int, domains: Domains | None
+    acc: Access, who: Requester, path: bytes, perm: int, domains: DomainTable | None
 ) -> Node | None:
     """``get_node``: the node if ``who`` may access it with ``perm``, None if missing.
 
@@ -616,7 +451,7 @@ def lookup_node(
     """
     node = acc.read(path)
     if node is not None:
-        if who.privileged or (perm_for(who, node, domains) & perm) == perm:
+        if who.privileged or (perm_for(who, node.perms, node.gen, domains) & perm) == perm:
             return node
         error: Fail | None = Fail(XsdError.EACCES)
     else:
@@ -632,7 +467,9 @@ def lookup_node(
     raise Fail(XsdError.EACCES)
 
 
-def get_node(acc: Access, who: Requester, path: bytes, perm: int, domains: Domains | None) -> Node:
+def get_node(
+    acc: Access, who: Requester, path: bytes, perm: int, domains: DomainTable | None
+) -> Node:
     """Like :func:`lookup_node`, but a missing node is ENOENT."""
     node = lookup_node(acc, who, path, perm, domains)
     if node is None:

@@ -37,17 +37,12 @@ overlay and fires nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
-
+from ..paths import basename, parent_of
 from ..protocol import XsdError
-from .store import NO_GENERATION, Fail, Node, Perms, Store, basename, node_size, parent_of
-
-if TYPE_CHECKING:
-    from .core import Connection
+from .perms import Perms, owner_of
+from .store import NO_GENERATION, Fail, FireFunc, Node, Store, node_size
 
 __all__ = ["Transaction"]
-
-FireFunc = Callable[[bytes, "Node | None", bool, "Perms | None"], None]
 
 
 class _Entry:
@@ -75,7 +70,6 @@ class Transaction:
 
     __slots__ = (
         "changed_domains",
-        "conn",
         "entries",
         "failed",
         "generation",
@@ -88,9 +82,8 @@ class Transaction:
 
     records = True
 
-    def __init__(self, tx_id: int, conn: Connection, store: Store, limit: int | None) -> None:
+    def __init__(self, tx_id: int, store: Store, limit: int | None) -> None:
         self.id = tx_id
-        self.conn = conn
         self.store = store
         #: the generation the transaction started at
         self.generation = store.next_generation()
@@ -131,13 +124,6 @@ class Transaction:
     def adjust(self, perms: Perms, gen: int) -> Perms:
         return self.store.adjust(perms, gen)
 
-    def _owner(self, owner: int, gen: int) -> int:
-        """The owner as accounting sees it: dom0 once the owner is gone."""
-        domains = self.store.domains
-        if owner == 0 or domains is None or domains.valid(owner, gen):
-            return owner
-        return 0
-
     def write(
         self, path: bytes, node: Node, old_owner: int | None, new_perms: bool = False
     ) -> None:
@@ -146,7 +132,7 @@ class Transaction:
             # at node.gen, the generation the node was read at
             self.changed_domains.add(node.perms.owner)
             if old_owner is not None:
-                self.changed_domains.add(self._owner(old_owner, node.gen))
+                self.changed_domains.add(owner_of(old_owner, node.gen, self.store.domains))
         if len(node.perms.entries) > 1:
             read = old_owner is not None and not new_perms
             gen = node.gen if read else self.store.generation + 1
@@ -163,7 +149,7 @@ class Transaction:
         entry.acc = acc
 
     def delete(self, path: bytes, node: Node) -> None:
-        self.changed_domains.add(self._owner(node.perms.owner, node.gen))
+        self.changed_domains.add(owner_of(node.perms.owner, node.gen, self.store.domains))
         self.store.next_generation()
         entry = self.entries.get(path)
         if entry is None:
