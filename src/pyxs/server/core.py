@@ -30,7 +30,7 @@ here "waiting" means queued since the last :meth:`XenStore.take_output`.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..paths import canonicalize, is_valid_nodename, parent_of
 from ..protocol import PAYLOAD_MAX, Op, Packet, PacketTooLarge, XsdError, encode
@@ -61,6 +61,9 @@ from .store import (
 )
 from .transaction import Transaction
 from .watches import WatchEvents, WatchRegistry
+
+if TYPE_CHECKING:
+    from ..trace import Tracer
 
 __all__ = ["XenStore"]
 
@@ -123,6 +126,8 @@ class XenStore(DomainLifecycle, WatchEvents):
         self.on_destroy: Callable[[int], None] | None = None
         #: called with a connection the core wants closed (its domain is gone)
         self.on_close: Callable[[Peer], None] | None = None
+        #: told about every request handled and packet queued (``Server(trace=...)``)
+        self.tracer: Tracer | None = None
         self._post: bytes | None = None
         self._handlers: list[Callable[[Peer, bytes, Transaction | None], bytes] | None] = [
             None
@@ -175,6 +180,7 @@ class XenStore(DomainLifecycle, WatchEvents):
                 raise LookupError(f"domain {domid} is not introduced")
         self._conn_seq += 1
         conn = Peer(self._conn_seq, domid, domain)
+        conn.tracer = self.tracer
         self.conns[conn.seq] = conn
         if domain is not None:
             domain.conns.append(conn)
@@ -281,6 +287,8 @@ class XenStore(DomainLifecycle, WatchEvents):
     # dispatch
     def process(self, conn: Peer, op: int, req_id: int, tx_id: int, payload: bytes) -> None:
         """Handle one request and queue its reply."""
+        if self.tracer is not None:
+            self.tracer.packet(conn.seq, ">", Packet(op, req_id, tx_id, payload), conn.domid)
         handlers = self._handlers
         handler = handlers[op] if op < 23 else None
         error: XsdError | None = None

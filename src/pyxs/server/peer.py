@@ -13,11 +13,14 @@ server's end of one.)
 from __future__ import annotations
 
 import collections
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..paths import domain_path
 from ..protocol import Decoder, Packet
 from .transaction import Transaction
+
+if TYPE_CHECKING:
+    from ..trace import Tracer
 
 __all__ = ["Peer", "PeerDomain"]
 
@@ -53,6 +56,7 @@ class Peer:
         "privileged",
         "reply_ends",
         "seq",
+        "tracer",
         "transactions",
         "unsent",
     )
@@ -86,6 +90,8 @@ class Peer:
         self.events: set[bytes] | None = None
         self.decoder = Decoder()
         self.closed = False
+        #: told about every packet queued here (``Server(trace=...)``)
+        self.tracer: Tracer | None = None
 
     @property
     def target(self) -> int | None:
@@ -97,6 +103,8 @@ class Peer:
         self.out.append(packet)
         self.out_bytes += len(packet)
         self.appended += len(packet)
+        if self.tracer is not None:
+            self.tracer.queued(self.seq, self.domid, packet)
 
     def backlog(self) -> int:
         """Bytes of output waiting: queued here, or taken by the front end

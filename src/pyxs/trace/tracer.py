@@ -6,8 +6,8 @@ Whoever sees the traffic (the proxy of :mod:`.proxy`, or the embedded
 server from the inside) hands every whole packet to :meth:`Tracer.packet`
 with the number of its connection and which way it went: :data:`TO_SERVER`
 (a request) or :data:`TO_CLIENT` (a reply, or a ``WATCH_EVENT``). Packets
-come from :class:`pyxs.protocol.Decoder`; nothing here parses bytes off a
-wire.
+come from :class:`pyxs.protocol.Decoder` (the server's output goes through
+one in :meth:`Tracer.queued`); nothing here parses bytes off a wire.
 
 Per connection the tracer remembers each request until its reply (matched by
 req_id, as both xenstoreds echo it), which gives the reply its round-trip
@@ -34,7 +34,7 @@ from collections import Counter
 from typing import IO, Any, Callable, NamedTuple
 
 from .._cli.escape import json_value, sanitise
-from ..protocol import Op, Packet, split_strings
+from ..protocol import Decoder, Op, Packet, split_strings
 
 __all__ = [
     "NOTE",
@@ -335,6 +335,11 @@ class Tracer:
             self._event(now, conn, domid, packet)
         else:
             self._reply(now, conn, domid, packet)
+
+    def queued(self, conn: int, domid: int | None, encoded: bytes) -> None:
+        """Trace a packet the embedded server queued for a client, as bytes."""
+        for packet in Decoder(frame_oversized=True).feed(encoded):
+            self.packet(conn, TO_CLIENT, packet, domid)
 
     def note(self, conn: int, text: str, domid: int | None = None) -> None:
         """A line about connection ``conn`` (opened, closed, cut short)."""
