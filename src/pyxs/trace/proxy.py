@@ -57,7 +57,7 @@ def domid_of_socket(path: str) -> int | None:
 class _Side:
     """One socket of a link and the bytes waiting to be sent to it."""
 
-    __slots__ = ("decoder", "direction", "done", "label", "out", "peer", "sock")
+    __slots__ = ("decoder", "direction", "done", "label", "mask", "on_event", "out", "peer", "sock")
 
     def __init__(self, sock: socket.socket, direction: str, label: str, decoder: Decoder) -> None:
         self.sock = sock
@@ -68,6 +68,9 @@ class _Side:
         self.out = bytearray()
         self.done = False  #: read end of file: nothing more comes from it
         self.peer: _Side = self
+        #: the selector's events for it (0: not registered), and its callback
+        self.mask = 0
+        self.on_event: Callable[[object, int], None] | None = None
 
 
 class _Link:
@@ -177,11 +180,8 @@ class Proxy:
             link = _Link(number, near, far)
             self._links[number] = link
             for side in (near, far):
-                self._sel.register(
-                    side.sock,
-                    selectors.EVENT_READ,
-                    lambda sock, mask, s=side, lk=link: self._on_event(lk, s, mask),
-                )
+                side.on_event = lambda sock, mask, s=side, lk=link: self._on_event(lk, s, mask)
+                self._poll(side)
             self.tracer.note(number, "connected", self.domid)
 
     def _on_event(self, link: _Link, side: _Side, mask: int) -> None:
@@ -201,10 +201,12 @@ class Proxy:
             self._hang_up(link, side, exc.strerror or str(exc))
             return
         if data:
-            peer = side.peer
-            peer.out += data
+            # forwarded first, decoded after: the trace costs no latency
+            side.peer.out += data
+            self._send(link, side.peer)
             self._trace(link, side, data)
-            self._send(link, peer)
+            if link.closed:
+                self.tracer.closed(link.number)
         else:
             self._hang_up(link, side, None)
 
@@ -240,16 +242,22 @@ class Proxy:
         self._poll(side.peer)
 
     def _poll(self, side: _Side) -> None:
+        """Poll ``side`` for writing while output waits for it, for reading
+        unless it ended or its peer has too much waiting; else not at all."""
         mask = 0
         if side.out:
             mask |= selectors.EVENT_WRITE
         if not side.done and len(side.peer.out) < _HIGH_WATER:
             mask |= selectors.EVENT_READ
-        key = self._sel.get_key(side.sock)
-        if mask == 0:
-            mask = selectors.EVENT_READ  # keep it registered; reading is off
-        if key.events != mask:
-            self._sel.modify(side.sock, mask, key.data)
+        if mask == side.mask:
+            return
+        if side.mask == 0:
+            self._sel.register(side.sock, mask, side.on_event)
+        elif mask == 0:
+            self._sel.unregister(side.sock)
+        else:
+            self._sel.modify(side.sock, mask, side.on_event)
+        side.mask = mask
 
     def _hang_up(self, link: _Link, side: _Side, error: str | None) -> None:
         side.done = True
@@ -275,8 +283,9 @@ class Proxy:
         if why is not None:
             self.tracer.note(link.number, why, self.domid)
         for side in (link.client, link.upstream):
-            with contextlib.suppress(KeyError, ValueError):
+            if side.mask:
                 self._sel.unregister(side.sock)
+                side.mask = 0
             side.sock.close()
         self.tracer.closed(link.number)
 
