@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from trace_support import FakeUpstream, Raw, proxy_to, recv_exactly, recv_to_eof
@@ -219,19 +219,23 @@ def test_many_connections_pipelining() -> None:
     assert sum(" > " in line for line in lines) == sum(" < " in line for line in lines) == 1000
 
 
-def test_a_guests_socket_as_upstream() -> None:
-    """Upstream ``domain-<domid>.sock``: the connection acts as that guest
-    (relative paths, its permissions) and the trace names the domain."""
-    with Server() as server, Client(server.socket_path) as dom0:
-        dom0.introduce_domain(7, 0x1000, 1)
-        dom0.mkdir(b"/local/domain/7")
-        dom0.set_perms(b"/local/domain/7", [b"n7"])
-        with proxy_to(server.guest_socket_path(7)) as traced:
-            with Client(traced.path) as guest:
-                guest.write(b"data/ip", b"192.0.2.7")
-                with pytest.raises(PermissionDeniedError):
-                    guest.read(b"/tool/xenstored")
-            assert dom0.read(b"/local/domain/7/data/ip") == b"192.0.2.7"
+def test_a_guests_socket_as_upstream(xs_server: Any, unique_domid: int) -> None:
+    """Upstream a guest's socket: the connection acts as that guest (relative
+    paths, its permissions); ``domain-<domid>.sock`` (the embedded server's
+    name) makes the trace name the domain."""
+    domid = unique_domid
+    home = b"/local/domain/%d" % domid
+    guest_socket = xs_server.introduce_guest(domid)
+    with Client(xs_server.socket_path) as dom0:
+        dom0.mkdir(home)
+        dom0.set_perms(home, [b"n%d" % domid])
+        with proxy_to(guest_socket) as traced, Client(traced.path) as guest:
+            guest.write(b"data/ip", b"192.0.2.7")
+            with pytest.raises(PermissionDeniedError):
+                guest.read(b"/tool/xenstored")
+        assert dom0.read(home + b"/data/ip") == b"192.0.2.7"
+    conn = f"#1/dom{domid}" if guest_socket.endswith(f"domain-{domid}.sock") else "#1"
+    assert (xs_server.name == "embedded") == (conn != "#1")
     lines = [line.split(" ", 1)[1] for line in traced.text().splitlines()]
-    assert '#1/dom7 > WRITE req=1 tx=0 data/ip "192.0.2.7"' in lines
-    assert any(line.startswith("#1/dom7 < READ req=2 tx=0 ERROR EACCES (") for line in lines)
+    assert f'{conn} > WRITE req=1 tx=0 data/ip "192.0.2.7"' in lines
+    assert any(line.startswith(f"{conn} < READ req=2 tx=0 ERROR EACCES (") for line in lines)
