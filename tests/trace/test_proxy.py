@@ -14,7 +14,7 @@ from trace_support import FakeUpstream, Raw, proxy_to, recv_exactly, recv_to_eof
 
 from pyxs import Client
 from pyxs.exceptions import PermissionDeniedError
-from pyxs.protocol import HEADER_SIZE, PAYLOAD_MAX, Op, encode
+from pyxs.protocol import HEADER, HEADER_SIZE, PAYLOAD_MAX, Op, encode
 from pyxs.server import Server
 from realxs import start_real_xenstored
 
@@ -239,3 +239,26 @@ def test_a_guests_socket_as_upstream(xs_server: Any, unique_domid: int) -> None:
     lines = [line.split(" ", 1)[1] for line in traced.text().splitlines()]
     assert f'{conn} > WRITE req=1 tx=0 data/ip "192.0.2.7"' in lines
     assert any(line.startswith(f"{conn} < READ req=2 tx=0 ERROR EACCES (") for line in lines)
+
+
+def test_an_oversized_header_is_forwarded_and_said(upstream_dir: str) -> None:
+    """A header announcing more than 4096 bytes goes through as it is (the
+    daemon decides what to do with it); the trace says it stops decoding."""
+    fake = FakeUpstream(upstream_dir)
+    data = HEADER.pack(Op.WRITE, 1, 0, PAYLOAD_MAX + 1) + b"/x\0" + b"y" * 100
+    with proxy_to(fake.path) as traced:
+        client = Raw(traced.path)
+        server = fake.accept()
+        client.sock.sendall(data)
+        assert recv_exactly(server, len(data)) == data
+        client.close()
+        assert recv_to_eof(server) == b""
+        server.close()
+    fake.close()
+    lines = [line.split(" ", 1)[1] for line in traced.text().splitlines()]
+    assert lines == [
+        "#1 - connected",
+        "#1 - client: header announces 4097 payload bytes (limit 4096); "
+        "the rest is forwarded, not decoded",
+        "#1 - client closed",
+    ]

@@ -218,7 +218,9 @@ class Proxy:
             packets = decoder.feed(data)
         except InvalidPayload as exc:  # a header over 4096 bytes from the client
             side.decoder = None
-            self.tracer.note(link.number, f"{side.label} sent {exc}: not decoded further")
+            self.tracer.note(
+                link.number, f"{side.label}: {exc}; the rest is forwarded, not decoded"
+            )
             return
         tracer = self.tracer
         for packet in packets:
