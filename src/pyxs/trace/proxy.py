@@ -219,7 +219,7 @@ class Proxy:
         except InvalidPayload as exc:  # a header over 4096 bytes from the client
             side.decoder = None
             self.tracer.note(
-                link.number, f"{side.label}: {exc}; the rest is forwarded, not decoded"
+                link.number, f"{side.label}: {exc}; the rest is forwarded, not decoded", self.domid
             )
             return
         tracer = self.tracer
