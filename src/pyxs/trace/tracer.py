@@ -60,9 +60,6 @@ _WATCH_EVENT = int(Op.WATCH_EVENT)
 _ERROR = int(Op.ERROR)
 _WRITE = int(Op.WRITE)
 _READ = int(Op.READ)
-_WATCH = int(Op.WATCH)
-_TX_START = int(Op.TRANSACTION_START)
-_TX_END = int(Op.TRANSACTION_END)
 #: requests whose first string is a node path
 _PATH_OPS = frozenset((
     Op.DIRECTORY, Op.READ, Op.GET_PERMS, Op.WATCH, Op.UNWATCH,
@@ -125,7 +122,7 @@ def format_text(rec: Record) -> str:
     """``0.000213 #1 > WRITE req=1 tx=0 /vm/a "x"``: see docs/trace.rst."""
     conn = f"#{rec.conn}" if rec.domid is None else f"#{rec.conn}/dom{rec.domid}"
     if rec.kind == "note":
-        return f"{rec.t:.6f} {conn} - {rec.note}"
+        return f"{rec.t:.6f} {conn} {NOTE} {rec.note}"
     arrow = {"request": TO_SERVER, "reply": TO_CLIENT, "event": "*"}[rec.kind]
     parts = [f"{rec.t:.6f}", conn, arrow, rec.op, f"req={rec.req_id}", f"tx={rec.tx_id}"]
     if rec.path is not None:
@@ -279,7 +276,8 @@ class _Pending(NamedTuple):
 class Tracer:
     """Writes the decoded traffic of many connections to ``out``.
 
-    :param out: a text file; written to, flushed by :meth:`flush`, never closed.
+    :param out: a text file, flushed by :meth:`flush`; closed only by the
+        :meth:`finish` of a tracer :meth:`to_file` opened it for.
     :param json: one JSON object a line instead of text.
     :param filters: what to show (:class:`Filters`).
     :param summary: keep a :class:`Summary`, written by :meth:`finish`.
