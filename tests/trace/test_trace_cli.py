@@ -276,3 +276,13 @@ def test_failures_say_why_in_one_line(
     if status == 1:
         assert proc.stderr.count("\n") == 1
     assert os.listdir(tmp_path) == []  # nothing made, nothing left
+
+
+def test_help() -> None:
+    proc = subprocess.run([*PYXS, "trace", "--help"], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.startswith("usage: pyxs trace ")
+    for option in ("--socket UPSTREAM", "--listen PATH", "-o FILE", "--json", "--path PREFIX"):
+        assert option in proc.stdout
+    assert "--op NAME[,NAME]" in proc.stdout and "--errors" in proc.stdout
+    assert "--summary" in proc.stdout and "-- CMD..." in proc.stdout
