@@ -262,6 +262,12 @@ def test_signals_reach_the_command(server: Server, sig: int) -> None:
         (["--listen", "x", "--", "true"], 2, "pyxs trace: give either a command"),
         (["--op", "READ,BOGUS", "--", "true"], 2, "argument --op: unknown op 'BOGUS' (known: "),
         (["-o", "{missing}/out", "--", "true"], 1, "pyxs trace: cannot write {missing}/out: "),
+        (
+            ["--socket", "/dev/null", "--", "true"],
+            1,
+            "pyxs trace: /dev/null is a XenBus device; the proxy forwards to a XenStore socket "
+            "only (give one with --socket)",
+        ),
     ],
 )
 def test_failures_say_why_in_one_line(

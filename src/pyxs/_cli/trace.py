@@ -11,6 +11,7 @@ until SIGINT or SIGTERM. Both check first that UPSTREAM answers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -98,6 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_upstream(path: str) -> str | None:
     """None if a XenStore listens at ``path``, else the one-line error."""
+    import stat
+
+    with contextlib.suppress(OSError):
+        if stat.S_ISCHR(os.stat(path).st_mode):
+            return (
+                f"{PROG}: {path} is a XenBus device; the proxy forwards to a XenStore "
+                "socket only (give one with --socket)"
+            )
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
