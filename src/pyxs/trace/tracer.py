@@ -271,6 +271,7 @@ class Summary:
 class _Pending(NamedTuple):
     record: Record
     shown: bool  #: passed the filters
+    op: int
 
 
 class Tracer:
@@ -375,17 +376,17 @@ class Tracer:
             path, value, args, None, None, None,
         )  # fmt: skip
         shown = self.filters.admits(name, path)
-        self._pending[(conn, packet.req_id)] = _Pending(rec, shown)
+        self._pending[(conn, packet.req_id)] = _Pending(rec, shown, op)
         if shown and not self.filters.errors:
             self._emit(rec, None)
 
     def _reply(self, now: float, conn: int, domid: int | None, packet: Packet) -> None:
         pending = self._pending.pop((conn, packet.req_id), None)
-        request = pending.record if pending is not None else None
-        if request is not None:
-            op, name, rtt = _op_of(request.op), request.op, now - request.t
+        if pending is not None:
+            request: Record | None = pending.record
+            op, name, rtt = pending.op, pending.record.op, now - pending.record.t
         else:
-            op, name, rtt = packet.op, op_name(packet.op), None
+            request, op, name, rtt = None, packet.op, op_name(packet.op), None
         error = None
         if packet.op == _ERROR:
             error = packet.payload.rstrip(b"\0").decode("ascii", "replace")
@@ -419,7 +420,3 @@ class Tracer:
             self.summary.count(rec, request)
         if self.autoflush:
             self.out.flush()
-
-
-def _op_of(name: str) -> int:
-    return int(Op[name]) if name in Op.__members__ else int(name)
