@@ -262,3 +262,39 @@ def test_an_oversized_header_is_forwarded_and_said(upstream_dir: str) -> None:
         "the rest is forwarded, not decoded",
         "#1 - client closed",
     ]
+
+
+def test_a_conflict_in_the_summary(xs_server: Any, unique_path: bytes) -> None:
+    """Two connections through the proxy: a transaction that reads a node
+    another connection then changes conflicts at commit (EAGAIN), one
+    committed, a watch fired: the summary counts them as the server said."""
+    with proxy_to(xs_server.socket_path, summary=True) as traced:
+        a, b = Raw(traced.path), Raw(traced.path)
+        b.send(Op.WATCH, 1, unique_path + b"\0w\0")
+        b.until(2)  # the reply and the initial event
+        a.send(Op.TRANSACTION_START, 1, b"\0")
+        (started,) = a.until(1)
+        tx_id = int(started.payload.rstrip(b"\0"))
+        a.send(Op.READ, 2, unique_path + b"\0", tx_id)
+        a.send(Op.WRITE, 3, unique_path + b"/x\0in-tx", tx_id)
+        a.until(3)
+        b.send(Op.WRITE, 2, unique_path + b"\0changed")
+        b.until(4)  # its own event and its reply, in some order
+        a.send(Op.TRANSACTION_END, 4, b"T\0", tx_id)
+        assert a.until(4)[-1].payload == b"EAGAIN\0"
+        a.send(Op.TRANSACTION_START, 5, b"\0")
+        tx_id = int(a.until(5)[-1].payload.rstrip(b"\0"))
+        a.send(Op.WRITE, 6, unique_path + b"/y\0ok", tx_id)
+        a.send(Op.TRANSACTION_END, 7, b"T\0", tx_id)
+        assert a.until(7)[-1].payload == b"OK\0"
+        b.send(Op.GET_DOMAIN_PATH, MARK, b"0\0")  # after the commit's event
+        while b.packets[-1].req_id != MARK:
+            b.until(len(b.packets) + 1)
+        a.close()
+        b.close()
+    lines = traced.text().splitlines()
+    assert lines[lines.index("summary:") :][-2:] == [
+        "  watches: 1 registered, 3 fired",
+        "  transactions: 2 started, 1 committed, 1 conflicted, 0 aborted",
+    ]
+    assert "  errors: 2 (EAGAIN 1, ENOENT 1)" in lines  # (the READ in the transaction)
