@@ -1,7 +1,7 @@
 """``pyxs trace``: run CMD through a tracing proxy, or stand as one.
 
 ``pyxs trace [options] -- CMD...`` makes a private socket in a new
-temporary directory, runs the proxy (:class:`pyxs.trace.Proxy`) on it in a
+temporary directory, runs the proxy (:class:`pyxs.trace.proxy.Proxy`) on it in a
 background thread and CMD with ``XENSTORED_PATH`` naming it, by
 :func:`pyxs.cli.run_command` (the machinery of ``pyxs run``: signals, exit
 status). ``pyxs trace --listen PATH`` runs the proxy in the foreground

@@ -691,7 +691,7 @@ class Server:
         goes away are given to dom0 instead of being removed.
     :param trace: write every request, reply and watch event, decoded, as
         ``pyxs trace`` does, each connection with its domain: a file name
-        (``"-"``: stderr) or a :class:`pyxs.trace.Tracer`. The trace ends
+        (``"-"``: stderr) or a :class:`pyxs.trace.tracer.Tracer`. The trace ends
         (its summary, if kept, is written) when the server stops.
     :param logfile: like ``xenstored -T``: where ``CONTROL print`` and
         friends write.
