@@ -152,7 +152,8 @@ def is_valid_nodename(path: bytes, path_max: int) -> bool:
     """cxenstored's ``is_valid_nodename``: absolute, no empty component, no
     trailing ``/``, the path characters, and at most ``path_max`` bytes
     counted after ``/local/domain/<domid>/``."""
-    if path[:1] != b"/" or _trailing_slash(path) or b"//" in path:
+    # (every request's path comes here: the trailing-slash test is inline)
+    if path[:1] != b"/" or (path[-1:] == b"/" and path != b"/") or b"//" in path:
         return False
     if len(path) > path_max and len(path) > _local_offset(path) + path_max:
         return False

@@ -10,14 +10,14 @@ in progress and refuses to start one).
 from __future__ import annotations
 
 import os
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..protocol import XsdError
 from .payload import c_atoi
 from .quotas import Quotas, SoftQuotas
 from .store import Fail, Store
 
-__all__ = ["HELP", "ControlTarget", "control"]
+__all__ = ["HELP", "control"]
 
 OK = b"OK\0"
 
@@ -36,22 +36,24 @@ HELP = (
 )
 
 
-class ControlTarget(Protocol):
-    """What CONTROL reads and changes (:class:`~pyxs.server.core.XenStore`)."""
+if TYPE_CHECKING:  # for annotations only: no class at run time
 
-    store: Store
-    quotas: Quotas
-    soft_quotas: SoftQuotas
-    logfile: str | None
-    logging_enabled: bool
+    class ControlTarget(Protocol):
+        """What CONTROL reads and changes (:class:`~pyxs.server.core.XenStore`)."""
 
-    def log(self, message: str) -> None: ...
+        store: Store
+        quotas: Quotas
+        soft_quotas: SoftQuotas
+        logfile: str | None
+        logging_enabled: bool
 
-    def set_logfile(self, path: str) -> None: ...
+        def log(self, message: str) -> None: ...
 
-    def memreport(self) -> str: ...
+        def set_logfile(self, path: str) -> None: ...
 
-    def domain_report(self, domid: int) -> bytes: ...
+        def memreport(self) -> str: ...
+
+        def domain_report(self, domid: int) -> bytes: ...
 
 
 def _table(title: bytes, quotas: tuple[tuple[str, str], ...], get: Callable[[str], int]) -> bytes:

@@ -4,8 +4,15 @@ Theory of operation
 -------------------
 :class:`XenStore` is the whole daemon state: the tree (:mod:`.store`), the
 watches (:mod:`.watches`), the domains (:mod:`.domains`) and the
-connections. A front end (:mod:`.daemon`, or a test) feeds the bytes a
-connection received to :meth:`XenStore.receive` and sends what
+connections (:class:`~pyxs.server.peer.Peer`). It holds dispatch and the
+handlers of the node, watch and transaction operations; it inherits watch
+firing (:class:`~pyxs.server.watches.WatchEvents`) and the domain
+operations and lifecycle (:class:`~pyxs.server.domains.DomainLifecycle`).
+Changes made outside transactions reach the watches through the store's
+``on_change``, which is :meth:`XenStore.fire`.
+
+A front end (:mod:`.daemon`, or a test) feeds the bytes a connection
+received to :meth:`XenStore.receive` and sends what
 :meth:`XenStore.take_output` returns; the core never touches a socket.
 
 **Dispatch** follows ``process_message`` of ``xenstored_core.c``: an
@@ -22,9 +29,8 @@ daemon answers some of these with a stale errno, or aborts.) A header
 announcing more than 4096 bytes makes :meth:`XenStore.receive` return
 False: the front end drops that connection, nothing else.
 
-**Duplicate events.** Like cxenstored, an event identical to one still
-waiting to be sent on that connection is dropped (``@`` events excepted);
-here "waiting" means queued since the last :meth:`XenStore.take_output`.
+**Duplicate events** are dropped as :mod:`.watches` says; "waiting" there
+means queued since the last :meth:`XenStore.take_output`.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from typing import TYPE_CHECKING, Callable
 from ..paths import canonicalize, is_valid_nodename, parent_of
 from ..protocol import PAYLOAD_MAX, Op, Packet, PacketTooLarge, XsdError, encode
 from .control import control
-from .domains import DomainLifecycle, Domains, Quotas, SoftQuotas
+from .domains import DomainLifecycle, Domains
 from .payload import c_atoi, onearg, strings
 from .peer import Peer
 from .perms import (
@@ -48,8 +54,8 @@ from .perms import (
     displayed,
     owner_of,
 )
+from .quotas import Quotas, SoftQuotas
 from .store import (
-    Access,
     Fail,
     Store,
     create_node,
@@ -64,6 +70,7 @@ from .watches import WatchEvents, WatchRegistry
 
 if TYPE_CHECKING:
     from ..trace import Tracer
+    from .store import Access
 
 __all__ = ["XenStore"]
 
@@ -333,7 +340,12 @@ class XenStore(DomainLifecycle, WatchEvents):
         else:
             packet = encode(_ERROR, req_id, tx_id, _ERROR_PAYLOAD[error])
             post = None
-        conn.push(packet)
+        # Peer.push inline: this runs for every request
+        conn.out.append(packet)
+        conn.out_bytes += len(packet)
+        conn.appended += len(packet)
+        if self.tracer is not None:
+            self.tracer.queued(conn.seq, conn.domid, packet)
         if not conn.privileged:
             conn.reply_ends.append(conn.appended)
         if post is not None:

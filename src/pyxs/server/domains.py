@@ -1,4 +1,4 @@
-"""Domains, quotas, and who may do what.
+"""Domains: which exist and count, and their lifecycle.
 
 Theory of operation
 -------------------
@@ -17,8 +17,8 @@ Two views of a domain are kept apart, as in cxenstored:
   (``chk_domain_generation`` in ``xenstored_domain.c``).
 
 :class:`Domains` answers which domains count for permissions
-(:class:`~pyxs.server.perms.DomainTable`); the rule itself is in
-:mod:`.perms`.
+(``DomainTable`` in :mod:`.perms`, where the rule itself is); the quotas
+are in :mod:`.quotas` (imported here for the old names).
 
 **Lifecycle** (:class:`DomainLifecycle`, ``xenstored_domain.c``).
 INTRODUCE makes a domain introduced (``@introduceDomain`` fires; a second

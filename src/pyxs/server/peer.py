@@ -19,22 +19,22 @@ from ..paths import domain_path
 from ..protocol import Decoder, Packet
 from .transaction import Transaction
 
-if TYPE_CHECKING:
+__all__ = ["Peer"]
+
+
+if TYPE_CHECKING:  # for annotations only: no class at run time
     from ..trace import Tracer
 
-__all__ = ["Peer", "PeerDomain"]
+    class PeerDomain(Protocol):
+        """What a peer knows of its domain (:class:`~pyxs.server.domains.Domain`)."""
 
+        #: SET_TARGET: the domain acts with the rights of ``target``
+        target: int | None
+        #: every peer acting as the domain
+        conns: list[Peer]
 
-class PeerDomain(Protocol):
-    """What a peer knows of its domain (:class:`~pyxs.server.domains.Domain`)."""
-
-    #: SET_TARGET: the domain acts with the rights of ``target``
-    target: int | None
-    #: every peer acting as the domain
-    conns: list[Peer]
-
-    @property
-    def transaction_count(self) -> int: ...
+        @property
+        def transaction_count(self) -> int: ...
 
 
 class Peer:

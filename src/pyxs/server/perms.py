@@ -31,7 +31,7 @@ start (:func:`admitted`). GET_PERMS still lists ignored entries.
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from ..paths import format_perm, perm_entry
 
@@ -43,9 +43,7 @@ __all__ = [
     "PERM_OWNER",
     "PERM_READ",
     "PERM_WRITE",
-    "DomainTable",
     "Perms",
-    "Requester",
     "adjust",
     "admitted",
     "displayed",
@@ -117,27 +115,28 @@ class Perms:
 PERMS_N0 = Perms.get(((PERM_NONE, 0),))
 
 
-class Requester(Protocol):
-    """Who is asking: what the rule needs to know of a connection."""
+if TYPE_CHECKING:  # for annotations only: no class at run time
 
-    @property
-    def domid(self) -> int: ...
+    class Requester(Protocol):
+        """Who is asking: what the rule needs to know of a connection."""
 
-    @property
-    def privileged(self) -> bool: ...
+        @property
+        def domid(self) -> int: ...
 
-    @property
-    def target(self) -> int | None: ...
+        @property
+        def privileged(self) -> bool: ...
 
+        @property
+        def target(self) -> int | None: ...
 
-class DomainTable(Protocol):
-    """Which domains count (:class:`~pyxs.server.domains.Domains`)."""
+    class DomainTable(Protocol):
+        """Which domains count (:class:`~pyxs.server.domains.Domains`)."""
 
-    def valid(self, domid: int, gen: int) -> bool:
-        """Does an entry for ``domid`` count on a node written at ``gen``?"""
+        def valid(self, domid: int, gen: int) -> bool:
+            """Does an entry for ``domid`` count on a node written at ``gen``?"""
 
-    def exists(self, domid: int) -> bool:
-        """Is ``domid`` known to xenstored or to the hypervisor?"""
+        def exists(self, domid: int) -> bool:
+            """Is ``domid`` known to xenstored or to the hypervisor?"""
 
 
 def owner_of(owner: int, gen: int, domains: DomainTable | None) -> int:
@@ -154,7 +153,9 @@ def perm_for(who: Requester, perms: Perms, gen: int, domains: DomainTable | None
     if who.privileged or domains is None:
         return PERM_ALL
     entries = perms.entries
-    owner = owner_of(perms.owner, gen, domains)
+    owner = entries[0][1]
+    if owner != 0 and not domains.valid(owner, gen):
+        owner = 0  # owner_of() inline: this runs for every guest request
     domid = who.domid
     target = who.target
     if owner == domid or (target is not None and owner == target):

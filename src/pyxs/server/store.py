@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The store is a flat ``dict`` from absolute path (``bytes``) to :class:`Node`,
 the way cxenstored keeps its nodes in a TDB keyed by path. A node holds its
-value (raw bytes), its :class:`Perms` (shared, immutable, interned), the
+value (raw bytes), its :class:`~pyxs.server.perms.Perms` (shared, immutable, interned), the
 names of its children in creation order (an insertion-ordered ``dict``, or
 ``None`` for a leaf) and its *generation*.
 
@@ -31,23 +31,23 @@ newly created ancestors; a removal walks only the removed subtree.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..paths import basename, child_path, parent_of
 from ..protocol import XsdError
 from .perms import (
     PERM_NONE,
     PERMS_N0,
-    DomainTable,
     Perms,
-    Requester,
     adjust,
     perm_for,
 )
 
+if TYPE_CHECKING:
+    from .perms import DomainTable, Requester
+
 __all__ = [
     "NO_GENERATION",
-    "Access",
     "Fail",
     "Node",
     "Store",
@@ -196,39 +196,41 @@ def node_size(node: Node) -> int:
     return _HDR_SIZE + _PERM_SIZE * len(node.perms.entries) + len(node.value) + node.childlen
 
 
-class Access(Protocol):
-    """How the tree operations reach nodes: the store itself or a transaction."""
+if TYPE_CHECKING:  # for annotations only: no class at run time
 
-    #: whether reads have side effects (a transaction records them)
-    records: bool
+    class Access(Protocol):
+        """How the tree operations reach nodes: the store itself or a transaction."""
 
-    def read(self, path: bytes) -> Node | None: ...
+        #: whether reads have side effects (a transaction records them)
+        records: bool
 
-    def write(
-        self, path: bytes, node: Node, old_owner: int | None, new_perms: bool = False
-    ) -> None:
-        """Store ``node`` at ``path`` after a change; it takes a new generation.
+        def read(self, path: bytes) -> Node | None: ...
 
-        ``old_owner`` is the owner before the change (None: a new node).
-        Permission entries stale when the node was read (at its old
-        generation) are marked ignored for good; with ``new_perms`` (SET_PERMS
-        replaced them) only those stale at the new generation, as
-        cxenstored's ``read_node`` and ``write_node_raw`` both adjust them."""
+        def write(
+            self, path: bytes, node: Node, old_owner: int | None, new_perms: bool = False
+        ) -> None:
+            """Store ``node`` at ``path`` after a change; it takes a new generation.
 
-    def delete(self, path: bytes, node: Node) -> None: ...
+            ``old_owner`` is the owner before the change (None: a new node).
+            Permission entries stale when the node was read (at its old
+            generation) are marked ignored for good; with ``new_perms`` (SET_PERMS
+            replaced them) only those stale at the new generation, as
+            cxenstored's ``read_node`` and ``write_node_raw`` both adjust them."""
 
-    def fire(
-        self, path: bytes, node: Node | None, exact: bool, old_perms: Perms | None
-    ) -> None: ...
+        def delete(self, path: bytes, node: Node) -> None: ...
 
-    def node_count(self, domid: int) -> int:
-        """How many nodes ``domid`` owns, as seen through this access."""
+        def fire(
+            self, path: bytes, node: Node | None, exact: bool, old_perms: Perms | None
+        ) -> None: ...
 
-    def adjust(self, perms: Perms, gen: int) -> Perms:
-        """``perms`` of a node read at generation ``gen``, stale entries ignored."""
+        def node_count(self, domid: int) -> int:
+            """How many nodes ``domid`` owns, as seen through this access."""
 
-    def consume(self, count: int) -> None:
-        """Use up ``count`` generations (writes the real daemon began, then undid)."""
+        def adjust(self, perms: Perms, gen: int) -> Perms:
+            """``perms`` of a node read at generation ``gen``, stale entries ignored."""
+
+        def consume(self, count: int) -> None:
+            """Use up ``count`` generations (writes the real daemon began, then undid)."""
 
 
 class Store:
@@ -477,25 +479,26 @@ def get_node(
     return node
 
 
-class Memory(Protocol):
-    """The memory quota of an unprivileged writer (cxenstored's hard quota).
+if TYPE_CHECKING:  # for annotations only: no class at run time
 
-    A change that would bring the writer's accounted memory to the quota
-    fails with EIO (the real daemon's reply), nothing changed."""
+    class Memory(Protocol):
+        """The memory quota of an unprivileged writer (cxenstored's hard quota).
 
-    #: the key of a node copy in a transaction ("<generation>/") adds this
-    prefix: int
+        A change that would bring the writer's accounted memory to the quota
+        fails with EIO (the real daemon's reply), nothing changed."""
 
-    def left(self) -> int:
-        """Bytes the writer may still take before it reaches its quota."""
+        #: the key of a node copy in a transaction ("<generation>/") adds this
+        prefix: int
 
+        def left(self) -> int:
+            """Bytes the writer may still take before it reaches its quota."""
 
-class Quota(Protocol):
-    @property
-    def nodes(self) -> int: ...
+    class Quota(Protocol):
+        @property
+        def nodes(self) -> int: ...
 
-    @property
-    def node_size(self) -> int: ...
+        @property
+        def node_size(self) -> int: ...
 
 
 def create_node(

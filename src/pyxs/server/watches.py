@@ -48,7 +48,14 @@ if TYPE_CHECKING:
     from .perms import DomainTable
     from .quotas import Quotas
 
-__all__ = ["SPECIAL_PATHS", "Watch", "WatchEvents", "WatchRegistry"]
+__all__ = [
+    "INTRODUCE_DOMAIN",
+    "RELEASE_DOMAIN",
+    "SPECIAL_PATHS",
+    "Watch",
+    "WatchEvents",
+    "WatchRegistry",
+]
 
 _WATCH_EVENT = int(Op.WATCH_EVENT)
 RELEASE_DOMAIN = b"@releaseDomain"
