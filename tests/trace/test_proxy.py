@@ -6,16 +6,22 @@ going away mid-message, a guest's socket as upstream."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
+import os
+import socket
 import tempfile
+import threading
 from typing import Any, Iterator
 
 import pytest
-from trace_support import FakeUpstream, Raw, proxy_to, recv_exactly, recv_to_eof
+from trace_support import TIMEOUT, FakeUpstream, Raw, proxy_to, recv_exactly, recv_to_eof
 
 from pyxs import Client
 from pyxs.exceptions import PermissionDeniedError
 from pyxs.protocol import HEADER, HEADER_SIZE, PAYLOAD_MAX, Op, encode
 from pyxs.server import Server
+from pyxs.trace import Proxy, Tracer
 from realxs import start_real_xenstored
 
 REAL = pytest.param("real", marks=pytest.mark.realxs)
@@ -298,3 +304,49 @@ def test_a_conflict_in_the_summary(xs_server: Any, unique_path: bytes) -> None:
         "  transactions: 2 started, 1 committed, 1 conflicted, 0 aborted",
     ]
     assert "  errors: 2 (EAGAIN 1, ENOENT 1)" in lines  # (the READ in the transaction)
+
+
+class OutOfDescriptors(socket.socket):
+    """A listener whose accept() fails with EMFILE while ``failing`` is set."""
+
+    failing = False
+    failures = 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self.failing:
+            self.failures += 1
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return super().accept()
+
+
+def test_out_of_descriptors_the_listener_waits_for_a_link_to_end() -> None:
+    """accept() failing for want of descriptors leaves the listener readable:
+    the proxy stops polling it (no spinning) until a link ends, then takes
+    the client that waited."""
+    with Server() as server, tempfile.TemporaryDirectory(prefix="pyxs-tt-", dir="/tmp") as tmp:
+        listener = OutOfDescriptors(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(f"{tmp}/proxy.sock")
+        listener.listen(8)
+        out = io.StringIO()
+        proxy = Proxy(listener, server.socket_path, Tracer(out))
+        thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+        thread.start()
+        try:
+            first = Raw(f"{tmp}/proxy.sock")
+            first.send(Op.READ, 1, b"/\0")
+            first.until(1)  # served: its link exists
+            listener.failing = True
+            waiting = Raw(f"{tmp}/proxy.sock")  # in the backlog: accept() fails
+            waiting.send(Op.READ, 1, b"/\0")
+            first.send(Op.READ, 2, b"/\0")  # the loop goes round
+            first.until(2)
+            listener.failing = False
+            first.close()  # a link ends: the listener is polled again
+            assert waiting.until(1)[0].op == Op.READ
+            waiting.close()
+        finally:
+            proxy.stop()
+            thread.join(TIMEOUT)
+            listener.close()
+    assert listener.failures == 1
+    assert sum(" > READ " in line for line in out.getvalue().splitlines()) == 3

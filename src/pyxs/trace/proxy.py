@@ -110,7 +110,8 @@ class Proxy:
         for sock in (self._wake_r, self._wake_w, listener):
             sock.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self._sel.register(listener, selectors.EVENT_READ, self._on_accept)
+        self._accepting = False
+        self._listening(True)
 
     # -- running -------------------------------------------------------------
     def serve_forever(self, ready: Callable[[], None] | None = None) -> None:
@@ -123,7 +124,9 @@ class Proxy:
                     key.data(key.fileobj, mask)
                 self.tracer.flush()
             # What already arrived is still traced (a CMD that has exited
-            # closed its connections: their ends are read here).
+            # closed its connections: their ends are read here); no new
+            # connection is taken.
+            self._listening(False)
             for _ in range(_LAST_ROUNDS):
                 events = select(0)
                 if not events:
@@ -159,14 +162,15 @@ class Proxy:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                return  # out of descriptors: try again on the next event
+                # Out of descriptors: the listener stays readable, so it is
+                # not polled again until a link ends (and frees two).
+                self._listening(False)
+                return
             self._count += 1
             number = self._count
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                upstream.connect(self.upstream)
+                upstream = self._connect_upstream()
             except OSError as exc:
-                upstream.close()
                 client.close()
                 self.tracer.note(
                     number,
@@ -185,6 +189,24 @@ class Proxy:
                 side.on_event = lambda sock, mask, s=side, lk=link: self._on_event(lk, s, mask)
                 self._poll(side)
             self.tracer.note(number, "connected", self.domid)
+
+    def _connect_upstream(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.upstream)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _listening(self, on: bool) -> None:
+        """Poll the listener (``on``) or not."""
+        if on != self._accepting:
+            self._accepting = on
+            if on:
+                self._sel.register(self.listener, selectors.EVENT_READ, self._on_accept)
+            else:
+                self._sel.unregister(self.listener)
 
     def _on_event(self, link: _Link, side: _Side, mask: int) -> None:
         if link.closed:  # ended by an earlier event of the same select()
@@ -292,6 +314,8 @@ class Proxy:
                 side.mask = 0
             side.sock.close()
         self.tracer.closed(link.number)
+        if not self._stopping:
+            self._listening(True)  # (descriptors were freed)
 
 
 def listen_unix(path: str) -> socket.socket:
