@@ -32,7 +32,16 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["SUBCOMMANDS", "build_parser", "cmd_run", "cmd_serve", "console_main", "main"]
+__all__ = [
+    "SUBCOMMANDS",
+    "build_parser",
+    "cmd_run",
+    "cmd_serve",
+    "cmd_trace",
+    "console_main",
+    "main",
+    "run_command",
+]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -43,29 +52,64 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``pyxs run -- CMD...``: CMD against a throwaway server.
+    """``pyxs run -- CMD...``: CMD against a throwaway server (see
+    :func:`run_command` for signals and the exit status)."""
+    from .server.options import cannot_serve, server_from_args
+
+    def start() -> tuple[dict[str, str], Callable[[], None]] | str:
+        server = server_from_args(args)
+        try:
+            server.__enter__()  # its thread inherits the blocked signals
+        except OSError as exc:
+            return cannot_serve(server, exc, "pyxs run")
+        # Absolute: CMD may change directory before it connects.
+        env = {
+            "XENSTORED_PATH": os.path.abspath(server.socket_path),
+            "XENSTORED_RUNDIR": os.path.abspath(server.run_dir),
+        }
+        return env, lambda: server.__exit__(None, None, None)
+
+    return run_command(args.command, start, "pyxs run")
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    """``pyxs trace``: see :mod:`pyxs._cli.trace`."""
+    from ._cli.trace import main as trace_main
+
+    return trace_main(args)
+
+
+def run_command(
+    command: list[str],
+    start: Callable[[], tuple[dict[str, str], Callable[[], None]] | str],
+    prog: str,
+) -> int:
+    """Run CMD beside a service (``pyxs run``'s server, ``pyxs trace``'s
+    proxy); return CMD's exit status as the command's own.
+
+    ``start()`` starts the service and returns the variables CMD's
+    environment gets and the function that stops the service once CMD has
+    exited; or a one-line message saying why it could not start (the
+    status is then 1).
 
     Signals, at any moment: SIGTERM and SIGHUP are caught before anything
-    else is set up, so none of them can kill ``pyxs run`` and leave CMD
-    orphaned and the run directory behind. One that arrives once CMD exists
+    else is set up, so none of them can kill the command and leave CMD
+    orphaned and the service behind. One that arrives once CMD exists
     is passed on to it; one that arrives before means CMD is never started,
     and the run ends with status 128+signal, as if CMD had been killed by
     it. SIGINT is left to reach CMD from the terminal (it is caught, not
     ignored: an ignored signal would stay ignored in CMD); before CMD exists
-    it ends the run as SIGTERM does. The server's thread is started with
-    these signals blocked, so the kernel delivers them to the main thread,
-    which waits for CMD and forwards them.
+    it ends the run as SIGTERM does. ``start()`` runs with these signals
+    blocked, so the threads it starts inherit that, and the kernel delivers
+    them to the main thread, which waits for CMD and forwards them.
     """
     import signal
     import subprocess
 
-    from .server.options import cannot_serve, server_from_args
-
-    command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
-        print("pyxs run: no command given (pyxs run [options] -- CMD...)", file=sys.stderr)
+        print(f"{prog}: no command given ({prog} [options] -- CMD...)", file=sys.stderr)
         return 2
     forwarded = (signal.SIGTERM, signal.SIGHUP)
     child: subprocess.Popen[bytes] | None = None
@@ -84,34 +128,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in forwarded}
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, leave_to_terminal)
     try:
-        server = server_from_args(args)
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [*forwarded, signal.SIGINT])
         try:
-            server.__enter__()  # its thread inherits the blocked signals
-        except OSError as exc:
-            print(cannot_serve(server, exc, "pyxs run"), file=sys.stderr)
-            return 1
+            started = start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if isinstance(started, str):
+            print(started, file=sys.stderr)
+            return 1
+        variables, stop = started
         try:
             env = dict(os.environ)
-            # Absolute: CMD may change directory before it connects.
-            env["XENSTORED_PATH"] = os.path.abspath(server.socket_path)
-            env["XENSTORED_RUNDIR"] = os.path.abspath(server.run_dir)
+            env.update(variables)
             _prepend_own_scripts(env)
             if early:
                 return 128 + early[0]
             try:
                 child = subprocess.Popen(command, env=env)
             except OSError as exc:
-                print(f"pyxs run: {command[0]}: {exc.strerror}", file=sys.stderr)
+                print(f"{prog}: {command[0]}: {exc.strerror}", file=sys.stderr)
                 return 127
             # A signal caught between the fork and the assignment to child.
             while early:
                 child.send_signal(early.pop(0))
             status = child.wait()
         finally:
-            server.__exit__(None, None, None)
+            stop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -172,12 +214,21 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=cmd_run)
 
 
+def _add_trace(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ._cli import trace
+
+    parser = subparsers.add_parser("trace", help=trace.HELP, description=trace.DESCRIPTION)
+    trace.add_arguments(parser)
+    parser.set_defaults(func=cmd_trace)
+
+
 #: (name, registration function) of every subcommand, in help order.
 SUBCOMMANDS: list[
     tuple[str, Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]
 ] = [
     ("serve", _add_serve),
     ("run", _add_run),
+    ("trace", _add_trace),
 ]
 
 

@@ -69,6 +69,7 @@ from .transaction import Transaction
 from .watches import WatchEvents, WatchRegistry
 
 if TYPE_CHECKING:
+    from ..trace import Tracer
     from .store import Access
 
 __all__ = ["XenStore"]
@@ -132,6 +133,8 @@ class XenStore(DomainLifecycle, WatchEvents):
         self.on_destroy: Callable[[int], None] | None = None
         #: called with a connection the core wants closed (its domain is gone)
         self.on_close: Callable[[Peer], None] | None = None
+        #: told about every request handled and packet queued (``Server(trace=...)``)
+        self.tracer: Tracer | None = None
         self._post: bytes | None = None
         self._handlers: list[Callable[[Peer, bytes, Transaction | None], bytes] | None] = [
             None
@@ -184,6 +187,7 @@ class XenStore(DomainLifecycle, WatchEvents):
                 raise LookupError(f"domain {domid} is not introduced")
         self._conn_seq += 1
         conn = Peer(self._conn_seq, domid, domain)
+        conn.tracer = self.tracer
         self.conns[conn.seq] = conn
         if domain is not None:
             domain.conns.append(conn)
@@ -290,6 +294,8 @@ class XenStore(DomainLifecycle, WatchEvents):
     # dispatch
     def process(self, conn: Peer, op: int, req_id: int, tx_id: int, payload: bytes) -> None:
         """Handle one request and queue its reply."""
+        if self.tracer is not None:
+            self.tracer.packet(conn.seq, ">", Packet(op, req_id, tx_id, payload), conn.domid)
         handlers = self._handlers
         handler = handlers[op] if op < 23 else None
         error: XsdError | None = None
@@ -338,6 +344,8 @@ class XenStore(DomainLifecycle, WatchEvents):
         conn.out.append(packet)
         conn.out_bytes += len(packet)
         conn.appended += len(packet)
+        if self.tracer is not None:
+            self.tracer.queued(conn.seq, conn.domid, packet)
         if not conn.privileged:
             conn.reply_ends.append(conn.appended)
         if post is not None:

@@ -65,6 +65,8 @@ from .quotas import Quotas, SoftQuotas
 if TYPE_CHECKING:
     import asyncio
 
+    from ..trace import Tracer
+
 __all__ = ["Server", "SocketInUse"]
 
 T = TypeVar("T")
@@ -687,6 +689,10 @@ class Server:
     :param soft_quotas: a :class:`~pyxs.server.quotas.SoftQuotas`.
     :param keep_orphans: like ``xenstored -K``: the nodes of a domain that
         goes away are given to dom0 instead of being removed.
+    :param trace: write every request, reply and watch event, decoded, as
+        ``pyxs trace`` does, each connection with its domain: a file name
+        (``"-"``: stderr) or a :class:`pyxs.trace.tracer.Tracer`. The trace ends
+        (its summary, if kept, is written) when the server stops.
     :param logfile: like ``xenstored -T``: where ``CONTROL print`` and
         friends write.
     """
@@ -700,6 +706,7 @@ class Server:
         soft_quotas: SoftQuotas | None = None,
         keep_orphans: bool = False,
         logfile: str | None = None,
+        trace: Tracer | str | None = None,
     ) -> None:
         core = XenStore(_make_quotas(quotas), soft_quotas, keep_orphans=keep_orphans)
         self._tempdir: str | None = None
@@ -722,6 +729,11 @@ class Server:
         self.core = core
         if logfile is not None:
             self.core.set_logfile(logfile)
+        if isinstance(trace, str):
+            from ..trace import Tracer
+
+            trace = Tracer.to_file(trace)
+        self.core.tracer = trace
         self.core.on_introduce = self._on_introduce
         self.core.on_destroy = self._on_destroy
         self.core.on_close = self._on_close
@@ -802,6 +814,9 @@ class Server:
         self._close_files()
 
     def _close_files(self) -> None:
+        if self.core.tracer is not None:
+            self.core.tracer.finish()
+            self.core.tracer = None
         self._close_virq_fifo()
         for path, made in self._made.items():
             _unlink_if(path, made)

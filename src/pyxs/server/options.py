@@ -90,6 +90,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-T", "--trace-file", metavar="FILE", help="log file (CONTROL print, check, ...)"
     )
+    parser.add_argument(
+        "--trace",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="write every request, reply and watch event, decoded as by 'pyxs trace', "
+        "with each connection's domain, to FILE (default: stderr)",
+    )
 
 
 def server_from_args(args: argparse.Namespace, socket_path: str | None = None) -> Server:
@@ -119,6 +127,7 @@ def server_from_args(args: argparse.Namespace, socket_path: str | None = None) -
         soft_quotas=soft,
         keep_orphans=args.keep_orphans,
         logfile=args.trace_file,
+        trace=getattr(args, "trace", None),
     )
 
 

@@ -23,6 +23,7 @@ __all__ = ["Peer"]
 
 
 if TYPE_CHECKING:  # for annotations only: no class at run time
+    from ..trace import Tracer
 
     class PeerDomain(Protocol):
         """What a peer knows of its domain (:class:`~pyxs.server.domains.Domain`)."""
@@ -55,6 +56,7 @@ class Peer:
         "privileged",
         "reply_ends",
         "seq",
+        "tracer",
         "transactions",
         "unsent",
     )
@@ -88,6 +90,8 @@ class Peer:
         self.events: set[bytes] | None = None
         self.decoder = Decoder()
         self.closed = False
+        #: told about every packet queued here (``Server(trace=...)``)
+        self.tracer: Tracer | None = None
 
     @property
     def target(self) -> int | None:
@@ -99,6 +103,8 @@ class Peer:
         self.out.append(packet)
         self.out_bytes += len(packet)
         self.appended += len(packet)
+        if self.tracer is not None:
+            self.tracer.queued(self.seq, self.domid, packet)
 
     def backlog(self) -> int:
         """Bytes of output waiting: queued here, or taken by the front end
