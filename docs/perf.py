@@ -27,15 +27,16 @@ import json
 import math
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any
 from xml.sax.saxutils import escape
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "performance"
 RESULTS = HERE.parent / "benchmarks" / "results"
 
-Run = Dict[str, Any]
+Run = dict[str, Any]
 
 
 # -- reading -----------------------------------------------------------------------
@@ -183,7 +184,7 @@ FONT = "font-family='sans-serif' font-size='12'"
 GREEN, RED, GREY, INK = "#2e7d32", "#c62828", "#9e9e9e", "#222222"
 
 
-def svg(width: int, height: int, title: str, body: List[str]) -> str:
+def svg(width: int, height: int, title: str, body: list[str]) -> str:
     return (
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
         f"viewBox='0 0 {width} {height}' role='img'>\n"
@@ -302,7 +303,7 @@ def clients_svg(run: Run) -> str:
 # -- main ------------------------------------------------------------------------------
 
 
-def render(run: Run, source: str) -> Dict[str, str]:
+def render(run: Run, source: str) -> dict[str, str]:
     """Every output file's name and text."""
     return {
         "results.json": json.dumps(run, indent=1) + "\n",

@@ -16,7 +16,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

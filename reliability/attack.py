@@ -58,7 +58,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable
 
 from pyxs.protocol import Decoder, Op, Packet, encode
 
@@ -78,7 +78,7 @@ __all__ = [
 MIB = 1024 * 1024
 
 #: (op, payload, error) from dom0 and from guest 5 (see tests/server/test_server_attack.py)
-DOM0_ERRORS: List[Tuple[int, bytes, bytes]] = [
+DOM0_ERRORS: list[tuple[int, bytes, bytes]] = [
     (Op.READ, b"/missing\0", b"ENOENT"),
     (Op.READ, b"/bad.path\0", b"EINVAL"),
     (Op.READ, b"/x", b"EINVAL"),
@@ -89,7 +89,7 @@ DOM0_ERRORS: List[Tuple[int, bytes, bytes]] = [
     (Op.CONTROL, b"no-such-command\0", b"EINVAL"),
     (99, b"", b"ENOSYS"),
 ]
-GUEST_ERRORS: List[Tuple[int, bytes, bytes]] = [
+GUEST_ERRORS: list[tuple[int, bytes, bytes]] = [
     (Op.READ, b"/secret\0", b"EACCES"),
     (Op.WRITE, b"/secret\0v", b"EACCES"),
     (Op.READ, b"missing\0", b"ENOENT"),
@@ -163,7 +163,7 @@ class _Conn:
         self.sock.settimeout(60)
         self.sock.connect(path)
         self.decoder = Decoder()
-        self.pending: List[Packet] = []
+        self.pending: list[Packet] = []
 
     def packet(self) -> Packet:
         while not self.pending:
@@ -184,7 +184,7 @@ class _Conn:
         self.sock.close()
 
 
-def _errors(fig: Figures, conn: _Conn, requests: List[Tuple[int, bytes, bytes]], n: int) -> None:
+def _errors(fig: Figures, conn: _Conn, requests: list[tuple[int, bytes, bytes]], n: int) -> None:
     batch = b"".join(encode(op, i, 0, payload) for i, (op, payload, _) in enumerate(requests))
     for _ in range(n):
         conn.sock.sendall(batch)
@@ -315,7 +315,7 @@ def fd_exhaustion(clients: int = 100, nofile: int = 64) -> Figures:
     fig = Figures("fd exhaustion", "embedded")
     for loop, script in (("selectors", None), ("asyncio", _ASYNC_SERVER)):
         server = _Process(script, nofile=nofile)
-        socks: List[socket.socket] = []
+        socks: list[socket.socket] = []
         try:
             for _ in range(clients):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -366,7 +366,7 @@ def socket_path() -> Figures:
         target = os.path.join(tmp, "target")
         with open(target, "wb") as f:
             f.write(b"keep me")
-        cases: List[Tuple[str, Callable[[str], Any], int]] = [
+        cases: list[tuple[str, Callable[[str], Any], int]] = [
             ("regular file", lambda p: Path(p).write_bytes(b"keep me"), 1),
             ("symlink", lambda p: os.symlink(target, p), 1),
         ]
@@ -524,7 +524,7 @@ def outstanding(requests: int) -> Figures:
         rest = b"".join(data[3000:])
         sender = threading.Thread(target=guest.sock.sendall, args=(rest,), daemon=True)
 
-        def state(core: XenStore) -> Tuple[int, int, int]:
+        def state(core: XenStore) -> tuple[int, int, int]:
             conn = next(c for c in core.conns.values() if c.domid == 5)
             waiting = conn.out_bytes + (conn.unsent() if conn.unsent is not None else 0)
             return core.outstanding(conn), len(conn.held), waiting
@@ -603,7 +603,7 @@ def rm_subtree(nodes: int, rounds: int = 3, ratio: float | None = RM_BLOCK_RATIO
     from .harness import RealServer
 
     fig = Figures(f"rm subtree ({nodes:,} nodes)", "embedded/real")
-    waits: Dict[str, List[Tuple[float, float, float]]] = {"embedded": [], "real": []}
+    waits: dict[str, list[tuple[float, float, float]]] = {"embedded": [], "real": []}
     for r in range(rounds):
         for kind in ("embedded", "real") if r % 2 == 0 else ("real", "embedded"):
             server: Any = _Process() if kind == "embedded" else RealServer(verbose=False)
@@ -648,7 +648,7 @@ def _rm_node(i: int) -> bytes:
 
 def _rm_measure(
     fig: Figures, kind: str, path: str, nodes: int
-) -> Tuple[float, float, float] | None:
+) -> tuple[float, float, float] | None:
     """Make the subtree, remove it, time both replies; check the result.
     Returns (seconds to make it, the RM's seconds, the READ's wait)."""
     remover = _Conn(path)
@@ -683,7 +683,7 @@ def _rm_measure(
         remover.sock.sendall(encode(Op.RM, 2, 0, b"/rmtree\0"))
         read_sent = time.perf_counter()
         other.sock.sendall(encode(Op.READ, 3, 0, b"/other\0"))
-        arrived: Dict[_Conn, float] = {}
+        arrived: dict[_Conn, float] = {}
         while len(arrived) < 2:
             waiting = [c for c in (remover, other) if c not in arrived]
             # 120 s: a hang guard (the real daemon removes 200,000 nodes in

@@ -37,7 +37,7 @@ import struct
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Set
+from typing import Any
 
 import pyxs
 from pyxs.protocol import Op, Packet, encode
@@ -65,8 +65,8 @@ class _Case:
     callers: int
     last: bytes  # how the path of each caller's last READ ends
     seed: int
-    before: Set[bytes] = field(default_factory=set)  # last READs answered first
-    after: Set[bytes] = field(default_factory=set)  # answered after the fault
+    before: set[bytes] = field(default_factory=set)  # last READs answered first
+    after: set[bytes] = field(default_factory=set)  # answered after the fault
     victim: bytes = b""  # the wrong tx case: the request the faulty reply answers
     fault_sent: bool = False
 
@@ -75,11 +75,11 @@ def _first(request: Packet) -> bytes:
     return request.payload.split(b"\0", 1)[0]
 
 
-def _serve(plans: Deque[_Case], peer: Peer) -> None:
+def _serve(plans: deque[_Case], peer: Peer) -> None:
     case = plans.popleft()
     rng = random.Random(case.seed)
-    answered: List[Packet] = []
-    held: List[Packet] = []
+    answered: list[Packet] = []
+    held: list[Packet] = []
     # correct pipelined traffic: every request answered (replies shuffled
     # within each batch) but each caller's last READ, held until all of
     # them are in flight
@@ -134,7 +134,7 @@ class _Tally:
         self.failed_connections = 0
 
 
-def _judge(fig: Figures, tally: _Tally, case: _Case, number: int, outcomes: Dict[int, Any]) -> None:
+def _judge(fig: Figures, tally: _Tally, case: _Case, number: int, outcomes: dict[int, Any]) -> None:
     """Check each caller's outcome ((last path, value or exception)) of one case."""
     where = f"{tally.name} case {number} ({case.kind})"
     if not case.fault_sent:
@@ -173,7 +173,7 @@ def _plan(kind: str, callers: int, calls: int, rng: random.Random) -> _Case:
 def _sync_cases(
     fig: Figures,
     fake: FakeServer,
-    plans: Deque[_Case],
+    plans: deque[_Case],
     cases: int,
     callers: int,
     calls: int,
@@ -185,9 +185,9 @@ def _sync_cases(
         plans.append(case)
         c = pyxs.Client(unix_socket_path=fake.socket_path, timeout=HANG_GUARD)
         c.connect()
-        outcomes: Dict[int, Any] = {}
+        outcomes: dict[int, Any] = {}
 
-        def caller(index: int, c: pyxs.Client = c, outcomes: Dict[int, Any] = outcomes) -> None:
+        def caller(index: int, c: pyxs.Client = c, outcomes: dict[int, Any] = outcomes) -> None:
             path = b""
             try:
                 if index < callers // 3:
@@ -219,7 +219,7 @@ def _sync_cases(
 async def _async_cases(
     fig: Figures,
     path: str,
-    plans: Deque[_Case],
+    plans: deque[_Case],
     cases: int,
     callers: int,
     calls: int,
@@ -231,10 +231,10 @@ async def _async_cases(
         plans.append(case)
         c = pyxs.AsyncClient(path)
         await c.connect()
-        outcomes: Dict[int, Any] = {}
+        outcomes: dict[int, Any] = {}
 
         async def caller(
-            index: int, c: pyxs.AsyncClient = c, outcomes: Dict[int, Any] = outcomes
+            index: int, c: pyxs.AsyncClient = c, outcomes: dict[int, Any] = outcomes
         ) -> None:
             target: Any = c
             path = b""
@@ -274,7 +274,7 @@ def one_rule(cases: int, *, callers: int = 6, calls: int = 4, seed: int = 8) -> 
         raise ValueError("at least one caller and 2 calls each")
     fig = Figures("one rule: stray and wrong-tx replies", "fake")
     rng = random.Random(seed)
-    plans: Deque[_Case] = deque()
+    plans: deque[_Case] = deque()
     with FakeServer(lambda peer: _serve(plans, peer)) as fake:
         tallies = [_sync_cases(fig, fake, plans, cases, callers, calls, rng)]
         tallies.append(

@@ -17,7 +17,7 @@ import struct
 import tempfile
 import threading
 import zlib
-from typing import Callable, List
+from typing import Callable
 
 from pyxs.protocol import Decoder, Op, Packet, encode
 
@@ -30,9 +30,9 @@ class Peer:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.decoder = Decoder()
-        self.queue: List[Packet] = []
+        self.queue: list[Packet] = []
 
-    def requests(self, block: bool = True) -> List[Packet]:
+    def requests(self, block: bool = True) -> list[Packet]:
         """Every request received so far (waiting for one if ``block``)."""
         while not self.queue:
             if not block:
@@ -76,7 +76,7 @@ class FakeServer:
         self.listener.bind(self.socket_path)
         self.listener.listen(16)
         self.handler = handler
-        self.errors: List[BaseException] = []
+        self.errors: list[BaseException] = []
         self.connections = 0
         self._closing = False
         self._peer: Peer | None = None

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable
 
 import pyxs
 from pyxs.client import RequestTimeout
@@ -46,7 +46,7 @@ __all__ = [
 PROMPT = 10.0
 
 
-Outcomes = List[Tuple[str, "BaseException | None", float]]
+Outcomes = list[tuple[str, "BaseException | None", float]]
 
 
 def _outcome(results: Outcomes, name: str) -> Callable[..., None]:
@@ -251,7 +251,7 @@ def server_unresponsive(kind: str, *, timeout: float = 0.3) -> Figures:
             aio = threading.Thread(target=lambda: asyncio.run(aio_part(ready, go)))
             aio.start()
             ready.wait(30)
-            blocked: List[Any] = []
+            blocked: list[Any] = []
 
             def patient_call() -> None:
                 try:
@@ -372,7 +372,7 @@ def reset_connections(server: Any, *, resets: int = 50, seed: int = 3) -> Figure
     rng = random.Random(seed)
     base = unique_base("rst")
     stop = threading.Event()
-    problems: List[str] = []
+    problems: list[str] = []
     done = [0]
 
     def steady() -> None:
@@ -441,7 +441,7 @@ def fake_server_faults(*, rounds: int = 50, seed: int = 5) -> Figures:
     """
     fig = Figures(f"fake server: split/reordered replies, resets ({rounds})", "fake")
     rng = random.Random(seed)
-    plan: List[str] = []
+    plan: list[str] = []
     reset_at = [0.0]
 
     def handler(peer: Peer) -> None:
@@ -475,9 +475,9 @@ def fake_server_faults(*, rounds: int = 50, seed: int = 5) -> Figures:
             for r in range(rounds):
                 mode = ("split", "joined", "reset")[r % 3]
                 plan[:] = [mode] * 100
-                results: List[Tuple[int, Any, float]] = []
+                results: list[tuple[int, Any, float]] = []
 
-                def call(i: int, r: int, results: List[Tuple[int, Any, float]]) -> None:
+                def call(i: int, r: int, results: list[tuple[int, Any, float]]) -> None:
                     path = b"/f/%d/%d" % (r, i)
                     try:
                         results.append((i, c.read(path) == value_for(path), time.monotonic()))
@@ -543,7 +543,7 @@ def client_killed_mid_transaction(server: Any, *, rounds: int = 3, writes: int =
     base = unique_base("ckill")
     stop = threading.Event()
     committed = [0, 0]  # per worker: a shared += could lose a count between threads
-    problems: List[str] = []
+    problems: list[str] = []
 
     def increment(c: pyxs.Client) -> None:
         value = int(c.read(base + b"/counter", b"0")) + 1

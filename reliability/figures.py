@@ -30,8 +30,8 @@ A scenario passes when ``failures``, ``lost`` and ``hangs`` are all zero.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, List
 
 __all__ = ["Figures", "format_table", "totals"]
 
@@ -51,7 +51,7 @@ class Figures:
     hangs: int = 0
     known: int = 0
     seconds: float = 0.0
-    notes: List[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     _started: float = field(default_factory=time.monotonic, repr=False)
 
     @property
@@ -106,7 +106,7 @@ def totals(rows: Iterable[Figures]) -> Figures:
 _COLUMNS = ("ops", "faults", "errors", "failures", "lost", "hangs")
 
 
-def format_table(rows: List[Figures]) -> str:
+def format_table(rows: list[Figures]) -> str:
     """A plain-text table of the rows and their totals."""
     all_rows = [*rows, totals(rows)]
     name_width = max(len(f"{r.scenario} [{r.server}]") for r in all_rows)

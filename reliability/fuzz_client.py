@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable
 
 if __package__ in (None, ""):  # run as a script: python reliability/fuzz_client.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -96,7 +96,7 @@ class ReplyMutator:
             )
         return bytes(buf[:4096])
 
-    def reply(self, request: Packet) -> Tuple[bytes, bool]:
+    def reply(self, request: Packet) -> tuple[bytes, bool]:
         """The bytes to send for ``request``; True: close the stream after."""
         self.cases += 1
         good = answer(request)
@@ -189,7 +189,7 @@ def _typed(kind: str) -> Callable[[Any], bool]:
     }[kind]
 
 
-def _sync_ops(c: pyxs.Client, path: bytes) -> List[Tuple[str, Callable[[], Any], str]]:
+def _sync_ops(c: pyxs.Client, path: bytes) -> list[tuple[str, Callable[[], Any], str]]:
     def transaction() -> int:
         tx = c.transaction()
         try:
@@ -227,7 +227,7 @@ def _sync_ops(c: pyxs.Client, path: bytes) -> List[Tuple[str, Callable[[], Any],
 
 
 #: bugs written up in reliability/FINDINGS.md: (id, matcher)
-KNOWN_BUGS: List[Tuple[str, Callable[[str, BaseException], bool]]] = [
+KNOWN_BUGS: list[tuple[str, Callable[[str, BaseException], bool]]] = [
     # (finding id, matcher): a failure a matcher recognises counts as a known
     # bug under --allow-known. Empty: F2 (an out-of-range TRANSACTION_START
     # reply used as the tx_id) is fixed and is now an ordinary failure.
@@ -355,7 +355,7 @@ def _run_sync(
     c.close()
 
 
-def _async_ops(c: pyxs.AsyncClient, path: bytes) -> List[Tuple[str, Callable[[], Any], str]]:
+def _async_ops(c: pyxs.AsyncClient, path: bytes) -> list[tuple[str, Callable[[], Any], str]]:
     async def transaction() -> int:
         t = await c.transaction()
         try:
@@ -372,7 +372,7 @@ def _async_ops(c: pyxs.AsyncClient, path: bytes) -> List[Tuple[str, Callable[[],
         finally:
             await m.close()
 
-    async def walk() -> List[Any]:
+    async def walk() -> list[Any]:
         return [x async for x in c.walk(path)]
 
     async def transact() -> bytes:
@@ -457,7 +457,7 @@ def fuzz_client(
     """About ``cases`` replies to the sync client (and as many to the
     asyncio client when ``use_async``), a fraction ``rate`` of them broken."""
     fig = Figures(f"fuzz client replies ({cases} calls/client, seed {seed})", "fake")
-    runs: List[Tuple[str, Callable[..., None], int]] = [("sync", _run_sync, threads)]
+    runs: list[tuple[str, Callable[..., None], int]] = [("sync", _run_sync, threads)]
     if use_async:
         runs.append(("asyncio", _run_async, tasks))
     for label, run, callers in runs:
@@ -475,7 +475,7 @@ def fuzz_client(
     return fig.done()
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=100_000, help="calls per client")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000)

@@ -53,7 +53,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable
 
 if __package__ in (None, ""):  # run as a script: python reliability/fuzz_server.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -320,10 +320,10 @@ class Grammar:
 # -- what the server must answer -------------------------------------------------
 
 
-def parse_stream(stream: bytes) -> Tuple[List[Tuple[int, Packet]], bool]:
+def parse_stream(stream: bytes) -> tuple[list[tuple[int, Packet]], bool]:
     """The complete requests in ``stream`` as the server decodes them (with
     their offsets), and whether a header over 4096 bytes ends it."""
-    packets: List[Tuple[int, Packet]] = []
+    packets: list[tuple[int, Packet]] = []
     pos = 0
     end = len(stream)
     while end - pos >= HEADER_SIZE:
@@ -378,8 +378,8 @@ class CaseResult:
     __slots__ = ("error", "events", "replies", "timed_out")
 
     def __init__(self) -> None:
-        self.replies: List[Packet] = []
-        self.events: List[Packet] = []
+        self.replies: list[Packet] = []
+        self.events: list[Packet] = []
         self.error: str | None = None
         self.timed_out = False
 
@@ -424,7 +424,7 @@ def run_case(socket_path: str, stream: bytes, timeout: float = 5.0) -> CaseResul
     return result
 
 
-def judge(stream: bytes, result: CaseResult) -> List[str]:
+def judge(stream: bytes, result: CaseResult) -> list[str]:
     """Invariant violations of one case (empty: fine)."""
     problems = []
     if result.timed_out:
@@ -533,7 +533,7 @@ class Checker:
 # -- the target ----------------------------------------------------------------------
 
 
-def _stream_for(seed: int, index: int) -> Tuple[bytes, bool]:
+def _stream_for(seed: int, index: int) -> tuple[bytes, bool]:
     rng = random.Random(seed * 1_000_003 + index)
     as_guest = rng.random() < 0.3
     stream = Grammar(rng).case()
@@ -550,7 +550,7 @@ def fuzz_server(
 ) -> Figures:
     """Run ``cases`` fuzz cases against a fresh embedded server."""
     fig = Figures(f"fuzz server packets ({cases} cases, seed {seed})", "embedded")
-    crashes: List[str] = []
+    crashes: list[str] = []
     previous_hook = threading.excepthook
 
     def hook(args: Any) -> None:
@@ -611,7 +611,7 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else text
 
 
-def _atheris_main(argv: List[str]) -> None:  # pragma: no cover - optional engine
+def _atheris_main(argv: list[str]) -> None:  # pragma: no cover - optional engine
     """libFuzzer (atheris) mutates the byte streams, guided by the coverage of
     the server's code. Input: one flag byte (odd: send as the guest), then
     the stream. An empty (or no) corpus directory in ``argv`` is seeded
@@ -700,7 +700,7 @@ def atheris_session(runs: int = 100_000, timeout: float = 1800.0) -> Figures:
     return fig.done()
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000)

@@ -32,9 +32,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"

@@ -12,7 +12,7 @@ import os
 import socket
 import stat
 import time
-from typing import Any, Callable, List
+from typing import Any, Callable
 
 import pyxs
 from pyxs import commands
@@ -209,7 +209,7 @@ def _raw_exchange(socket_path: str, data: bytes, timeout: float = 3.0) -> tuple[
     sock.settimeout(timeout)
     sock.connect(socket_path)
     decoder = Decoder()
-    packets: List[Any] = []
+    packets: list[Any] = []
     closed = False
     try:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):

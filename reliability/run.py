@@ -24,7 +24,7 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable
 
 if __package__ in (None, ""):  # python reliability/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,7 +37,7 @@ from .harness import KINDS, EmbeddedServer, RealServer
 __all__ = ["SIZES", "main", "scenarios"]
 
 #: the numbers of each mode
-SIZES: Dict[str, Dict[str, int]] = {
+SIZES: dict[str, dict[str, int]] = {
     "short": {
         "threads": 16,
         "ops": 500,
@@ -84,13 +84,13 @@ SIZES: Dict[str, Dict[str, int]] = {
     },
 }
 
-Scenario = Tuple[str, Callable[[], Figures]]
+Scenario = tuple[str, Callable[[], Figures]]
 
 
-def scenarios(mode: str, servers: Dict[str, Any], seed: int, allow_known: bool) -> List[Scenario]:
+def scenarios(mode: str, servers: dict[str, Any], seed: int, allow_known: bool) -> list[Scenario]:
     """Every scenario of the suite, with the sizes of ``mode``."""
     n = SIZES[mode]
-    out: List[Scenario] = []
+    out: list[Scenario] = []
     domids = iter(range(3000, 3100))
     for kind in KINDS:
         srv = servers[kind]
@@ -205,7 +205,7 @@ def _progress(done: int) -> None:
         print(f"    ... {done} cases", flush=True)
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python reliability/run.py", description="pyxs reliability suite"
     )
@@ -240,9 +240,9 @@ def main(argv: List[str] | None = None) -> int:
         flush=True,
     )
 
-    rows: List[Figures] = []
+    rows: list[Figures] = []
     with ExitStack() as stack:
-        servers: Dict[str, Any] = {}
+        servers: dict[str, Any] = {}
         if not args.list:
             embedded = EmbeddedServer()
             stack.callback(embedded.close)

@@ -42,7 +42,8 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from typing import Any, Callable, Dict, Generator, List, Set, Tuple
+from collections.abc import Generator
+from typing import Any, Callable
 
 import pyxs
 from pyxs.client import RequestTimeout
@@ -56,7 +57,7 @@ __all__ = ["concurrency", "concurrency_async", "contention", "contention_async"]
 #: a call that has not returned after this long counts as a hang
 CALL_TIMEOUT = 60.0
 
-Call = Tuple[str, Tuple[Any, ...]]
+Call = tuple[str, tuple[Any, ...]]
 Script = Generator[Call, Any, None]
 
 
@@ -69,14 +70,14 @@ class _Worker:
         self.hot = [self.home + b"/h/%d" % j for j in range(4)]
         self.rng = random.Random(seed * 7919 + index)
         #: path -> last value written (absent: deleted or never written)
-        self.model: Dict[bytes, bytes] = {}
-        self.uniques: List[Tuple[bytes, bytes]] = []
+        self.model: dict[bytes, bytes] = {}
+        self.uniques: list[tuple[bytes, bytes]] = []
         #: every path this worker modified (and so must have had an event)
-        self.touched: Set[bytes] = set()
+        self.touched: set[bytes] = set()
         self.hot_dir_made = False
         self.ops = 0
         self.errors = 0
-        self.failures: List[str] = []
+        self.failures: list[str] = []
         self.hung = False
 
     def wrong(self, what: str) -> None:
@@ -164,7 +165,7 @@ def _swap(c: pyxs.Client, path: bytes, value: bytes) -> bytes:
     return c.transact(body)
 
 
-_SYNC_OPS: Dict[str, Callable[..., Any]] = {
+_SYNC_OPS: dict[str, Callable[..., Any]] = {
     "write": pyxs.Client.write,
     "read": pyxs.Client.read,
     "exists": pyxs.Client.exists,
@@ -205,7 +206,7 @@ async def _aswap(c: pyxs.AsyncClient, path: bytes, value: bytes) -> bytes:
     return await c.transact(body)
 
 
-_ASYNC_OPS: Dict[str, Callable[..., Any]] = {
+_ASYNC_OPS: dict[str, Callable[..., Any]] = {
     "write": pyxs.AsyncClient.write,
     "read": pyxs.AsyncClient.read,
     "exists": pyxs.AsyncClient.exists,
@@ -244,7 +245,7 @@ class _EventLog:
     """The paths of every event a monitor received."""
 
     def __init__(self, sentinel: bytes) -> None:
-        self.paths: Set[bytes] = set()
+        self.paths: set[bytes] = set()
         self.count = 0
         self.sentinel = sentinel
         self.sentinel_seen = threading.Event()
@@ -266,7 +267,7 @@ def _consume(monitor: pyxs.Monitor, log: _EventLog) -> None:
         log.sentinel_seen.set()
 
 
-def _verify(fig: Figures, workers: List[_Worker], log: _EventLog | None, socket_path: str) -> None:
+def _verify(fig: Figures, workers: list[_Worker], log: _EventLog | None, socket_path: str) -> None:
     """Every committed write readable from a fresh connection; every write evented."""
     for w in workers:
         fig.ops += w.ops
@@ -348,7 +349,7 @@ def concurrency(
         consumer = threading.Thread(target=_consume, args=(monitor, log), name="rel-events")
         consumer.start()
         workers = [_Worker(k, base, seed) for k in range(threads)]
-        own: List[pyxs.Client] = []
+        own: list[pyxs.Client] = []
         for _ in workers:
             if shared:
                 own.append(main)
@@ -438,7 +439,7 @@ def concurrency_async(
     return fig.done()
 
 
-def _increment(c: Any, path: bytes, calls: List[int]) -> int:
+def _increment(c: Any, path: bytes, calls: list[int]) -> int:
     calls[0] += 1
     value = int(c.read(path, b"0")) + 1
     c.write(path, b"%d" % value)
@@ -458,7 +459,7 @@ def contention(
     shared.write(counter, b"0")
     calls = [[0] for _ in range(workers)]
     done = [0] * workers
-    problems: List[str] = []
+    problems: list[str] = []
 
     def work(k: int, c: pyxs.Client) -> None:
         try:
@@ -511,7 +512,7 @@ def contention_async(
     fig = Figures(f"contention {tasks}x{increments} async transact", server.name)
     counter = unique_base("conta") + b"/counter"
 
-    async def increment(t: Any, calls: List[int]) -> None:
+    async def increment(t: Any, calls: list[int]) -> None:
         calls[0] += 1
         value = int(await t.read(counter, b"0")) + 1
         await t.write(counter, b"%d" % value)

@@ -11,7 +11,9 @@ Importing pyxs does no I/O: nothing is read or connected until you ask.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ContextManager, Iterator
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import (
     AlreadyConnectedError,
@@ -87,7 +89,7 @@ __all__ = [
 ]
 
 
-def monitor(*args: Any, **kwargs: Any) -> ContextManager[Monitor]:
+def monitor(*args: Any, **kwargs: Any) -> AbstractContextManager[Monitor]:
     """A :class:`Monitor` on a client of its own, for one ``with`` block.
 
     All arguments go to :class:`Client`.

@@ -99,7 +99,7 @@ from .exceptions import (
     PyXSError,
     TransactionConflictError,
 )
-from .monitors import NOTHING_YET, MonitorBase, Nothing
+from .monitors import NOTHING_YET, MonitorBase
 from .operations import DomainOperations, Operations, TreeWalk, WalkEntry
 from .paths import (
     PathLike,

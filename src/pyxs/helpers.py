@@ -8,8 +8,6 @@ read as xenstored reads it (0.4 took decimal digits only).
 
 from __future__ import annotations
 
-from typing import List, Union
-
 from .exceptions import XenStoreError, error_for_errno, error_from_payload
 from .paths import PathLike, parse_perm
 from .paths import validate_path as check_path
@@ -18,7 +16,7 @@ from .paths import validate_watch_path as check_watch_path
 __all__ = ["check_path", "check_perms", "check_watch_path", "error"]
 
 
-def check_perms(perms: List[PathLike]) -> List[PathLike]:
+def check_perms(perms: list[PathLike]) -> list[PathLike]:
     """Check each entry of a permission list as 0.4 did; return the list.
 
     An empty list passes, as in 0.4 (the server refuses it, EINVAL).
@@ -28,7 +26,7 @@ def check_perms(perms: List[PathLike]) -> List[PathLike]:
     return perms
 
 
-def error(code: Union[int, bytes]) -> XenStoreError:
+def error(code: int | bytes) -> XenStoreError:
     """The exception for an errno value or an error name: ``error(22)``,
     ``error(b"EINVAL")``. Unknown ones give EINVAL (0.4 gave errno 0)."""
     if isinstance(code, bytes):

@@ -11,7 +11,8 @@ import asyncio
 import os
 import tty
 from collections import deque
-from typing import Any, Awaitable, Callable, Deque, TypeVar
+from collections.abc import Awaitable
+from typing import Any, Callable, TypeVar
 
 from pyxs.protocol import Decoder, Op, Packet, encode
 
@@ -64,7 +65,7 @@ class PtyBridge:
         self.to_server: list[Packet] = []
         self._master = -1
         self._slave = -1
-        self._backlog: Deque[memoryview] = deque()
+        self._backlog: deque[memoryview] = deque()
         self._from_client = Decoder()
         self._from_server = Decoder()
         self._watch_reqs: set[int] = set()

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Awaitable, Callable
+from collections.abc import Awaitable
+from typing import Callable
 
 import pytest
 from aio_support import Tap, run, settle

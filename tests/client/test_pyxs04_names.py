@@ -14,7 +14,7 @@ import os
 import queue
 import threading
 import warnings
-from typing import Any, Callable, Dict
+from typing import Any, Callable
 
 import pytest
 
@@ -160,7 +160,7 @@ def test_the_not_kept_are_not_claimed() -> None:
 
 # -- behaviour ------------------------------------------------------------------
 
-BEHAVIOUR: Dict[tuple, Callable[..., None]] = {}
+BEHAVIOUR: dict[tuple, Callable[..., None]] = {}
 
 
 def checks(*names: tuple) -> Callable[[Callable[..., None]], Callable[..., None]]:

@@ -33,9 +33,10 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Union
+from typing import Union
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
@@ -51,7 +52,7 @@ _CONSOLE = re.compile(r"^(?P<indent>[ \t]*)\.\. code-block:: console[ \t]*$")
 SHELL_PAGE = "``.venv/bin/pyxs run -- bash``"
 
 
-def pages() -> List[Path]:
+def pages() -> list[Path]:
     """Every page of the documentation, sorted."""
     return sorted(p for p in DOCS.rglob("*.rst") if "_build" not in p.parts)
 
@@ -69,13 +70,13 @@ class Command:
 class ConsoleBlock:
     lineno: int  # 1-based line of the directive
     end: int  # 1-based line after the block
-    commands: List[Command] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
 
 
-def console_blocks(text: str) -> List[ConsoleBlock]:
+def console_blocks(text: str) -> list[ConsoleBlock]:
     """The ``.. code-block:: console`` blocks of ``text``."""
     lines = text.splitlines()
-    blocks: List[ConsoleBlock] = []
+    blocks: list[ConsoleBlock] = []
     i = 0
     while i < len(lines):
         m = _CONSOLE.match(lines[i])
@@ -92,7 +93,7 @@ def console_blocks(text: str) -> List[ConsoleBlock]:
             and (not lines[i].strip() or _indent(lines[i]) > indent)
         ):
             i += 1
-        body: List[tuple[int, str]] = []
+        body: list[tuple[int, str]] = []
         body_indent = None
         while i < len(lines):
             line = lines[i]
@@ -139,7 +140,7 @@ def steps(text: str, name: str) -> Iterator[Step]:
         for block in blocks:
             if block.lineno <= example.lineno + 1 < block.end:
                 raise ValueError(f"{name}:{example.lineno + 1}: '>>>' inside a console block")
-    items: List[tuple[int, Step]] = [(e.lineno + 1, e) for e in examples]
+    items: list[tuple[int, Step]] = [(e.lineno + 1, e) for e in examples]
     items += [(b.lineno, b) for b in blocks]
     for _, item in sorted(items, key=lambda pair: pair[0]):
         yield item
@@ -157,12 +158,12 @@ def run_page(path: Path, socket_path: str, scratch: Path) -> int:
     text = path.read_text()
     name = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
     globs: dict[str, object] = {"__name__": "__docs__"}
-    report: List[str] = []
+    report: list[str] = []
     runner = doctest.DocTestRunner(optionflags=OPTIONFLAGS, verbose=False)
     checker = doctest.OutputChecker()
     env = console_env(socket_path, in_pyxs_shell=SHELL_PAGE in text)
     ran = 0
-    pending: List[doctest.Example] = []
+    pending: list[doctest.Example] = []
 
     def flush() -> None:
         if not pending:
@@ -170,7 +171,7 @@ def run_page(path: Path, socket_path: str, scratch: Path) -> int:
         test = doctest.DocTest(list(pending), globs, name, str(path), 0, None)
         test.globs = globs  # DocTest copies them; the page shares one namespace
         pending.clear()
-        out: List[str] = []
+        out: list[str] = []
         result = runner.run(test, out=out.append, clear_globs=False)
         if result.failed:
             report.append("".join(out))
@@ -225,7 +226,7 @@ def console_env(socket_path: str, *, in_pyxs_shell: bool = True) -> dict[str, st
     return env
 
 
-def run_console(block: ConsoleBlock, env: dict[str, str], cwd: Path) -> List[str]:
+def run_console(block: ConsoleBlock, env: dict[str, str], cwd: Path) -> list[str]:
     """Run a console block as one bash script; the output of each command."""
     script = []
     for command in block.commands:

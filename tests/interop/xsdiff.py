@@ -44,8 +44,9 @@ import random
 import select
 import socket
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 from pyxs.protocol import PAYLOAD_MAX, Decoder, Op, Packet, encode
 

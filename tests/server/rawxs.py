@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from pyxs.protocol import Decoder, Op, Packet, encode
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable
 
 import pytest
 from rawxs import SYNC_REQ_ID, RawConn

@@ -11,7 +11,7 @@ queued is ENOMEM.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from test_vs_real import Step, Target, check, server_pair

@@ -12,7 +12,8 @@ import os
 import socket
 import tempfile
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from trace_support import TIMEOUT, FakeUpstream, Raw, proxy_to, recv_exactly, recv_to_eof

@@ -10,8 +10,9 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from trace_support import PYXS, TIMEOUT, env_for, start_pyxs

@@ -10,7 +10,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from pyxs.protocol import Decoder, Packet, encode
 from pyxs.trace import Filters, Proxy, Tracer, listen_unix

@@ -54,8 +54,9 @@ import stat
 import struct
 import threading
 import time
+from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .core import XenStore
 from .domains import DOMAIN_STATES
@@ -99,7 +100,7 @@ class SocketInUse(OSError):
 
 #: a file's identity: the socket file a server made is removed only while
 #: the path still names that file (a later server may have replaced it)
-FileId = Tuple[int, int]
+FileId = tuple[int, int]
 
 
 def _file_id(path: str) -> FileId | None:
