@@ -3,7 +3,7 @@
 ``pyxs trace [options] -- CMD...`` makes a private socket in a new
 temporary directory, runs the proxy (:class:`pyxs.trace.proxy.Proxy`) on it in a
 background thread and CMD with ``XENSTORED_PATH`` naming it, by
-:func:`pyxs.cli.run_command` (the machinery of ``pyxs run``: signals, exit
+:func:`pyxs._cli.child.run_command` (the machinery of ``pyxs run``: signals, exit
 status). ``pyxs trace --listen PATH`` runs the proxy in the foreground
 until SIGINT or SIGTERM. Both check first that UPSTREAM answers.
 """
@@ -162,7 +162,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _trace_command(command: list[str], upstream: str, tracer: Tracer) -> int:
-    from ..cli import run_command
+    from .child import run_command
 
     def start() -> tuple[dict[str, str], Callable[[], None]] | str:
         import shutil
