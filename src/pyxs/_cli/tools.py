@@ -90,6 +90,28 @@ def _failed(ctx: Context, message: str, error: BaseException) -> int:
 
 
 def cmd_read(ctx: Context, ns: Any) -> int:
+    return _per_path(
+        ctx,
+        ns,
+        commands.read,
+        "couldn't read path",
+        lambda path, value: json_value(value, {"path": ctx.text(path)}),
+        lambda value: value if ns.raw else sanitise(value) + b"\n",
+    )
+
+
+def _per_path(
+    ctx: Context,
+    ns: Any,
+    make: Callable[[bytes], commands.Command[Any]],
+    failure: str,
+    record: Callable[[bytes, Any], dict[str, Any]],
+    line: Callable[[Any], bytes],
+) -> int:
+    """``read`` and ``perms``: one request per path (in one transaction when
+    there are several), each result printed as ``line(result)`` (after
+    ``PATH: `` with ``--prefix``) or collected as ``record(path, result)``
+    for ``--json``; the first failure ends the command with ``failure``."""
     paths = [fsencode(p) for p in ns.args]
     out: list[bytes] = []
     records: list[dict[str, Any]] = []
@@ -97,16 +119,16 @@ def cmd_read(ctx: Context, ns: Any) -> int:
     def body(tx: int) -> int:
         out.clear()
         records.clear()
-        results = _build(ctx.session(), paths, commands.read, tx)
+        results = _build(ctx.session(), paths, make, tx)
         for path, result in zip(paths, results):
             if isinstance(result, BaseException):
-                return _failed(ctx, f"couldn't read path {ctx.show(path)}", result)
+                return _failed(ctx, f"{failure} {ctx.show(path)}", result)
             if ns.json:
-                records.append(json_value(result, {"path": ctx.text(path)}))
+                records.append(record(path, result))
                 continue
             if ns.prefix:
                 out.append(path + b": ")
-            out.append(result if ns.raw else sanitise(result) + b"\n")
+            out.append(line(result))
         return 0
 
     status = _maybe_transaction(ctx, len(paths) > 1, body)
@@ -492,32 +514,14 @@ def _valid(path: bytes) -> bool:
 
 
 def cmd_perms(ctx: Context, ns: Any) -> int:
-    paths = [fsencode(p) for p in ns.args]
-    out: list[bytes] = []
-    records: list[dict[str, Any]] = []
-
-    def body(tx: int) -> int:
-        out.clear()
-        records.clear()
-        results = _build(ctx.session(), paths, commands.get_perms, tx)
-        for path, result in zip(paths, results):
-            if isinstance(result, BaseException):
-                return _failed(ctx, f"could not get permissions of path {ctx.show(path)}", result)
-            if ns.json:
-                records.append({"path": ctx.text(path), "perms": [ctx.text(p) for p in result]})
-                continue
-            if ns.prefix:
-                out.append(path + b": ")
-            out.append(b" ".join(result) + b"\n")
-        return 0
-
-    status = _maybe_transaction(ctx, len(paths) > 1, body)
-    if ns.json:
-        if status == 0:
-            ctx.write_json(records)
-    else:
-        ctx.write(b"".join(out))
-    return status
+    return _per_path(
+        ctx,
+        ns,
+        commands.get_perms,
+        "could not get permissions of path",
+        lambda path, perms: {"path": ctx.text(path), "perms": [ctx.text(p) for p in perms]},
+        lambda perms: b" ".join(perms) + b"\n",
+    )
 
 
 # -- watch --------------------------------------------------------------------------------
