@@ -96,22 +96,22 @@ def cmd_read(ctx: Context, ns: Any) -> int:
         commands.read,
         "couldn't read path",
         lambda path, value: json_value(value, {"path": ctx.text(path)}),
-        lambda value: value if ns.raw else sanitise(value) + b"\n",
+        lambda path, value: _prefix(ns, path) + (value if ns.raw else sanitise(value) + b"\n"),
     )
 
 
 def _per_path(
     ctx: Context,
     ns: Any,
-    make: Callable[[bytes], commands.Command[Any]],
+    make: Callable[[bytes], commands.Operation[Any]],
     failure: str,
     record: Callable[[bytes, Any], dict[str, Any]],
-    line: Callable[[Any], bytes],
+    lines: Callable[[bytes, Any], bytes],
 ) -> int:
-    """``read`` and ``perms``: one request per path (in one transaction when
-    there are several), each result printed as ``line(result)`` (after
-    ``PATH: `` with ``--prefix``) or collected as ``record(path, result)``
-    for ``--json``; the first failure ends the command with ``failure``."""
+    """``read``, ``list`` and ``perms``: one operation per path (in one
+    transaction when there are several), each result printed as
+    ``lines(path, result)`` or collected as ``record(path, result)`` for
+    ``--json``; the first failure ends the command with ``failure``."""
     paths = [fsencode(p) for p in ns.args]
     out: list[bytes] = []
     records: list[dict[str, Any]] = []
@@ -126,9 +126,7 @@ def _per_path(
             if ns.json:
                 records.append(record(path, result))
                 continue
-            if ns.prefix:
-                out.append(path + b": ")
-            out.append(line(result))
+            out.append(lines(path, result))
         return 0
 
     status = _maybe_transaction(ctx, len(paths) > 1, body)
@@ -138,6 +136,11 @@ def _per_path(
     else:
         ctx.write(b"".join(out))
     return status
+
+
+def _prefix(ns: Any, path: bytes) -> bytes:
+    """``KEY: `` before a value with ``--prefix``."""
+    return path + b": " if ns.prefix else b""
 
 
 # -- write --------------------------------------------------------------------
@@ -254,33 +257,17 @@ def cmd_exists(ctx: Context, ns: Any) -> int:
 
 
 def cmd_list(ctx: Context, ns: Any) -> int:
-    paths = [fsencode(p) for p in ns.args]
-    out: list[bytes] = []
-    records: list[dict[str, Any]] = []
-
-    def body(tx: int) -> int:
-        out.clear()
-        records.clear()
-        results = _build(ctx.session(), paths, commands.list_children, tx)
-        for path, result in zip(paths, results):
-            if isinstance(result, BaseException):
-                return _failed(ctx, f"could not list path {ctx.show(path)}", result)
-            if ns.json:
-                children = [ctx.text(name) for name in result]
-                records.append({"path": ctx.text(path), "children": children})
-                continue
-            # 4.17 prints "<key>/<child>" even for "/" (giving "//tool").
-            prefix = path + b"/" if ns.prefix else b""
-            out.extend(prefix + name + b"\n" for name in result)
-        return 0
-
-    status = _maybe_transaction(ctx, len(paths) > 1, body)
-    if ns.json:
-        if status == 0:
-            ctx.write_json(records)
-    else:
-        ctx.write(b"".join(out))
-    return status
+    # 4.17 prints "<key>/<child>" even for "/" (giving "//tool").
+    return _per_path(
+        ctx,
+        ns,
+        commands.list_children,
+        "could not list path",
+        lambda path, names: {"path": ctx.text(path), "children": [ctx.text(n) for n in names]},
+        lambda path, names: b"".join(
+            (path + b"/" if ns.prefix else b"") + name + b"\n" for name in names
+        ),
+    )
 
 
 # -- ls -----------------------------------------------------------------------------
@@ -520,7 +507,7 @@ def cmd_perms(ctx: Context, ns: Any) -> int:
         commands.get_perms,
         "could not get permissions of path",
         lambda path, perms: {"path": ctx.text(path), "perms": [ctx.text(p) for p in perms]},
-        lambda perms: b" ".join(perms) + b"\n",
+        lambda path, perms: _prefix(ns, path) + b" ".join(perms) + b"\n",
     )
 
 
