@@ -418,17 +418,15 @@ class Driver(Generic[T]):
         if procedure is None:
             self.result = self.command.result(reply)
             return True
+        error: XenStoreError | None = None
         try:
             value = self.command.result(reply)
-        except XenStoreError as error:
-            return self._resume(procedure, None, error)
+        except XenStoreError as answer:  # the server's answer: the procedure's to catch
+            error = answer
         except BaseException:
             procedure.close()
             raise
-        return self._resume(procedure, value, None)
-
-    def _resume(self, procedure: Procedure[T], value: Any, error: XenStoreError | None) -> bool:
-        try:
+        try:  # (outside the handler: what the procedure raises gets no context from us)
             command = procedure.send(value) if error is None else procedure.throw(error)
         except StopIteration as stop:
             self.result = stop.value
