@@ -151,15 +151,18 @@ def _transaction_id(payload: bytes) -> int:
     raise UnexpectedPacket(f"expected a transaction id in 1..4294967295, got {payload!r}")
 
 
-def domain_id(domid: int | str | bytes) -> int:
+def domain_id(domid: int | str | bytes, check_range: bool = True) -> int:
     """A domain id checked: an int in 0..65535 (``"5"`` and ``b"5"`` are
-    accepted, as pyxs 0.4 formatted domids with ``str()``)."""
+    accepted, as pyxs 0.4 formatted domids with ``str()``). Without
+    ``check_range`` only the reading of a str or bytes is checked."""
     if isinstance(domid, (str, bytes)):
         try:
             domid = int(domid)
         except ValueError:
             raise ValueError(f"domain id must be an integer, not {domid!r}") from None
-    if isinstance(domid, bool) or not isinstance(domid, int) or not 0 <= domid <= 0xFFFF:
+    if check_range and (
+        isinstance(domid, bool) or not isinstance(domid, int) or not 0 <= domid <= 0xFFFF
+    ):
         raise ValueError(f"domain id must be an int in 0..65535, not {domid!r}")
     return domid
 
