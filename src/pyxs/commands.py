@@ -151,15 +151,18 @@ def _transaction_id(payload: bytes) -> int:
     raise UnexpectedPacket(f"expected a transaction id in 1..4294967295, got {payload!r}")
 
 
-def domain_id(domid: int | str | bytes) -> int:
+def domain_id(domid: int | str | bytes, check_range: bool = True) -> int:
     """A domain id checked: an int in 0..65535 (``"5"`` and ``b"5"`` are
-    accepted, as pyxs 0.4 formatted domids with ``str()``)."""
+    accepted, as pyxs 0.4 formatted domids with ``str()``). Without
+    ``check_range`` only the reading of a str or bytes is checked."""
     if isinstance(domid, (str, bytes)):
         try:
             domid = int(domid)
         except ValueError:
             raise ValueError(f"domain id must be an integer, not {domid!r}") from None
-    if isinstance(domid, bool) or not isinstance(domid, int) or not 0 <= domid <= 0xFFFF:
+    if check_range and (
+        isinstance(domid, bool) or not isinstance(domid, int) or not 0 <= domid <= 0xFFFF
+    ):
         raise ValueError(f"domain id must be an int in 0..65535, not {domid!r}")
     return domid
 
@@ -418,17 +421,15 @@ class Driver(Generic[T]):
         if procedure is None:
             self.result = self.command.result(reply)
             return True
+        error: XenStoreError | None = None
         try:
             value = self.command.result(reply)
-        except XenStoreError as error:
-            return self._resume(procedure, None, error)
+        except XenStoreError as answer:  # the server's answer: the procedure's to catch
+            error = answer
         except BaseException:
             procedure.close()
             raise
-        return self._resume(procedure, value, None)
-
-    def _resume(self, procedure: Procedure[T], value: Any, error: XenStoreError | None) -> bool:
-        try:
+        try:  # (outside the handler: what the procedure raises gets no context from us)
             command = procedure.send(value) if error is None else procedure.throw(error)
         except StopIteration as stop:
             self.result = stop.value

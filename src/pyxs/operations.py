@@ -87,7 +87,8 @@ def _or_default(command: Command[T], default: T) -> Procedure[T]:
 
 
 def _introduce(domid: int | str | bytes, mfn: int, port: int) -> Command[None]:
-    if not domain_id(domid):
+    # pyxs 0.4's order: the domid read, domain 0 refused, then mfn, port, range.
+    if not domain_id(domid, check_range=False):
         raise ValueError("domain 0 cannot be introduced.")
     return commands.introduce(domid, mfn, port)
 

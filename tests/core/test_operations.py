@@ -110,6 +110,11 @@ def test_domain_ids_as_pyxs_04_took_them() -> None:
         front.release_domain("70000")
     with pytest.raises(ValueError, match="domain 0 cannot be introduced"):
         front.introduce_domain("0", 1, 2)
+    # pyxs 0.4's order: domain 0 refused before the mfn, the mfn before the range
+    with pytest.raises(ValueError, match="domain 0 cannot be introduced"):
+        front.introduce_domain(b"0", -1, 2)
+    with pytest.raises(ValueError, match="mfn must be"):
+        front.introduce_domain(70000, -1, 2)
     assert len(front.tree.sent) == 3  # bad arguments send nothing
 
 
