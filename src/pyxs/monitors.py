@@ -32,7 +32,7 @@ import queue
 from collections import deque
 from collections.abc import Iterator
 from time import monotonic
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import commands
 from ._deprecation import deprecated
@@ -42,9 +42,21 @@ from .protocol import WatchEvent
 from .router import Doorbell
 
 if TYPE_CHECKING:
-    from .client import Client
+    from .commands import Operation
+    from .router import Router
 
-__all__ = ["NOTHING_YET", "Monitor", "MonitorBase", "Nothing"]
+
+class WatchingClient(Protocol):
+    """What a :class:`Monitor` needs of its client (a
+    :class:`~pyxs.client.Client`): its router, and a way to run a command
+    outside any transaction."""
+
+    router: Router
+
+    def execute(self, operation: Operation[Any], tx_id: int | None = None) -> Any: ...
+
+
+__all__ = ["NOTHING_YET", "Monitor", "MonitorBase", "Nothing", "WatchingClient"]
 
 
 class Nothing(enum.Enum):
@@ -114,7 +126,7 @@ class Monitor(MonitorBase):
     # Its public home (pyxs 0.4's): how it prints, pickles and is documented.
     __module__ = "pyxs.client"
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: WatchingClient) -> None:
         super().__init__()
         self.client = client
         self._bell = Doorbell(client.router)
