@@ -101,11 +101,7 @@ from .exceptions import (
 )
 from .monitors import NOTHING_YET, MonitorBase
 from .operations import DomainOperations, Operations, TreeWalk, WalkEntry
-from .paths import (
-    PathLike,
-    check_ascii,
-    validate_watch_path,
-)
+from .paths import PathLike, check_ascii, validate_watch_path
 from .protocol import ClientProtocol, Packet, WatchEvent
 from .transports.asyncio import AsyncTransport, DeviceTransport, SocketTransport
 

@@ -39,9 +39,7 @@ from .exceptions import (
 )
 from .monitors import Monitor
 from .operations import DomainOperations, TreeWalk, WalkEntry
-from .paths import (
-    PathLike,
-)
+from .paths import PathLike
 from .protocol import Op, Packet, WatchEvent
 from .router import RequestTimeout, Router
 from .router import RVar as RVar  # pyxs 0.4 name, re-exported
