@@ -16,17 +16,18 @@ first, like the output, so what the consumer needs next is usually in
 flight already. Nodes are *yielded* strictly in ``xenstore-ls`` order, as
 soon as everything about them (and everything before them) is known.
 
-This is the hot loop of ``pyxs ls`` and ``pyxs dump``. Each request is a
-:class:`~pyxs.commands.Command` of :mod:`pyxs.commands` (READ, GET_PERMS,
-DIRECTORY), handed to the session in one batch per step
-(:meth:`Session.submit_many <.session.Session.submit_many>`) with a method
-of its node as the callback; the session decodes each reply by the
-command's rule (:meth:`Command.result <pyxs.commands.Command.result>`).
-The starting path is checked by :mod:`pyxs.paths` as usual, in the three
-commands built for it; the paths below it are made of names that the
-server gave, and each of their commands is the starting path's command of
-the same kind with that path as its payload (checking every path again
-costs about 2 us a node, more than a tenth of ``pyxs ls``'s time). A child list
+This is the hot loop of ``pyxs ls`` and ``pyxs dump``. Its requests are
+the :class:`~pyxs.commands.Command` objects of :mod:`pyxs.commands` (READ,
+GET_PERMS, DIRECTORY) built for the starting path, which :mod:`pyxs.paths`
+checks as usual. The paths below it are made of names that the server gave,
+so each node's request is the starting path's command of the same kind
+with the node's path as its payload: handed to the session as ``(command,
+payload, callback)``, in one batch per step (:meth:`Session.submit_many
+<.session.Session.submit_many>`), with a method of its node as the
+callback; the session decodes each reply by the command's rule
+(:meth:`Command.result <pyxs.commands.Command.result>`). Neither a path
+check (about 2 us a node) nor a Command object is paid per node: each
+would cost a tenth of ``pyxs ls``'s time. A child list
 too big for DIRECTORY (E2BIG) is read by the ``list_children`` procedure
 of :mod:`pyxs.commands` (DIRECTORY_PART), through the same session.
 
@@ -185,20 +186,18 @@ def walk(
     root = Node(state, path, b"", -1, state.expected if include_root else 0)
     issue = state.issue
     per_node = state.expected + 1
-    # the starting path's commands, made again for each node's path
-    read_op, read_decode = state.read.op, state.read.decode
-    perms_op, perms_decode = state.get_perms.op, state.get_perms.decode
-    directory_op, directory_decode = state.directory.op, state.directory.decode
-    batch: list[tuple[Command[Any], Any]] = []
+    # the starting path's commands, sent again with each node's path
+    read, get_perms, directory = state.read, state.get_perms, state.directory
+    batch: list[tuple[Command[Any], bytes, Any]] = []
 
     def fetch(node: Node, own_line: bool = True) -> None:
         payload = node.path + b"\0"
         if own_line:
             if values:
-                batch.append((Command(read_op, payload, read_decode), node.set_value))
+                batch.append((read, payload, node.set_value))
             if perms:
-                batch.append((Command(perms_op, payload, perms_decode), node.set_perms))
-        batch.append((Command(directory_op, payload, directory_decode), node.set_directory))
+                batch.append((get_perms, payload, node.set_perms))
+        batch.append((directory, payload, node.set_directory))
 
     def pump() -> None:
         """Issue what the window allows, then handle one batch of replies."""
