@@ -9,12 +9,21 @@ full round trip per request, which is what makes it slow on large trees.
 
 :func:`walk` yields the same nodes in the same order, but keeps the
 :class:`~.session.Session`'s pipeline full: as soon as a node's child list
-arrives, its children go on an *issue stack*, and requests (READ,
-GET_PERMS, DIRECTORY for each node) are sent for the top of that stack
-whenever the window has room. The stack makes the fetching roughly depth
-first, like the output, so what the consumer needs next is usually in
-flight already. Nodes are *yielded* strictly in ``xenstore-ls`` order, as
+arrives, it goes on an *issue stack*, and requests (READ, GET_PERMS,
+DIRECTORY for each node) are sent for the next child of the top list
+whenever the window has room. The stack is kept in yield order (a list
+goes in where its first child falls in a depth-first walk, the child
+indices from the starting node down to it), so requests go out in the
+order the nodes are yielded and what the consumer needs next is usually
+in flight already. Nodes are *yielded* strictly in ``xenstore-ls`` order, as
 soon as everything about them (and everything before them) is known.
+
+A child's :class:`Node` is made only when its requests go out, and let go
+once it is yielded: the walk holds the nodes between those two points, not
+every child listed so far (the first window alone lists dozens of
+directories). The cyclic garbage collector runs whenever some 700 more
+objects are alive than at its last run; with a few windows' worth of nodes
+alive, it seldom runs during a walk.
 
 This is the hot loop of ``pyxs ls`` and ``pyxs dump``. Its requests are
 the :class:`~pyxs.commands.Command` objects of :mod:`pyxs.commands` (READ,
@@ -68,8 +77,10 @@ class ListFailed(Exception):
 
 class _Walk:
     """State shared by the nodes of one walk: the session, the transaction,
-    the replies each node's own line waits for, the issue stack, and the
-    commands of the starting path (READ, GET_PERMS, DIRECTORY)."""
+    the replies each node's own line waits for, the issue stack (entries
+    ``[parent, names, next index, parent's path + "/", children's depth,
+    parent's place]``, the next child to send on top), and the commands of
+    the starting path (READ, GET_PERMS, DIRECTORY)."""
 
     __slots__ = ("directory", "expected", "get_perms", "issue", "read", "session", "tx")
 
@@ -77,7 +88,7 @@ class _Walk:
         self.session = session
         self.tx = tx
         self.expected = expected
-        self.issue: list[Node] = []
+        self.issue: list[list[Any]] = []
         self.read = commands.read(path)
         self.get_perms = commands.get_perms(path)
         self.directory = commands.directory(path)
@@ -86,12 +97,15 @@ class _Walk:
 class Node:
     """One node of the walk. ``value``/``perms``/``children`` are filled in
     as replies arrive; each may instead end up as the exception that the
-    server answered (``value_error`` etc.)."""
+    server answered (``value_error`` etc.). ``children`` holds None for a
+    child not made yet (or already emitted)."""
 
     __slots__ = (
         "children",
         "children_error",
         "depth",
+        "entry",
+        "index",
         "missing",
         "name",
         "path",
@@ -102,8 +116,20 @@ class Node:
         "walk",
     )
 
-    def __init__(self, walk: _Walk, path: bytes, name: bytes, depth: int, missing: int) -> None:
+    def __init__(
+        self,
+        walk: _Walk,
+        path: bytes,
+        name: bytes,
+        depth: int,
+        missing: int,
+        entry: list[Any] | None = None,
+        index: int = 0,
+    ) -> None:
         self.walk = walk
+        #: the issue-stack entry of the parent's child list, and the place in it
+        self.entry = entry
+        self.index = index
         self.path = path
         self.name = name
         self.depth = depth
@@ -111,7 +137,7 @@ class Node:
         self.value_error: BaseException | None = None
         self.perms: list[bytes] | None = None
         self.perms_error: BaseException | None = None
-        self.children: list[Node] | None = None
+        self.children: list[Node | None] | None = None
         self.children_error: BaseException | None = None
         #: replies still expected for this node's own line (value, perms)
         self.missing = missing
@@ -158,16 +184,21 @@ class Node:
             self._add_children(names)
 
     def _add_children(self, names: list[bytes]) -> None:
-        walk = self.walk
-        depth = self.depth + 1
         path = self.path
         base = path if path.endswith(b"/") else path + b"/"
-        expected = walk.expected
-        kids = [Node(walk, base + name, name, depth, expected) for name in names]
-        self.children = kids
-        kids.reverse()
-        walk.issue.extend(kids)
-        kids.reverse()
+        self.children = [None] * len(names)
+        # The stack stays in yield order, the next child to send on top: an
+        # entry's place is where its next child falls in a depth-first walk
+        # (the child indices from the starting node down to it); a new list
+        # goes below every entry whose next child comes before its first.
+        entry = self.entry
+        key = () if entry is None else entry[5] + (self.index,)
+        place = (*key, 0)
+        issue = self.walk.issue
+        at = len(issue)
+        while at and issue[at - 1][5] + (issue[at - 1][2],) < place:
+            at -= 1
+        issue.insert(at, [self, names, 0, base, self.depth + 1, key])
 
 
 def walk(
@@ -205,9 +236,23 @@ def walk(
             room = session.room()
             if room < per_node and not session.busy:
                 room = per_node  # a window smaller than a node's requests
+            expected = state.expected
             while issue and room >= per_node:
-                fetch(issue.pop())
-                room -= per_node
+                entry = issue[-1]
+                parent, names, start, base, depth, _ = entry
+                stop = min(len(names), start + room // per_node)
+                room -= (stop - start) * per_node
+                if stop < len(names):
+                    entry[2] = stop
+                else:
+                    issue.pop()
+                kids = parent.children
+                for index in range(start, stop):
+                    name = names[index]
+                    node = kids[index] = Node(
+                        state, base + name, name, depth, expected, entry, index
+                    )
+                    fetch(node)
             session.submit_many(batch, tx)
             batch.clear()
         session.step()
@@ -241,14 +286,15 @@ def walk(
             stack.pop()
             continue
         child = kids[index]
-        while child.missing:
+        while child is None or child.missing:
             pump()
+            child = kids[index]
         top[1] = index + 1
         # Emitted nodes are let go (the parent's list no longer holds them):
         # a walk keeps only what it still needs, which leaves the cyclic
         # garbage collector little to look at and the tree nothing to free
         # at the end.
-        kids[index] = None  # type: ignore[call-overload]
+        kids[index] = None
         yield child
         if child.children or child.children is None or child.children_error is not None:
             stack.append([child, 0])
