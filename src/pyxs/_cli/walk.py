@@ -221,14 +221,15 @@ def walk(
     read, get_perms, directory = state.read, state.get_perms, state.directory
     batch: list[tuple[Command[Any], bytes, Any]] = []
 
-    def fetch(node: Node, own_line: bool = True) -> None:
-        payload = node.path + b"\0"
-        if own_line:
-            if values:
+    def fetch(nodes: list[Node], own_line: bool = True) -> None:
+        with_value, with_perms = values and own_line, perms and own_line
+        for node in nodes:
+            payload = node.path + b"\0"
+            if with_value:
                 batch.append((read, payload, node.set_value))
-            if perms:
+            if with_perms:
                 batch.append((get_perms, payload, node.set_perms))
-        batch.append((directory, payload, node.set_directory))
+            batch.append((directory, payload, node.set_directory))
 
     def pump() -> None:
         """Issue what the window allows, then handle one batch of replies."""
@@ -246,18 +247,17 @@ def walk(
                     entry[2] = stop
                 else:
                     issue.pop()
-                kids = parent.children
-                for index in range(start, stop):
-                    name = names[index]
-                    node = kids[index] = Node(
-                        state, base + name, name, depth, expected, entry, index
-                    )
-                    fetch(node)
+                made = [
+                    Node(state, base + name, name, depth, expected, entry, index)
+                    for index, name in enumerate(names[start:stop], start)
+                ]
+                parent.children[start:stop] = made
+                fetch(made)
             session.submit_many(batch, tx)
             batch.clear()
         session.step()
 
-    fetch(root, include_root)
+    fetch([root], include_root)
     session.submit_many(batch, tx)
     batch.clear()
     if include_root:
