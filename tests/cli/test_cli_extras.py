@@ -721,3 +721,36 @@ def test_large_ls_output_is_whole_through_a_pipe(xs_server: Any, base: str) -> N
         ["ls", f"{base}/big"], xs_server.socket_path, command=[sys.executable, "-m", "pyxs"]
     )
     assert (via_module.rc, via_module.stdout) == (0, expected.stdout)
+
+
+# -- the walk ----------------------------------------------------------------------------
+
+
+def test_walk_holds_a_few_windows_of_nodes(xs_server: Any, unique_path: bytes) -> None:
+    """A walk makes a node when its requests go out and lets it go once yielded,
+    and sends in yield order: 40 directories of 30 leaves never have more than a
+    few windows' worth of nodes alive (listing the first window of directories
+    at once made all their children: 960 here), and come out depth first."""
+    import gc
+
+    import pyxs
+    from pyxs._cli.session import WINDOW, Session, connect
+    from pyxs._cli.walk import Node, walk
+
+    expected = []
+    with pyxs.Client(unix_socket_path=xs_server.socket_path) as client:
+        for d in range(40):
+            expected.append(unique_path + b"/d%d" % d)
+            for n in range(30):
+                path = unique_path + b"/d%d/n%d" % (d, n)
+                client.write(path, b"%d" % n)
+                expected.append(path)
+    most = 0
+    seen = []
+    with Session(connect(xs_server.socket_path)) as session:
+        for count, node in enumerate(walk(session, unique_path)):
+            seen.append(node.path)
+            if count % 50 == 0:
+                most = max(most, sum(1 for o in gc.get_objects() if type(o) is Node))
+    assert seen == expected
+    assert 0 < most <= 2 * WINDOW

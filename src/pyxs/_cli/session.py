@@ -232,27 +232,34 @@ class Session:
             return
         self._queue.append((command, callback, tx, driver, HEADER_SIZE + size))
 
-    def submit_many(self, items: Iterable[tuple[Command[Any], Callback]], tx: int = 0) -> None:
-        """:meth:`submit` each ``(command, callback)``, in order.
+    def submit_many(
+        self, items: Iterable[tuple[Command[Any], bytes, Callback]], tx: int = 0
+    ) -> None:
+        """:meth:`submit` each ``(command, payload, callback)``, in order: the
+        request is ``command``'s op with ``payload`` (``command.payload`` or
+        the same op's payload for another path the caller has checked), and
+        its reply is decoded by ``command``'s rule.
 
-        While the window has room, the commands are encoded at once (and
+        While the window has room, the requests are encoded at once (and
         sent together by the next :meth:`step`): the tree walk's way, one call
-        per batch of nodes rather than a queue round trip per request.
+        per batch of nodes, and no Command made per request.
         """
         waiting = self._waiting
         out = self._outbox
         request = self._protocol.request
         room = 0 if self._queue else self.window - len(waiting)
         inflight = self._inflight_bytes
-        for command, callback in items:
+        for command, payload, callback in items:
             if room <= 0 or inflight >= MAX_INFLIGHT_BYTES:
                 self._inflight_bytes = inflight
+                if payload is not command.payload:
+                    command = Command(command.op, payload, command.decode)
                 self.submit(command, callback, tx)  # queued, behind what is there
                 inflight = self._inflight_bytes
                 room = 0
                 continue
             try:
-                req_id, data = request(command.op, command.payload, tx)
+                req_id, data = request(command.op, payload, tx)
             except InvalidPayload:  # over PAYLOAD_MAX
                 self._inflight_bytes = inflight  # the callback may submit too
                 callback(None, error_for_errno(errno.E2BIG))

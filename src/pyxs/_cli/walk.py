@@ -9,24 +9,34 @@ full round trip per request, which is what makes it slow on large trees.
 
 :func:`walk` yields the same nodes in the same order, but keeps the
 :class:`~.session.Session`'s pipeline full: as soon as a node's child list
-arrives, its children go on an *issue stack*, and requests (READ,
-GET_PERMS, DIRECTORY for each node) are sent for the top of that stack
-whenever the window has room. The stack makes the fetching roughly depth
-first, like the output, so what the consumer needs next is usually in
-flight already. Nodes are *yielded* strictly in ``xenstore-ls`` order, as
+arrives, it goes on an *issue stack*, and requests (READ, GET_PERMS,
+DIRECTORY for each node) are sent for the next child of the top list
+whenever the window has room. The stack is kept in yield order (a list
+goes in where its first child falls in a depth-first walk, the child
+indices from the starting node down to it), so requests go out in the
+order the nodes are yielded and what the consumer needs next is usually
+in flight already. Nodes are *yielded* strictly in ``xenstore-ls`` order, as
 soon as everything about them (and everything before them) is known.
 
-This is the hot loop of ``pyxs ls`` and ``pyxs dump``. Each request is a
-:class:`~pyxs.commands.Command` of :mod:`pyxs.commands` (READ, GET_PERMS,
-DIRECTORY), handed to the session in one batch per step
-(:meth:`Session.submit_many <.session.Session.submit_many>`) with a method
-of its node as the callback; the session decodes each reply by the
-command's rule (:meth:`Command.result <pyxs.commands.Command.result>`).
-The starting path is checked by :mod:`pyxs.paths` as usual, in the three
-commands built for it; the paths below it are made of names that the
-server gave, and each of their commands is the starting path's command of
-the same kind with that path as its payload (checking every path again
-costs about 2 us a node, more than a tenth of ``pyxs ls``'s time). A child list
+A child's :class:`Node` is made only when its requests go out, and let go
+once it is yielded: the walk holds the nodes between those two points, not
+every child listed so far (the first window alone lists dozens of
+directories). The cyclic garbage collector runs whenever some 700 more
+objects are alive than at its last run; with a few windows' worth of nodes
+alive, it seldom runs during a walk.
+
+This is the hot loop of ``pyxs ls`` and ``pyxs dump``. Its requests are
+the :class:`~pyxs.commands.Command` objects of :mod:`pyxs.commands` (READ,
+GET_PERMS, DIRECTORY) built for the starting path, which :mod:`pyxs.paths`
+checks as usual. The paths below it are made of names that the server gave,
+so each node's request is the starting path's command of the same kind
+with the node's path as its payload: handed to the session as ``(command,
+payload, callback)``, in one batch per step (:meth:`Session.submit_many
+<.session.Session.submit_many>`), with a method of its node as the
+callback; the session decodes each reply by the command's rule
+(:meth:`Command.result <pyxs.commands.Command.result>`). Neither a path
+check (about 2 us a node) nor a Command object is paid per node: each
+would cost a tenth of ``pyxs ls``'s time. A child list
 too big for DIRECTORY (E2BIG) is read by the ``list_children`` procedure
 of :mod:`pyxs.commands` (DIRECTORY_PART), through the same session.
 
@@ -67,8 +77,10 @@ class ListFailed(Exception):
 
 class _Walk:
     """State shared by the nodes of one walk: the session, the transaction,
-    the replies each node's own line waits for, the issue stack, and the
-    commands of the starting path (READ, GET_PERMS, DIRECTORY)."""
+    the replies each node's own line waits for, the issue stack (entries
+    ``[parent, names, next index, parent's path + "/", children's depth,
+    parent's place]``, the next child to send on top), and the commands of
+    the starting path (READ, GET_PERMS, DIRECTORY)."""
 
     __slots__ = ("directory", "expected", "get_perms", "issue", "read", "session", "tx")
 
@@ -76,7 +88,7 @@ class _Walk:
         self.session = session
         self.tx = tx
         self.expected = expected
-        self.issue: list[Node] = []
+        self.issue: list[list[Any]] = []
         self.read = commands.read(path)
         self.get_perms = commands.get_perms(path)
         self.directory = commands.directory(path)
@@ -85,12 +97,15 @@ class _Walk:
 class Node:
     """One node of the walk. ``value``/``perms``/``children`` are filled in
     as replies arrive; each may instead end up as the exception that the
-    server answered (``value_error`` etc.)."""
+    server answered (``value_error`` etc.). ``children`` holds None for a
+    child not made yet (or already emitted)."""
 
     __slots__ = (
         "children",
         "children_error",
         "depth",
+        "entry",
+        "index",
         "missing",
         "name",
         "path",
@@ -101,8 +116,20 @@ class Node:
         "walk",
     )
 
-    def __init__(self, walk: _Walk, path: bytes, name: bytes, depth: int, missing: int) -> None:
+    def __init__(
+        self,
+        walk: _Walk,
+        path: bytes,
+        name: bytes,
+        depth: int,
+        missing: int,
+        entry: list[Any] | None = None,
+        index: int = 0,
+    ) -> None:
         self.walk = walk
+        #: the issue-stack entry of the parent's child list, and the place in it
+        self.entry = entry
+        self.index = index
         self.path = path
         self.name = name
         self.depth = depth
@@ -110,7 +137,7 @@ class Node:
         self.value_error: BaseException | None = None
         self.perms: list[bytes] | None = None
         self.perms_error: BaseException | None = None
-        self.children: list[Node] | None = None
+        self.children: list[Node | None] | None = None
         self.children_error: BaseException | None = None
         #: replies still expected for this node's own line (value, perms)
         self.missing = missing
@@ -157,16 +184,21 @@ class Node:
             self._add_children(names)
 
     def _add_children(self, names: list[bytes]) -> None:
-        walk = self.walk
-        depth = self.depth + 1
         path = self.path
         base = path if path.endswith(b"/") else path + b"/"
-        expected = walk.expected
-        kids = [Node(walk, base + name, name, depth, expected) for name in names]
-        self.children = kids
-        kids.reverse()
-        walk.issue.extend(kids)
-        kids.reverse()
+        self.children = [None] * len(names)
+        # The stack stays in yield order, the next child to send on top: an
+        # entry's place is where its next child falls in a depth-first walk
+        # (the child indices from the starting node down to it); a new list
+        # goes below every entry whose next child comes before its first.
+        entry = self.entry
+        key = () if entry is None else entry[5] + (self.index,)
+        place = (*key, 0)
+        issue = self.walk.issue
+        at = len(issue)
+        while at and issue[at - 1][5] + (issue[at - 1][2],) < place:
+            at -= 1
+        issue.insert(at, [self, names, 0, base, self.depth + 1, key])
 
 
 def walk(
@@ -185,20 +217,19 @@ def walk(
     root = Node(state, path, b"", -1, state.expected if include_root else 0)
     issue = state.issue
     per_node = state.expected + 1
-    # the starting path's commands, made again for each node's path
-    read_op, read_decode = state.read.op, state.read.decode
-    perms_op, perms_decode = state.get_perms.op, state.get_perms.decode
-    directory_op, directory_decode = state.directory.op, state.directory.decode
-    batch: list[tuple[Command[Any], Any]] = []
+    # the starting path's commands, sent again with each node's path
+    read, get_perms, directory = state.read, state.get_perms, state.directory
+    batch: list[tuple[Command[Any], bytes, Any]] = []
 
-    def fetch(node: Node, own_line: bool = True) -> None:
-        payload = node.path + b"\0"
-        if own_line:
-            if values:
-                batch.append((Command(read_op, payload, read_decode), node.set_value))
-            if perms:
-                batch.append((Command(perms_op, payload, perms_decode), node.set_perms))
-        batch.append((Command(directory_op, payload, directory_decode), node.set_directory))
+    def fetch(nodes: list[Node], own_line: bool = True) -> None:
+        with_value, with_perms = values and own_line, perms and own_line
+        for node in nodes:
+            payload = node.path + b"\0"
+            if with_value:
+                batch.append((read, payload, node.set_value))
+            if with_perms:
+                batch.append((get_perms, payload, node.set_perms))
+            batch.append((directory, payload, node.set_directory))
 
     def pump() -> None:
         """Issue what the window allows, then handle one batch of replies."""
@@ -206,14 +237,27 @@ def walk(
             room = session.room()
             if room < per_node and not session.busy:
                 room = per_node  # a window smaller than a node's requests
+            expected = state.expected
             while issue and room >= per_node:
-                fetch(issue.pop())
-                room -= per_node
+                entry = issue[-1]
+                parent, names, start, base, depth, _ = entry
+                stop = min(len(names), start + room // per_node)
+                room -= (stop - start) * per_node
+                if stop < len(names):
+                    entry[2] = stop
+                else:
+                    issue.pop()
+                made = [
+                    Node(state, base + name, name, depth, expected, entry, index)
+                    for index, name in enumerate(names[start:stop], start)
+                ]
+                parent.children[start:stop] = made
+                fetch(made)
             session.submit_many(batch, tx)
             batch.clear()
         session.step()
 
-    fetch(root, include_root)
+    fetch([root], include_root)
     session.submit_many(batch, tx)
     batch.clear()
     if include_root:
@@ -242,14 +286,15 @@ def walk(
             stack.pop()
             continue
         child = kids[index]
-        while child.missing:
+        while child is None or child.missing:
             pump()
+            child = kids[index]
         top[1] = index + 1
         # Emitted nodes are let go (the parent's list no longer holds them):
         # a walk keeps only what it still needs, which leaves the cyclic
         # garbage collector little to look at and the tree nothing to free
         # at the end.
-        kids[index] = None  # type: ignore[call-overload]
+        kids[index] = None
         yield child
         if child.children or child.children is None or child.children_error is not None:
             stack.append([child, 0])
