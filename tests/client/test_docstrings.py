@@ -4,6 +4,7 @@ public function, class, method and property (inherited ones count)."""
 from __future__ import annotations
 
 import inspect
+import typing
 
 import pytest
 
@@ -30,6 +31,8 @@ def undocumented(module) -> list[str]:
     missing = []
     for name in module.__all__:
         obj = getattr(module, name)
+        if typing.get_origin(obj) is not None:
+            continue  # a type alias (on 3.9 and 3.10 isclass() says True of list[int])
         if not (inspect.isfunction(obj) or inspect.isclass(obj)):
             continue
         if not inspect.getdoc(obj):
