@@ -207,6 +207,8 @@ class Client(DomainOperations[bytes, None, bool, list[bytes]]):
         if operation.__class__ is Command:  # _run's first case, one call sooner
             reply = router.roundtrip(operation.op, operation.payload, tx_id, self.timeout)
             return operation.result(reply)
+        if not tx_id:  # _run's second case, one call sooner
+            return run_blocking(operation, self._exchange_outside)
         return self._run(operation, tx_id)
 
     def _op_outside(self, make: Callable[..., Operation[T]], *args: Any) -> T:
@@ -222,6 +224,8 @@ class Client(DomainOperations[bytes, None, bool, list[bytes]]):
         if operation.__class__ is Command:
             reply = router.roundtrip(operation.op, operation.payload, tx_id, timeout)
             return operation.result(reply)
+        if not tx_id:  # no transaction to check at each step
+            return run_blocking(operation, self._exchange_outside)
 
         local = self._local
 
@@ -233,6 +237,10 @@ class Client(DomainOperations[bytes, None, bool, list[bytes]]):
             return router.roundtrip(command.op, command.payload, tx_id, timeout)
 
         return run_blocking(operation, exchange)
+
+    def _exchange_outside(self, command: Command[Any]) -> Packet:
+        """A procedure's round trip outside any transaction (:meth:`_run`)."""
+        return self.router.roundtrip(command.op, command.payload, 0, self.timeout)
 
     def execute(self, operation: Operation[T], tx_id: int | None = None) -> T:
         """Run a :mod:`pyxs.commands` command or procedure on this client.

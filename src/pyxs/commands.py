@@ -92,6 +92,13 @@ __all__ = [
 T = TypeVar("T")
 _OP_ERROR = int(Op.ERROR)
 
+# The ops of the requests made at every call, as module constants: looking a
+# member up on its Enum class costs 0.08 us on Python 3.11, a global 0.01 us.
+_READ, _WRITE, _MKDIR, _RM = Op.READ, Op.WRITE, Op.MKDIR, Op.RM
+_DIRECTORY, _DIRECTORY_PART = Op.DIRECTORY, Op.DIRECTORY_PART
+_GET_PERMS, _SET_PERMS, _WATCH, _UNWATCH = Op.GET_PERMS, Op.SET_PERMS, Op.WATCH, Op.UNWATCH
+_TRANSACTION_START, _TRANSACTION_END = Op.TRANSACTION_START, Op.TRANSACTION_END
+
 
 class Command(Generic[T]):
     """One request and the decoder of its reply."""
@@ -176,7 +183,7 @@ def _domid(domid: int | str | bytes) -> bytes:
 
 def read(path: PathLike) -> Command[bytes]:
     """READ: the node's value (raw bytes, may be empty or contain NULs)."""
-    return Command(Op.READ, validate_path(path) + b"\0", _raw)
+    return Command(_READ, validate_path(path) + b"\0", _raw)
 
 
 def write(path: PathLike, value: bytes | bytearray | memoryview) -> Command[None]:
@@ -185,22 +192,22 @@ def write(path: PathLike, value: bytes | bytearray | memoryview) -> Command[None
         if not isinstance(value, (bytearray, memoryview)):
             raise TypeError(f"value must be bytes, not {type(value).__name__}")
         value = bytes(value)
-    return Command(Op.WRITE, validate_path(path) + b"\0" + value, _ok)
+    return Command(_WRITE, validate_path(path) + b"\0" + value, _ok)
 
 
 def mkdir(path: PathLike) -> Command[None]:
     """MKDIR: create a node (and parents); an existing node is left alone."""
-    return Command(Op.MKDIR, validate_path(path) + b"\0", _ok)
+    return Command(_MKDIR, validate_path(path) + b"\0", _ok)
 
 
 def rm(path: PathLike) -> Command[None]:
     """RM: remove a node and its subtree."""
-    return Command(Op.RM, validate_path(path) + b"\0", _ok)
+    return Command(_RM, validate_path(path) + b"\0", _ok)
 
 
 def directory(path: PathLike) -> Command[list[bytes]]:
     """DIRECTORY: child names in creation order (E2BIG when over 4096 bytes)."""
-    return Command(Op.DIRECTORY, validate_path(path) + b"\0", split_strings)
+    return Command(_DIRECTORY, validate_path(path) + b"\0", split_strings)
 
 
 def _directory_part_reply(payload: bytes) -> tuple[bytes, bytes, bool]:
@@ -218,12 +225,12 @@ def directory_part(path: PathLike, offset: int) -> Command[tuple[bytes, bytes, b
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValueError(f"offset must be a non-negative int, not {offset!r}")
     payload = validate_path(path) + b"\0%d\0" % offset
-    return Command(Op.DIRECTORY_PART, payload, _directory_part_reply)
+    return Command(_DIRECTORY_PART, payload, _directory_part_reply)
 
 
 def get_perms(path: PathLike) -> Command[list[bytes]]:
     """GET_PERMS: the permission list as pyxs 0.4 gave it, ``[b"n0", b"r5"]``."""
-    return Command(Op.GET_PERMS, validate_path(path) + b"\0", split_strings)
+    return Command(_GET_PERMS, validate_path(path) + b"\0", split_strings)
 
 
 def set_perms(path: PathLike, perms: Iterable[PathLike | Permission]) -> Command[None]:
@@ -231,29 +238,29 @@ def set_perms(path: PathLike, perms: Iterable[PathLike | Permission]) -> Command
     path = validate_path(path)  # first, as pyxs 0.4 checked
     entries = validate_perms(perms)
     payload = path + b"\0" + b"".join(p + b"\0" for p in entries)
-    return Command(Op.SET_PERMS, payload, _ok)
+    return Command(_SET_PERMS, payload, _ok)
 
 
 def watch(path: PathLike, token: PathLike) -> Command[None]:
     """WATCH: register (path, token); an initial event follows the OK."""
     payload = validate_watch_path(path) + b"\0" + check_ascii(token, "token") + b"\0"
-    return Command(Op.WATCH, payload, _ok)
+    return Command(_WATCH, payload, _ok)
 
 
 def unwatch(path: PathLike, token: PathLike) -> Command[None]:
     """UNWATCH: drop (path, token)."""
     payload = validate_watch_path(path) + b"\0" + check_ascii(token, "token") + b"\0"
-    return Command(Op.UNWATCH, payload, _ok)
+    return Command(_UNWATCH, payload, _ok)
 
 
 def transaction_start() -> Command[int]:
     """TRANSACTION_START: the new transaction's id."""
-    return Command(Op.TRANSACTION_START, b"\0", _transaction_id)
+    return Command(_TRANSACTION_START, b"\0", _transaction_id)
 
 
 def transaction_end(commit: bool) -> Command[None]:
     """TRANSACTION_END: commit (``T``) or abort (``F``); EAGAIN on conflict."""
-    return Command(Op.TRANSACTION_END, b"T\0" if commit else b"F\0", _ok)
+    return Command(_TRANSACTION_END, b"T\0" if commit else b"F\0", _ok)
 
 
 def introduce(domid: int | str | bytes, mfn: int, port: int) -> Command[None]:
