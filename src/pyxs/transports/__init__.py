@@ -18,7 +18,11 @@ Modules:
   order), and opening the XenBus device safely; shared by every front end;
 * :mod:`.sync`: the blocking transports of :class:`pyxs.Client` and the
   ``pyxs`` command, :class:`~.sync.UnixSocketConnection` and
-  :class:`~.sync.XenBusConnection`, and :func:`~.sync.default_connection`.
+  :class:`~.sync.XenBusConnection`, and :func:`~.sync.default_connection`;
+* :mod:`.asyncio`: those of :class:`pyxs.aio.AsyncClient`,
+  :class:`~.asyncio.SocketTransport` (the event loop's own socket transport)
+  and :class:`~.asyncio.DeviceTransport` (the XenBus device, watched by the
+  loop), behind one small interface (:class:`~.asyncio.AsyncTransport`).
 
 :mod:`pyxs.connection` (pyxs 0.4's module) re-exports the sync names;
 this package imports nothing itself, so each front end loads only its own

@@ -84,32 +84,40 @@ class SocketTransport(asyncio.BufferedProtocol):
         self.closed: asyncio.Future[None] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """asyncio: the socket is connected; the client gets this transport."""
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         # Now, not when connect() resumes: a loss in between must count.
         self._owner._transport = self
 
     def write(self, data: bytes) -> None:
+        """Write ``data`` (buffered by the event loop's transport)."""
         self._transport.write(data)
 
     def writelines(self, messages: list[bytes]) -> None:
+        """Write several messages at once, in one write."""
         self.write(b"".join(messages))
 
     def is_closing(self) -> bool:
+        """Whether the socket is closed or closing."""
         # After a write or read error asyncio's transport is closing at once,
         # but tells connection_lost only on the loop's next turn.
         return self._transport.is_closing()
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        """asyncio: where the next read goes (one 64 KiB buffer, reused)."""
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        """asyncio: ``nbytes`` were read; hand them to the client."""
         self._owner._data_received(self._buffer[:nbytes].tobytes())
 
     def eof_received(self) -> bool:
+        """asyncio: XenStore closed its end; the transport closes too."""
         return False  # close; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio: the socket is gone; tell the client, resolve :attr:`closed`."""
         if not self.closed.done():
             self.closed.set_result(None)
         self._owner._connection_lost(self, exc)
