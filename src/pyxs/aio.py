@@ -602,11 +602,8 @@ class AsyncClient(_AsyncOperations, DomainOperations[_Bytes, _None, _Bool, _List
         waiters, self._waiters = self._waiters, {}
         self._late_replies = {}
         for future in waiters.values():
-            if future.done():
-                continue
-            if future._driver is not None:
-                future._driver.close()
-            future.set_exception(error)
+            if not future.done():
+                self._settle(future, error)
         waiters.clear()  # a _data_received under way must find none of them
         monitors, self._monitors = self._monitors, set()
         self._subscribers = {}

@@ -232,7 +232,7 @@ class Client(DomainOperations[bytes, None, bool, list[bytes]]):
         def exchange(command: Command[Any]) -> Packet:
             # Each step, as each call: not in this thread's transaction once
             # it was lost with its connection (another thread reconnected).
-            if tx_id and tx_id == local.tx_id and local.tx_session is not router.session:
+            if tx_id == local.tx_id and local.tx_session is not router.session:
                 self._current_tx()  # raises
             return router.roundtrip(command.op, command.payload, tx_id, timeout)
 
